@@ -1,0 +1,148 @@
+"""What every corpus recipe shares: listing audio under a root and accounting for it.
+
+A recipe only knows how its corpus names files. :func:`scan` lists the audio
+files below the root (a local folder or an object-store prefix), asks the
+recipe's parser about each one, and returns a :class:`Manifest` in which every
+audio file is either an utterance or a skipped file with its reason.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from crossemo import storage
+from crossemo.labels import EMOTIONS, MANIFEST_COLUMNS
+
+AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac")
+
+
+class CorpusError(ValueError):
+    """A corpus cannot be read as its recipe expects (missing root, bad manifest …)."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """What a recipe's parser learned from one file name."""
+
+    speaker: str
+    emotion: str
+    label: str
+
+    def __post_init__(self) -> None:
+        if self.emotion not in EMOTIONS:
+            raise ValueError(f"emotion {self.emotion!r} is not one of {EMOTIONS}")
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file the recipe does not use, and why."""
+
+    reason: str
+
+
+Parser = Callable[[str], "Utterance | Skip"]
+"""Turns a path relative to the corpus root (forward slashes) into a verdict."""
+
+
+@dataclass
+class Manifest:
+    """The utterances of one corpus and the files that were skipped.
+
+    Attributes:
+        corpus: the corpus name used in every output.
+        root: the URI the corpus was read from.
+        utterances: one row per utterance, columns :data:`MANIFEST_COLUMNS`
+            plus ``fingerprint`` (size and modification stamp, used to find
+            cached features without reading the audio again).
+        skipped: one row per audio file not used: ``uri``, ``corpus``, ``reason``.
+    """
+
+    corpus: str
+    root: str
+    utterances: pd.DataFrame
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["uri", "corpus", "reason"]))
+
+    def counts(self) -> pd.DataFrame:
+        """Utterances per emotion (columns) and speaker (rows)."""
+        table = pd.crosstab(self.utterances["speaker"], self.utterances["emotion"])
+        return table.reindex(columns=[e for e in EMOTIONS if e in table.columns])
+
+
+def fingerprint(info: dict) -> str:
+    """A cheap identity of a file's content from its listing: size plus ETag or mtime."""
+    stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or info.get("created") or ""
+    return f"{info.get('size', '')}:{str(stamp).strip(chr(34))}"
+
+
+def list_audio(root: str, *, storage_options: storage.StorageOptions | None = None) -> list[tuple[str, str, str]]:
+    """List the audio files below ``root``.
+
+    Returns:
+        ``(uri, path relative to root, fingerprint)`` per file, sorted by path.
+
+    Raises:
+        CorpusError: the root does not exist, is not a folder, or cannot be read.
+    """
+    try:
+        fs, path = storage.filesystem(root, storage_options=storage_options)
+        if not fs.exists(path):
+            raise CorpusError(f"corpus root {root} does not exist")
+        if not fs.isdir(path):
+            raise CorpusError(f"corpus root {root} is not a folder")
+        found = fs.find(path, detail=True)
+    except CorpusError:
+        raise
+    except Exception as error:  # storage back-ends raise many kinds; name it and stop
+        raise CorpusError(f"cannot list corpus root {root}: {storage.describe_error(error)}") from error
+    base = path.rstrip("/")
+    files = []
+    for item, info in sorted(found.items()):
+        if not item.lower().endswith(AUDIO_SUFFIXES):
+            continue
+        relative = posixpath.relpath(item, base) if item.startswith(base) else item
+        files.append((storage.unstrip(fs, item, root), relative.replace("\\", "/"), fingerprint(info)))
+    return files
+
+
+def scan(corpus: str, root: str, parse: Parser, *, storage_options: storage.StorageOptions | None = None) -> Manifest:
+    """Build a manifest by parsing every audio file name below ``root``.
+
+    Args:
+        corpus: name written into every row.
+        root: local folder or object-store prefix.
+        parse: the recipe's file-name parser.
+        storage_options: filesystem options for ``root``.
+
+    Returns:
+        the manifest; files the parser skips are listed with their reason.
+
+    Raises:
+        CorpusError: the root cannot be listed, or holds no usable utterance.
+    """
+    rows, skipped = [], []
+    for uri, relative, stamp in list_audio(root, storage_options=storage_options):
+        verdict = parse(relative)
+        if isinstance(verdict, Skip):
+            skipped.append({"uri": uri, "corpus": corpus, "reason": verdict.reason})
+        else:
+            rows.append({"corpus": corpus, "speaker": verdict.speaker, "emotion": verdict.emotion, "uri": uri, "label": verdict.label, "fingerprint": stamp})
+    return build_manifest(corpus, root, rows, skipped)
+
+
+def build_manifest(corpus: str, root: str, rows: list[dict], skipped: list[dict]) -> Manifest:
+    """Assemble and validate a manifest from rows and skipped files.
+
+    Raises:
+        CorpusError: no utterance of the four classes was found.
+    """
+    utterances = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS, "fingerprint"])
+    skipped_frame = pd.DataFrame(skipped, columns=["uri", "corpus", "reason"])
+    if utterances.empty:
+        detail = f" ({len(skipped_frame)} audio files skipped, e.g. {skipped_frame['reason'].iloc[0]})" if len(skipped_frame) else " (no .wav or .flac files found)"
+        raise CorpusError(f"corpus {corpus!r} at {root} has no utterance of {', '.join(EMOTIONS)}{detail}")
+    utterances = utterances.sort_values("uri", kind="stable").reset_index(drop=True)
+    return Manifest(corpus=corpus, root=root, utterances=utterances, skipped=skipped_frame)

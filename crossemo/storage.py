@@ -1,0 +1,131 @@
+"""Local folders and object storage behind one interface (fsspec).
+
+Every path crossemo reads or writes is a URI: a local path or ``s3://bucket/key``.
+Credentials come the usual ways (AWS environment variables, profiles, instance
+roles) or from explicit ``storage_options``; they are never written anywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+StorageOptions = dict[str, Any]
+
+
+class StorageError(RuntimeError):
+    """A storage location cannot be reached, read or written."""
+
+
+def filesystem(uri: str, *, storage_options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the filesystem serving ``uri`` and the path inside it.
+
+    Args:
+        uri: local path or URL such as ``s3://bucket/prefix``.
+        storage_options: keyword arguments for the filesystem (for S3: ``key``,
+            ``secret``, ``endpoint_url``, ``client_kwargs`` …).
+
+    Returns:
+        ``(fs, path)``.
+    """
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    return fs, path
+
+
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` names the local filesystem."""
+    return "://" not in uri or uri.startswith("file://")
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI with forward slashes."""
+    if is_local(uri):
+        return os.path.join(uri, *parts)
+    return posixpath.join(uri, *parts)
+
+
+def unstrip(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
+    """Turn a protocol-less path from ``fs`` back into a URI in the style of ``like``."""
+    if is_local(like):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def describe_error(error: BaseException) -> str:
+    """A one-line description of a storage error that names its kind."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    name = type(error).__name__
+    lowered = f"{name} {text}".lower()
+    if any(word in lowered for word in ("credential", "accessdenied", "access denied", "forbidden", "signature", "invalidaccesskey")):
+        return f"access denied ({name}: {text}); check the credentials for this location"
+    return f"{name}: {text}" if text else name
+
+
+def write_table(table: pa.Table, uri: str, *, storage_options: StorageOptions | None = None) -> None:
+    """Write a Parquet file so that no reader ever sees it half-written.
+
+    On a local disk the file is written under a temporary name and renamed;
+    an object store publishes an object only once its upload completes.
+    """
+    fs, path = filesystem(uri, storage_options=storage_options)
+    parent = posixpath.dirname(path) if not is_local(uri) else os.path.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    data = buffer.getvalue()
+    if is_local(uri):
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def write_frame(frame: pd.DataFrame, uri: str, *, storage_options: StorageOptions | None = None, metadata: dict[str, str] | None = None) -> None:
+    """Write a DataFrame as Parquet atomically, with optional file metadata."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({key.encode(): value.encode() for key, value in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    write_table(table, uri, storage_options=storage_options)
+
+
+def read_frame(uri: str, *, storage_options: StorageOptions | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read one Parquet file into a DataFrame."""
+    fs, path = filesystem(uri, storage_options=storage_options)
+    with fs.open(path, "rb") as handle:
+        return pq.read_table(handle, columns=columns).to_pandas()
+
+
+def read_metadata(uri: str, *, storage_options: StorageOptions | None = None) -> dict[str, str]:
+    """The key-value metadata of a Parquet file's schema."""
+    fs, path = filesystem(uri, storage_options=storage_options)
+    with fs.open(path, "rb") as handle:
+        raw = pq.read_schema(handle).metadata or {}
+    return {key.decode(): value.decode() for key, value in raw.items()}
+
+
+def list_files(uri: str, *, suffix: str = "", storage_options: StorageOptions | None = None) -> list[str]:
+    """URIs of the files below ``uri`` whose names end in ``suffix``, sorted; none if it is absent."""
+    fs, path = filesystem(uri, storage_options=storage_options)
+    if not fs.exists(path):
+        return []
+    found = fs.find(path)
+    return sorted(unstrip(fs, item, uri) for item in found if item.endswith(suffix))
+
+
+def exists(uri: str, *, storage_options: StorageOptions | None = None) -> bool:
+    """Whether a file or folder exists at ``uri``."""
+    fs, path = filesystem(uri, storage_options=storage_options)
+    return fs.exists(path)
