@@ -1,0 +1,244 @@
+"""``fcnn``: transfer of a fully connected network's parameters (the study's section 3.2).
+
+The network has three tanh hidden layers of 1000, 500 and 300 units and a
+softmax output of 4 units, one per emotion (neutral, anger, joy, sadness).
+It is trained on the whole source corpus; then every parameter except the
+output layer's is frozen, and the output layer is fine-tuned on the target
+speaker's training rows.
+
+The two stages are separate classes so the orchestrator can train the
+source part once per source corpus and reuse it in every fold:
+
+- :class:`SourceFCNN` trains the whole network on source rows only
+  (``fit(X, y)``). It is picklable, for Ray's object store.
+- :class:`FineTunedFCNN` is the ``fcnn`` method. Given a fitted
+  ``source_model`` it deep-copies it and fine-tunes only the output layer
+  on the target rows; without one (``None``) it first trains a
+  :class:`SourceFCNN` with its own source parameters on the rows with
+  ``is_target == False``. Both routes give identical predictions for the
+  same seed and data. An unfitted ``source_model`` (e.g. what
+  ``sklearn.clone`` makes of a fitted one) is trained the same way. A
+  ``source_model`` whose parameters differ from the method's own source
+  parameters is refused, since the method's parameters would then misstate
+  what was run. That a given model was trained on this fit's source rows
+  cannot be checked here: the caller vouches for it.
+
+Choices the study leaves open (all parameters):
+
+- Inputs are standardised with the mean and std of the source training rows
+  (the source model's statistics are kept and also applied to target rows).
+- Source training: Adam, learning rate 1e-3, mini-batches of 32, 20 epochs,
+  no weight decay, cross-entropy on the softmax output; PyTorch's default
+  uniform initialisation, drawn from a generator seeded by ``random_state``.
+- Fine-tuning starts from the source-trained output layer (it is tuned, not
+  re-initialised): Adam, learning rate 1e-3, mini-batches of 16, 50 epochs.
+  As the frozen layers never change, their output for the target rows is
+  computed once and only the output layer runs in the loop.
+- The output keeps its four emotion units throughout; a prediction is the
+  most probable emotion among those seen in training (source or target),
+  so an emotion neither corpus had in training is never predicted.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from crossemo.labels import EMOTIONS
+from crossemo.methods._common import check_emotions, check_features, check_fit_inputs, check_predict_inputs, mean_and_scale, ordered_labels
+from crossemo.methods._torch import as_tensor, check_positive_int, check_sizes, generator, linear, single_thread, train_classifier
+
+HIDDEN_SIZES = (1000, 500, 300)
+"""The study's hidden layers."""
+
+N_OUTPUTS = len(EMOTIONS)
+"""One output unit per emotion of the study, in the order of :data:`crossemo.labels.EMOTIONS`."""
+
+_SOURCE_TRAINING, _FINE_TUNING = 1, 2
+"""Purpose constants for the seeded generators."""
+
+SOURCE_PARAMS = ("hidden_sizes", "epochs", "batch_size", "learning_rate", "weight_decay", "random_state")
+"""The parameters of :class:`SourceFCNN`, which :class:`FineTunedFCNN` shares."""
+
+
+def build_network(n_features: int, hidden_sizes: tuple[int, ...], gen: torch.Generator) -> torch.nn.Sequential:
+    """Linear + tanh per hidden layer, then a linear output of one logit per emotion (softmax in the loss)."""
+    layers: list[torch.nn.Module] = []
+    width = n_features
+    for size in hidden_sizes:
+        layers += [linear(width, size, gen), torch.nn.Tanh()]
+        width = size
+    layers.append(linear(width, N_OUTPUTS, gen))
+    return torch.nn.Sequential(*layers)
+
+
+def _emotion_indices(y: np.ndarray) -> torch.Tensor:
+    index = {emotion: i for i, emotion in enumerate(EMOTIONS)}
+    return torch.tensor([index[label] for label in y], dtype=torch.long)
+
+
+class SourceFCNN(BaseEstimator):
+    """The study's FCNN trained on the source corpus only: the part ``fcnn`` transfers.
+
+    Parameters:
+        hidden_sizes: units of the tanh hidden layers (the study: 1000, 500, 300).
+        epochs: passes over the source rows.
+        batch_size: rows per mini-batch.
+        learning_rate: Adam's learning rate.
+        weight_decay: Adam's L2 penalty.
+        random_state: seed of the initialisation and the batch order.
+
+    Attributes:
+        network_: the trained ``torch.nn.Sequential`` (hidden layers, then the 4-unit output).
+        mean_, scale_: the source's per-feature mean and std that standardise every input.
+        classes_: the emotions of the source rows.
+        loss_curve_: mean training loss per epoch.
+        n_features_in_: number of input features.
+    """
+
+    def __init__(self, *, hidden_sizes: tuple[int, ...] = HIDDEN_SIZES, epochs: int = 20, batch_size: int = 32, learning_rate: float = 1e-3, weight_decay: float = 0.0, random_state: int = 0):
+        self.hidden_sizes = hidden_sizes
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.random_state = random_state
+
+    def fit(self, X, y) -> SourceFCNN:
+        """Train the whole network on the source rows ``X`` with emotions ``y``."""
+        X = check_features(X)
+        y = np.asarray(y).astype(str)
+        if y.shape != (X.shape[0],) or X.shape[0] == 0:
+            raise ValueError(f"y must have one label per row of X ({X.shape[0]}, at least one); got shape {y.shape}")
+        check_emotions(y, "fcnn")
+        hidden_sizes = check_sizes(self.hidden_sizes, "hidden_sizes")
+        self.mean_, self.scale_ = mean_and_scale(X)
+        self.n_features_in_ = X.shape[1]
+        self.classes_ = ordered_labels(y)
+        gen = generator(self.random_state, _SOURCE_TRAINING)
+        with single_thread():
+            self.network_ = build_network(X.shape[1], hidden_sizes, gen)
+            self.loss_curve_ = train_classifier(
+                self.network_, self.standardise(X), _emotion_indices(y),
+                epochs=check_positive_int(self.epochs, "epochs"), batch_size=check_positive_int(self.batch_size, "batch_size"),
+                learning_rate=self.learning_rate, weight_decay=self.weight_decay, gen=gen,
+            )
+        return self
+
+    def standardise(self, X: np.ndarray) -> torch.Tensor:
+        """``X`` standardised with the source statistics, as a float32 tensor."""
+        check_is_fitted(self, "mean_")
+        return as_tensor((np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_)
+
+
+class FineTunedFCNN(ClassifierMixin, BaseEstimator):
+    """The ``fcnn`` method: the source-trained FCNN with only its output layer fine-tuned on the target.
+
+    Parameters:
+        hidden_sizes, epochs, batch_size, learning_rate, weight_decay: the source
+            training's parameters, as for :class:`SourceFCNN`.
+        finetune_epochs: passes over the target rows when fine-tuning.
+        finetune_batch_size: rows per fine-tuning mini-batch.
+        finetune_learning_rate: Adam's learning rate when fine-tuning.
+        source_model: a :class:`SourceFCNN` with the same source parameters (fitted: it is
+            copied, not retrained), or ``None`` to train the source part in ``fit``.
+        random_state: seed of the source training and of the fine-tuning's batch order.
+
+    Attributes:
+        network_: the fine-tuned network; ``network_[:-1]`` is frozen, ``network_[-1]`` the output layer.
+        mean_, scale_: the source statistics that standardise every input.
+        classes_: the emotions it can predict (seen in the source or the target rows).
+        finetune_loss_curve_: mean fine-tuning loss per epoch.
+        n_features_in_: number of input features.
+    """
+
+    def __init__(self, *, hidden_sizes: tuple[int, ...] = HIDDEN_SIZES, epochs: int = 20, batch_size: int = 32, learning_rate: float = 1e-3, weight_decay: float = 0.0, finetune_epochs: int = 50, finetune_batch_size: int = 16, finetune_learning_rate: float = 1e-3, source_model: SourceFCNN | None = None, random_state: int = 0):
+        self.hidden_sizes = hidden_sizes
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.finetune_epochs = finetune_epochs
+        self.finetune_batch_size = finetune_batch_size
+        self.finetune_learning_rate = finetune_learning_rate
+        self.source_model = source_model
+        self.random_state = random_state
+
+    def source_params(self) -> dict:
+        """This method's parameters of the source training, as :class:`SourceFCNN` takes them."""
+        return {name: getattr(self, name) for name in SOURCE_PARAMS}
+
+    def _fitted_source(self, X: np.ndarray, y: np.ndarray, is_target: np.ndarray) -> SourceFCNN:
+        own = self.source_params()
+        if self.source_model is not None:
+            given = self.source_model.get_params()
+            mismatched = [name for name in SOURCE_PARAMS if _normalised(given.get(name)) != _normalised(own[name])]
+            if mismatched:
+                details = ", ".join(f"{name}: {given.get(name)!r} vs {own[name]!r}" for name in mismatched)
+                raise ValueError(f"source_model was built with other source parameters than this fcnn ({details})")
+            if hasattr(self.source_model, "network_"):
+                if self.source_model.n_features_in_ != X.shape[1]:
+                    raise ValueError(f"source_model has {self.source_model.n_features_in_} features; X has {X.shape[1]}")
+                return copy.deepcopy(self.source_model)
+        if is_target.all():
+            raise ValueError("fcnn without a fitted source_model needs source rows (is_target=False) to train on")
+        return SourceFCNN(**own).fit(X[~is_target], y[~is_target])
+
+    def fit(self, X, y, *, is_target, speakers) -> FineTunedFCNN:
+        """Take (or train) the source network, freeze all but its output layer, fine-tune that on the target rows."""
+        X, y, is_target, speakers = check_fit_inputs(X, y, is_target, speakers)
+        check_emotions(y, "fcnn")
+        if not is_target.any():
+            raise ValueError("fcnn needs the target speaker's training rows (is_target=True) to fine-tune on")
+        source = self._fitted_source(X, y, is_target)
+        self.network_ = source.network_
+        self.mean_, self.scale_ = source.mean_, source.scale_
+        self.n_features_in_ = X.shape[1]
+        self.classes_ = ordered_labels([*source.classes_, *y[is_target]])
+        frozen, output = self.network_[:-1], self.network_[-1]
+        for parameter in frozen.parameters():
+            parameter.requires_grad_(False)
+        with single_thread():
+            with torch.no_grad():
+                frozen.eval()
+                hidden = frozen(self._standardise(X[is_target]))
+            self.finetune_loss_curve_ = train_classifier(
+                output, hidden, _emotion_indices(y[is_target]),
+                epochs=check_positive_int(self.finetune_epochs, "finetune_epochs"),
+                batch_size=check_positive_int(self.finetune_batch_size, "finetune_batch_size"),
+                learning_rate=self.finetune_learning_rate, weight_decay=0.0,
+                gen=generator(self.random_state, _FINE_TUNING),
+            )
+        self.network_.eval()
+        return self
+
+    def _standardise(self, X: np.ndarray) -> torch.Tensor:
+        return as_tensor((X - self.mean_) / self.scale_)
+
+    def predict_proba(self, X, *, speakers) -> np.ndarray:
+        """Softmax over the emotions in ``classes_`` (columns in that order)."""
+        check_is_fitted(self, "network_")
+        X, speakers = check_predict_inputs(X, speakers, self.n_features_in_)
+        columns = [EMOTIONS.index(c) for c in self.classes_]
+        with single_thread(), torch.no_grad():
+            logits = self.network_(self._standardise(X))[:, columns]
+            return torch.softmax(logits, dim=1).numpy().astype(np.float64)
+
+    def predict(self, X, *, speakers) -> np.ndarray:
+        """The most probable emotion among ``classes_``."""
+        return self.classes_[np.argmax(self.predict_proba(X, speakers=speakers), axis=1)]
+
+
+def _normalised(value):
+    """Parameter values compared as a config would give them (a list of sizes equals the tuple)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_normalised(v) for v in value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
