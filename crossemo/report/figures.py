@@ -1,0 +1,215 @@
+"""The report's figures, drawn with matplotlib's Agg renderer into PNG bytes.
+
+Figures are built as plain :class:`~matplotlib.figure.Figure` objects on an
+Agg canvas, never through ``pyplot``: nothing is registered in pyplot's global
+figure list (so nothing stays open and no GUI backend is ever touched), and a
+report can be drawn in a Ray worker or any thread. Every figure is drawn under
+matplotlib's default style so the user's ``matplotlibrc`` cannot change it, and
+PNGs carry no software or date metadata, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
+
+import matplotlib.style
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 100
+BAR_COLOR = "#4C72B0"
+POINT_COLOR = "#222222"
+BASELINE_COLOR = "#C44E52"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _styled(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` under matplotlib's default style, whatever rcParams say."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with matplotlib.style.context("default"):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def _plain(text: object) -> str:
+    """Text from data shown literally: a ``$`` would otherwise start matplotlib's math mode."""
+    return str(text).replace("$", r"\$")
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+@_styled
+def render_png(figure: Figure) -> bytes:
+    """Draw a figure to PNG bytes and release its contents.
+
+    Args:
+        figure: a figure from this module.
+
+    Returns:
+        the PNG file's bytes.
+    """
+    buffer = io.BytesIO()
+    # No "Software" entry: the matplotlib version would make bytes differ between installs.
+    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
+    figure.clear()
+    return buffer.getvalue()
+
+
+def _offsets(count: int, *, width: float) -> np.ndarray:
+    """Evenly spread offsets for ``count`` points, so fold dots do not overlap and need no randomness."""
+    if count <= 1:
+        return np.zeros(count)
+    return np.linspace(-width / 2, width / 2, count)
+
+
+@_styled
+def method_bars(folds: pd.DataFrame, *, title: str, metrics: Sequence[tuple[str, str]] = (("accuracy", "Accuracy (%)"), ("uar", "UAR (%)")), baseline: str | None = None) -> Figure:
+    """Horizontal bars of each method's mean over folds, with std error bars and every fold as a dot.
+
+    Args:
+        folds: one row per fold with a ``label`` column (methods in the order to draw,
+            top to bottom) and one column per metric, in percent.
+        title: the figure title.
+        metrics: ``(column, axis label)`` per panel, side by side.
+        baseline: a label whose mean is drawn as a dashed reference line in every panel.
+
+    Returns:
+        the figure.
+
+    Raises:
+        ValueError: ``folds`` is empty.
+    """
+    if folds.empty:
+        raise ValueError("no fold results to draw")
+    labels = list(dict.fromkeys(folds["label"]))
+    figure = _new_figure(11, 1.4 + 0.42 * len(labels))
+    axes = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    positions = np.arange(len(labels))
+    for ax, (column, axis_label) in zip(axes, metrics):
+        groups = [folds.loc[folds["label"] == label, column].dropna().to_numpy(dtype=float) for label in labels]
+        means = np.array([g.mean() if len(g) else np.nan for g in groups])
+        # Population std (ddof=0) over folds, the same spread the tables print.
+        spreads = np.array([g.std() if len(g) > 1 else 0.0 for g in groups])
+        ax.barh(positions, np.nan_to_num(means), xerr=spreads, color=BAR_COLOR, alpha=0.75, height=0.6, capsize=3, error_kw={"elinewidth": 1})
+        for y, values in zip(positions, groups):
+            ax.scatter(values, y + _offsets(len(values), width=0.4), s=12, color=POINT_COLOR, zorder=3, linewidths=0)
+        for y, mean in zip(positions, means):
+            if not np.isnan(mean):
+                # Inside the bar's base when it is long enough to hold the number, else just past its end.
+                inside = mean >= 8
+                ax.text(1 if inside else mean + 1, y, f"{mean:.1f}", va="center", ha="left", fontsize=8, color="white" if inside else "black", fontweight="bold")
+        if baseline in labels:
+            ax.axvline(means[labels.index(baseline)], color=BASELINE_COLOR, linestyle="--", linewidth=1, label=f"{_plain(baseline)} mean")
+        ax.set_xlim(0, 100)
+        ax.set_xlabel(axis_label)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[0].set_yticks(positions, [_plain(label) for label in labels])
+    axes[0].invert_yaxis()
+    if baseline in labels:
+        # Below the panels rather than inside them, where it would cover the last bars.
+        handles, texts = axes[0].get_legend_handles_labels()
+        figure.legend(handles, texts, loc="outside lower center", fontsize=8, frameon=False)
+    figure.suptitle(_plain(title))
+    return figure
+
+
+def _annotation_color(value: float, *, threshold: float) -> str:
+    """White text on dark cells and black on light ones, so every number stays legible."""
+    return "white" if value > threshold else "black"
+
+
+@_styled
+def confusion_matrix(counts: np.ndarray, labels: Sequence[str], *, title: str) -> Figure:
+    """A confusion matrix coloured by recall (each row normalised), with counts annotated.
+
+    Args:
+        counts: square matrix, rows true class, columns predicted class.
+        labels: class names in the matrix's order.
+        title: the figure title.
+
+    Returns:
+        the figure.
+
+    Raises:
+        ValueError: ``counts`` is not square or does not match ``labels``.
+    """
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 2 or counts.shape != (len(labels), len(labels)):
+        raise ValueError(f"confusion counts of shape {counts.shape} do not match {len(labels)} labels")
+    totals = counts.sum(axis=1, keepdims=True)
+    # A class absent from the test rows has no recall; leave its row blank instead of dividing by zero.
+    share = np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
+    figure = _new_figure(4.2, 3.9)
+    ax = figure.subplots()
+    image = ax.imshow(np.ma.masked_invalid(share), cmap="Blues", vmin=0, vmax=1)
+    for row in range(len(labels)):
+        for column in range(len(labels)):
+            if np.isnan(share[row, column]):
+                continue
+            text = f"{share[row, column] * 100:.0f}%\n({counts[row, column]:.0f})"
+            ax.text(column, row, text, ha="center", va="center", fontsize=8, color=_annotation_color(share[row, column], threshold=0.55))
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, [_plain(label) for label in labels], rotation=30, ha="right")
+    ax.set_yticks(ticks, [_plain(label) for label in labels])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(_plain(title), fontsize=10)
+    figure.colorbar(image, ax=ax, shrink=0.8, label="share of true class")
+    return figure
+
+
+@_styled
+def speaker_heatmap(table: pd.DataFrame, *, title: str, value_label: str = "accuracy (%)") -> Figure:
+    """A heatmap of one value per fold (rows) and method (columns), each cell annotated.
+
+    Args:
+        table: rows are folds, columns are methods, values in percent; missing cells stay blank.
+        title: the figure title.
+        value_label: the colour bar's label.
+
+    Returns:
+        the figure.
+
+    Raises:
+        ValueError: ``table`` is empty.
+    """
+    if table.empty:
+        raise ValueError("no per-fold values to draw")
+    values = table.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 100.0)
+    if high - low < 1:
+        low, high = low - 0.5, high + 0.5
+    figure = _new_figure(1.8 + 0.85 * table.shape[1], 1.6 + 0.38 * table.shape[0])
+    ax = figure.subplots()
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=low, vmax=high, aspect="auto")
+    threshold = low + (high - low) * 0.5
+    for row in range(values.shape[0]):
+        for column in range(values.shape[1]):
+            value = values[row, column]
+            if np.isfinite(value):
+                # viridis is dark at the low end, so low values get white text.
+                color = "black" if value > threshold else "white"
+                ax.text(column, row, f"{value:.1f}", ha="center", va="center", fontsize=8, color=color)
+    ax.set_xticks(np.arange(table.shape[1]), [_plain(c) for c in table.columns], rotation=35, ha="right")
+    ax.set_yticks(np.arange(table.shape[0]), [_plain(i) for i in table.index])
+    ax.set_xlabel("method")
+    ax.set_ylabel("training speaker (fold)")
+    ax.set_title(_plain(title), fontsize=11)
+    figure.colorbar(image, ax=ax, label=value_label)
+    return figure

@@ -1,0 +1,527 @@
+"""One self-contained HTML page that shows a run's corpora, tables and figures.
+
+``<report>/index.html`` needs nothing but a browser: styles are inline, there
+is no script, and every figure is embedded as a base64 PNG data URI, so the
+page can be mailed, archived or opened offline. Each figure is also written as
+``<report>/figures/<name>.png`` under a stable, readable name, to paste into
+slides or papers. All text that comes from data (corpus, speaker and method
+names, rejection reasons, settings) is HTML-escaped.
+
+Methods are labelled by scenario: ``S1 RF`` (train on the source only),
+``S2 majority`` and ``S2 RF`` (train on one target speaker; ``S2 RF`` is the
+study's "Baseline RF"), ``S3 RF`` and ``S3 <transfer method>`` (train on the
+source plus one target speaker).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crossemo import storage
+from crossemo.labels import EMOTIONS
+from crossemo.report import figures, tables
+
+REQUIRED_COLUMNS = ("source", "target", "scenario", "method", "fold", "uri", "speaker", "true", "predicted", "accuracy", "uar", "n_test")
+"""The result columns the page needs; the others (timings, key) are used when present."""
+
+METHOD_NAMES = {
+    "majority": "majority", "rf": "RF", "dbn": "DBN", "fcnn": "FCNN", "multitask": "multi-task",
+    "norm_neutral": "norm. neutral", "norm_distribution": "norm. distribution", "speaker_norm": "speaker norm.",
+}
+METHOD_RANK = {name: rank for rank, name in enumerate(tables.TABLE3_METHODS)}
+BASELINE_LABEL = "S2 RF"
+REJECTED_ROWS = 40
+"""At most this many (corpus, stage, reason) rows; unique reasons such as decoder messages could be thousands."""
+
+TABLE2_HEADERS = {"source": "source", "target": "target", "majority": "majority (S2)", "scenario1": "RF scenario 1", "scenario2": "RF scenario 2", "scenario3": "RF scenario 3"}
+TABLE3_HEADERS = {"source": "source", "target": "target", "rf": "baseline RF (S2)", **{m: METHOD_NAMES[m] for m in tables.TABLE3_METHODS if m != "rf"}}
+SECRET_WORDS = ("secret", "token", "password", "key", "credential")
+NUM_CLASS = ' class="num"'
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A figure drawn to PNG.
+
+    Attributes:
+        name: file name below ``figures/``.
+        png: the PNG bytes.
+        alt: text alternative for the image.
+        caption: what the figure shows.
+    """
+
+    name: str
+    png: bytes
+    alt: str
+    caption: str
+
+
+def write_html_report(
+    results: pd.DataFrame,
+    pairs: list[tuple[str, str]],
+    report_uri: str,
+    *,
+    manifest: pd.DataFrame | None = None,
+    rejected: pd.DataFrame | None = None,
+    run: dict[str, Any] | None = None,
+    storage_options: storage.StorageOptions | None = None,
+) -> str:
+    """Write ``<report_uri>/index.html`` and its figures as ``<report_uri>/figures/*.png``.
+
+    Args:
+        results: per-utterance results (:data:`crossemo.protocol.RESULT_COLUMNS`).
+        pairs: the (source, target) pairs, in the order to show them.
+        report_uri: local folder or ``s3://`` prefix.
+        manifest: the feature store's ``_manifest.parquet`` (corpus, speaker, emotion …).
+            Without it the corpus counts come from the results' test rows, which
+            cover the target corpora only.
+        rejected: the feature store's ``_rejected.parquet`` (uri, corpus, stage, reason).
+        run: the run record (run_id, started, code_version, feature_set_id, settings).
+        storage_options: filesystem options for ``report_uri``.
+
+    Returns:
+        the URI of ``index.html``.
+
+    Raises:
+        ValueError: ``results`` lacks columns the page needs.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"results lack the columns {', '.join(missing)}")
+    folds = tables.fold_metrics(results) if len(results) else pd.DataFrame(columns=[*tables.FOLD_KEYS, "accuracy", "uar", "n_test"])
+    names = _FigureNames()
+    pair_sections, rendered = [], []
+    for source, target in pairs:
+        section, pair_figures = _pair_section(results, folds, source, target, names)
+        pair_sections.append(section)
+        rendered += pair_figures
+    page = _page(
+        run=run,
+        results=results,
+        pairs=pairs,
+        body=[
+            _corpora_section(manifest, rejected, results),
+            _tables_section(folds, pairs),
+            *pair_sections,
+            _compute_section(results),
+        ],
+    )
+    for figure in rendered:
+        storage.write_bytes(figure.png, storage.join(report_uri, "figures", figure.name), storage_options=storage_options)
+    index = storage.join(report_uri, "index.html")
+    storage.write_bytes(page.encode("utf-8"), index, storage_options=storage_options)
+    return index
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def method_label(scenario: int, method: str) -> str:
+    """The short name of a method in a scenario, e.g. ``S3 DBN``."""
+    return f"S{int(scenario)} {METHOD_NAMES.get(method, method)}"
+
+
+def _method_key(scenario: int, method: str) -> tuple[int, int, str]:
+    # Scenarios in order, then baselines before the transfer methods in the study's column order.
+    return int(scenario), METHOD_RANK.get(method, len(METHOD_RANK)), method
+
+
+def pair_rows(frame: pd.DataFrame, source: str, target: str) -> pd.DataFrame:
+    """The rows behind one pair: its scenario 1 and 3 rows, and scenario 2 of its target.
+
+    Scenario 2 does not use the source, so every pair with the same target shares it.
+    """
+    own = (frame["source"] == source) & (frame["target"] == target) & frame["scenario"].isin([1, 3])
+    shared = (frame["scenario"] == 2) & (frame["target"] == target)
+    return frame[own | shared]
+
+
+def methods_of(frame: pd.DataFrame) -> list[tuple[int, str]]:
+    """The (scenario, method) combinations present, in display order."""
+    combos = {(int(s), str(m)) for s, m in frame[["scenario", "method"]].drop_duplicates().itertuples(index=False)}
+    return sorted(combos, key=lambda combo: _method_key(*combo))
+
+
+def fold_values(pair_folds: pd.DataFrame) -> pd.DataFrame:
+    """One row per fold with its method label and accuracy and UAR in percent, in display order."""
+    rows = pair_folds.assign(
+        label=[method_label(s, m) for s, m in zip(pair_folds["scenario"], pair_folds["method"])],
+        order=[_method_key(s, m) for s, m in zip(pair_folds["scenario"], pair_folds["method"])],
+        accuracy=pair_folds["accuracy"] * 100,
+        uar=pair_folds["uar"] * 100,
+    )
+    return rows.sort_values(["order", "fold"], kind="stable")[["label", "fold", "accuracy", "uar"]].reset_index(drop=True)
+
+
+def class_labels(*columns: pd.Series) -> list[str]:
+    """The study's four emotions in their order, then any other label seen, sorted."""
+    seen = set().union(*(set(column.astype(str)) for column in columns)) if columns else set()
+    return [*EMOTIONS, *sorted(seen - set(EMOTIONS))]
+
+
+def confusion_counts(rows: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """Counts of (true, predicted) over ``rows``: rows true, columns predicted, in ``labels`` order."""
+    index = {label: i for i, label in enumerate(labels)}
+    counts = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(counts, (rows["true"].astype(str).map(index).to_numpy(), rows["predicted"].astype(str).map(index).to_numpy()), 1)
+    return counts
+
+
+def _strip_corpus(speaker: str, corpus: str) -> str:
+    """Results prefix speakers with their corpus to keep them unique; the page groups by corpus already."""
+    prefix = f"{corpus}/"
+    return speaker[len(prefix):] if speaker.startswith(prefix) else speaker
+
+
+def speaker_table(pair_folds: pd.DataFrame, target: str, *, metric: str = "accuracy") -> pd.DataFrame:
+    """Scenario 2 and 3 folds as a grid: rows the training speaker, columns the methods, values in percent."""
+    rows = pair_folds[pair_folds["scenario"].isin([2, 3])]
+    if rows.empty:
+        return pd.DataFrame()
+    combos = methods_of(rows)
+    grid = rows.assign(label=[method_label(s, m) for s, m in zip(rows["scenario"], rows["method"])], value=rows[metric] * 100)
+    table = grid.pivot_table(index="fold", columns="label", values="value", aggfunc="first")
+    table = table.reindex(columns=[method_label(*c) for c in combos])
+    table.index = [_strip_corpus(str(fold), target) for fold in table.index]
+    table.columns.name = None
+    return table
+
+
+def utterances(manifest: pd.DataFrame | None, results: pd.DataFrame) -> pd.DataFrame:
+    """One row per utterance with corpus, speaker and emotion.
+
+    From the manifest when given; otherwise from the results' test rows, which
+    hold every utterance of each target corpus (scenario 1 tests them all) but
+    none of a corpus used only as a source.
+    """
+    if manifest is not None:
+        return manifest[["corpus", "speaker", "emotion"]].astype(str).reset_index(drop=True)
+    tested = results.drop_duplicates(["target", "uri"])
+    return pd.DataFrame({
+        "corpus": tested["target"].astype(str).to_numpy(),
+        "speaker": [_strip_corpus(str(s), str(t)) for s, t in zip(tested["speaker"], tested["target"])],
+        "emotion": tested["true"].astype(str).to_numpy(),
+    })
+
+
+def corpus_table(rows: pd.DataFrame, rejected: pd.DataFrame | None) -> pd.DataFrame:
+    """The study's Table 1: utterances per emotion and corpus, with speakers and totals."""
+    # A corpus whose every file was rejected still gets a row, with zero utterances.
+    corpora = sorted(set(rows["corpus"]) | (set(rejected["corpus"].astype(str)) if rejected is not None and len(rejected) else set()))
+    counts = pd.crosstab(rows["corpus"], rows["emotion"]).reindex(index=corpora, columns=class_labels(rows["emotion"]), fill_value=0)
+    speakers = rows.groupby("corpus")["speaker"].nunique().reindex(corpora, fill_value=0)
+    table = counts.assign(total=counts.sum(axis=1), speakers=speakers)
+    if rejected is not None:
+        table["rejected files"] = rejected.astype({"corpus": str}).groupby("corpus").size().reindex(corpora, fill_value=0) if len(rejected) else 0
+    table.columns.name = None
+    return table.rename_axis("corpus").reset_index()
+
+
+def speaker_counts(rows: pd.DataFrame, corpus: str) -> pd.DataFrame:
+    """Utterances per speaker and emotion in one corpus."""
+    mine = rows[rows["corpus"] == corpus]
+    table = pd.crosstab(mine["speaker"], mine["emotion"]).reindex(columns=class_labels(mine["emotion"]), fill_value=0)
+    table = table.assign(total=table.sum(axis=1))
+    table.columns.name = None
+    return table.rename_axis("speaker").reset_index()
+
+
+def rejected_summary(rejected: pd.DataFrame) -> pd.DataFrame:
+    """Rejected files per corpus, stage and reason, most frequent first within each corpus."""
+    columns = [c for c in ("corpus", "stage", "reason") if c in rejected.columns]
+    counts = rejected.astype({c: str for c in columns}).groupby(columns).size().rename("files").reset_index()
+    return counts.sort_values(["corpus", "files", *columns[1:]], ascending=[True, False, *[True] * (len(columns) - 1)], kind="stable").reset_index(drop=True)
+
+
+def redact(value: Any) -> Any:
+    """Settings with anything that looks like a credential masked, at any depth.
+
+    The run record masks top-level storage options already; nested ones (such as
+    ``client_kwargs``) would otherwise reach a page that is meant to be shared.
+    """
+    if isinstance(value, dict):
+        return {k: ("***" if any(w in str(k).lower() for w in SECRET_WORDS) and not isinstance(v, (dict, list)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+# --- figures ----------------------------------------------------------------------------------------
+
+
+class _FigureNames:
+    """Readable file names from corpus and method names, each used once."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def take(self, *parts: str) -> str:
+        stem = "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", part).strip("-.") or "x" for part in parts)
+        name, n = f"{stem}.png", 2
+        # Two names that differ only in punctuation would clash after cleaning; number the later one.
+        while name in self.used:
+            name, n = f"{stem}-{n}.png", n + 1
+        self.used.add(name)
+        return name
+
+
+def _pair_slug(source: str, target: str) -> str:
+    return f"{source}-to-{target}"
+
+
+def _anchor(*parts: str) -> str:
+    """An element id from data: only characters that need no escaping in HTML or URL fragments."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts))
+
+
+def _pair_figures(results: pd.DataFrame, folds: pd.DataFrame, source: str, target: str, names: _FigureNames) -> tuple[Rendered | None, Rendered | None, list[Rendered]]:
+    """The bar chart, the per-speaker heatmap and the confusion matrices of one pair."""
+    title = f"{source} → {target}"
+    pair_folds = pair_rows(folds, source, target)
+    if pair_folds.empty:
+        return None, None, []
+    values = fold_values(pair_folds)
+    bars = Rendered(
+        names.take(_pair_slug(source, target), "methods"),
+        figures.render_png(figures.method_bars(values, title=f"{title}: mean over folds, ± std, dots = folds", baseline=BASELINE_LABEL)),
+        f"Bar chart of accuracy and UAR per method for {title}",
+        "Mean accuracy and UAR per method; error bars are the standard deviation over folds, dots the individual folds, the dashed line the S2 RF baseline.",
+    )
+    grid = speaker_table(pair_folds, target)
+    heatmap = None if grid.empty else Rendered(
+        names.take(_pair_slug(source, target), "speakers"),
+        figures.render_png(figures.speaker_heatmap(grid, title=f"{title}: accuracy (%) per training speaker")),
+        f"Heatmap of accuracy per training speaker and method for {title}",
+        "Accuracy of every scenario 2 and 3 fold: each row trains on that target speaker and tests on the others.",
+    )
+    return bars, heatmap, _confusions(pair_rows(results, source, target), source, target, names)
+
+
+def _confusions(rows: pd.DataFrame, source: str, target: str, names: _FigureNames) -> list[Rendered]:
+    """One confusion matrix per (scenario, method), summed over the method's folds."""
+    labels = class_labels(rows["true"], rows["predicted"])
+    rendered = []
+    for scenario, method in methods_of(rows):
+        mine = rows[(rows["scenario"] == scenario) & (rows["method"] == method)]
+        label = method_label(scenario, method)
+        n_folds = mine["fold"].nunique()
+        title = f"{label}: {source} → {target}\n{n_folds} fold{'s' if n_folds != 1 else ''}, {len(mine)} test predictions"
+        rendered.append(Rendered(
+            names.take(_pair_slug(source, target), "confusion", f"s{scenario}", method),
+            figures.render_png(figures.confusion_matrix(confusion_counts(mine, labels), labels, title=title)),
+            f"Confusion matrix of {label} for {source} → {target}",
+            f"{label}, all folds",
+        ))
+    return rendered
+
+
+# --- HTML -------------------------------------------------------------------------------------------
+
+
+def _esc(value: Any) -> str:
+    return html.escape("" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value), quote=True)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and not np.isnan(value) and float(value).is_integer():
+        return _esc(int(value))
+    return _esc(value)
+
+
+def html_table(frame: pd.DataFrame, *, table_id: str | None = None, caption: str | None = None, label_columns: int = 1, bold: set[tuple[int, str]] | None = None) -> str:
+    """An HTML table of ``frame``; the first ``label_columns`` columns are text, the rest numbers.
+
+    Args:
+        frame: the rows to show; its column names become the header.
+        table_id: the table's ``id``.
+        caption: a caption above the table.
+        label_columns: how many leading columns are left-aligned labels.
+        bold: (row position, column) cells to emphasise.
+
+    Returns:
+        the ``<table>`` element.
+    """
+    bold = bold or set()
+    head = "".join(f"<th{NUM_CLASS if i >= label_columns else ''} scope=col>{_esc(c)}</th>" for i, c in enumerate(frame.columns))
+    body = []
+    for position, row in enumerate(frame.itertuples(index=False)):
+        cells = []
+        for i, (column, value) in enumerate(zip(frame.columns, row)):
+            text = _cell(value)
+            if (position, column) in bold:
+                text = f"<strong>{text}</strong>"
+            tag = "th scope=row" if i == 0 else "td"
+            cells.append(f"<{tag}{NUM_CLASS if i >= label_columns else ''}>{text}</{tag.split()[0]}>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    attributes = f' id="{_esc(table_id)}"' if table_id else ""
+    caption_html = f"<caption>{_esc(caption)}</caption>" if caption else ""
+    return f"<table{attributes}>{caption_html}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _figure(rendered: Rendered, *, wide: bool = False) -> str:
+    data = base64.b64encode(rendered.png).decode("ascii")
+    return (
+        f'<figure class="{"wide" if wide else "small"}"><img src="data:image/png;base64,{data}" alt="{_esc(rendered.alt)}">'
+        f"<figcaption>{_esc(rendered.caption)} <code>figures/{_esc(rendered.name)}</code></figcaption></figure>"
+    )
+
+
+def _best_cells(numbers: pd.DataFrame, columns: list[str]) -> set[tuple[int, str]]:
+    """The highest cell of each row among ``columns``; ties are all marked."""
+    best = set()
+    for position, row in enumerate(numbers[columns].itertuples(index=False)):
+        values = np.array(row, dtype=float)
+        if np.isfinite(values).any():
+            top = np.nanmax(values)
+            best |= {(position, columns[i]) for i, v in enumerate(values) if v == top}
+    return best
+
+
+def _tables_section(folds: pd.DataFrame, pairs: list[tuple[str, str]]) -> str:
+    """Tables 2 and 3 in accuracy and UAR, each cell ``mean ± std (folds)`` in percent."""
+    parts = ['<section id="tables"><h2>Tables 2 and 3</h2>',
+             "<p>Each cell is the mean over folds in percent, ± the standard deviation over folds, with the number of folds in brackets; "
+             "the best cell of each row is in bold. Table 3 compares the scenario 2 Random Forest (the study's baseline) "
+             "with the transfer methods, which run in scenario 3's folds.</p>"]
+    for metric, title in (("accuracy", "accuracy"), ("uar", "UAR (unweighted average recall)")):
+        numbers2, numbers3 = tables.build_tables(folds, pairs, metric=metric)
+        text2, text3 = tables.build_tables(folds, pairs, metric=metric, spread=True)
+        for number, (numbers, text, headers) in enumerate(((numbers2, text2, TABLE2_HEADERS), (numbers3, text3, TABLE3_HEADERS)), start=2):
+            value_columns = list(text.columns[2:])
+            bold = {(row, headers[column]) for row, column in _best_cells(numbers, value_columns)}
+            name = "majority and Random Forest per scenario" if number == 2 else "baseline RF and transfer methods"
+            parts.append(html_table(text.rename(columns=headers), table_id=f"table{number}-{metric}", caption=f"Table {number}: {name}, {title}", label_columns=2, bold=bold))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _corpora_section(manifest: pd.DataFrame | None, rejected: pd.DataFrame | None, results: pd.DataFrame) -> str:
+    """Table 1, utterances per speaker, and the files that gave no features."""
+    rows = utterances(manifest, results)
+    origin = ("from the feature store's manifest" if manifest is not None
+              else "from the results' test rows, since no manifest was given: only target corpora appear, and only their utterances that were tested")
+    parts = ['<section id="corpora"><h2>Corpora</h2>', f"<p>Utterances per emotion, {_esc(origin)}.</p>"]
+    if rows.empty:
+        parts.append("<p>No utterances.</p>")
+    else:
+        parts.append(html_table(corpus_table(rows, rejected), table_id="table1", caption="Table 1: utterances per emotion"))
+        parts.append('<h3>Utterances per speaker</h3><div class="row">')
+        for corpus in sorted(rows["corpus"].unique()):
+            parts.append(html_table(speaker_counts(rows, corpus), table_id=_anchor("speakers", corpus), caption=corpus))
+        parts.append("</div>")
+    parts.append(_rejected_html(rejected))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _rejected_html(rejected: pd.DataFrame | None) -> str:
+    if rejected is None:
+        return "<h3>Rejected files</h3><p>Not known: no list of rejected files was given.</p>"
+    if rejected.empty:
+        return "<h3>Rejected files</h3><p>No file was rejected.</p>"
+    summary = rejected_summary(rejected)
+    note = ""
+    if len(summary) > REJECTED_ROWS:
+        rest = summary.iloc[REJECTED_ROWS:]
+        note = f"<p>{len(rest)} more reasons ({int(rest['files'].sum())} files) are in <code>features/_rejected.parquet</code>.</p>"
+        summary = summary.iloc[:REJECTED_ROWS]
+    caption = f"{len(rejected)} files gave no features, by corpus, stage and reason"
+    return f"<h3>Rejected files</h3>{html_table(summary, table_id='rejected', caption=caption, label_columns=len(summary.columns) - 1)}{note}"
+
+
+def _pair_section(results: pd.DataFrame, folds: pd.DataFrame, source: str, target: str, names: _FigureNames) -> tuple[str, list[Rendered]]:
+    """One pair's figures and per-fold numbers, and the figures to write as files."""
+    anchor = _anchor("pair", _pair_slug(source, target))
+    parts = [f'<section id="{_esc(anchor)}" class="pair"><h2>{_esc(source)} → {_esc(target)}</h2>']
+    bars, heatmap, confusions = _pair_figures(results, folds, source, target, names)
+    if bars is None:
+        parts.append("<p>No results for this pair.</p></section>")
+        return "\n".join(parts), []
+    parts += ["<h3>Methods</h3>", _figure(bars, wide=True)]
+    if heatmap is not None:
+        pair_folds = pair_rows(folds, source, target)
+        parts += ["<h3>Per speaker</h3>", _figure(heatmap, wide=True), "<details><summary>Per-fold numbers</summary>"]
+        for metric, title in (("accuracy", "accuracy (%)"), ("uar", "UAR (%)")):
+            grid = speaker_table(pair_folds, target, metric=metric).map(lambda v: f"{v:.1f}" if np.isfinite(v) else "")
+            grid = grid.rename_axis("training speaker").reset_index()
+            parts.append(html_table(grid, table_id=f"{anchor}-folds-{metric}", caption=f"{title} per training speaker"))
+        parts.append("</details>")
+    parts += ["<h3>Confusion matrices</h3>",
+              "<p>Rows are the true class, columns the prediction, summed over all folds; colour and percentages are shares of the true class, counts in brackets.</p>",
+              '<div class="grid">', *(_figure(c) for c in confusions), "</div></section>"]
+    return "\n".join(parts), [bars, *([heatmap] if heatmap else []), *confusions]
+
+
+def _compute_section(results: pd.DataFrame) -> str:
+    """Tasks and their compute time per scenario and method, when the results carry timings."""
+    if not {"key", "cpu_seconds", "wall_seconds"} <= set(results.columns) or results.empty:
+        return ""
+    tasks = results.groupby("key", as_index=False).first()
+    tasks["label"] = [method_label(s, m) for s, m in zip(tasks["scenario"], tasks["method"])]
+    tasks["order"] = [_method_key(s, m) for s, m in zip(tasks["scenario"], tasks["method"])]
+    summary = tasks.groupby(["order", "label"]).agg(tasks=("key", "size"), cpu=("cpu_seconds", "sum"), wall=("wall_seconds", "mean")).reset_index()
+    summary = summary.drop(columns="order").rename(columns={"label": "method", "cpu": "task CPU seconds (total)", "wall": "wall seconds per task (mean)"}).round(1)
+    return f'<section id="compute"><h2>Compute</h2><details><summary>Tasks and time per method</summary>{html_table(summary, table_id="compute-table")}</details></section>'
+
+
+def _header(run: dict[str, Any] | None, results: pd.DataFrame, pairs: list[tuple[str, str]]) -> str:
+    """Which run this is, and how much it holds."""
+    run = run or {}
+    facts = [("run", run.get("run_id")), ("started", run.get("started")), ("code version", run.get("code_version")), ("feature set", run.get("feature_set_id"))]
+    known = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v) if v else '<em>not recorded</em>'}</dd>" for k, v in facts)
+    tasks = results["key"].nunique() if "key" in results.columns else results[list(tables.FOLD_KEYS)].drop_duplicates().shape[0]
+    summary = f"{len(pairs)} pair{'s' if len(pairs) != 1 else ''}, {tasks} tasks, {len(results)} test predictions."
+    settings = ""
+    if run.get("settings"):
+        text = json.dumps(redact(run["settings"]), indent=2, sort_keys=True, default=str)
+        settings = f"<details><summary>Settings</summary><pre>{_esc(text)}</pre></details>"
+    return f"<header><h1>crossemo report</h1><dl>{known}</dl><p>{_esc(summary)}</p>{settings}</header>"
+
+
+def _contents(pairs: list[tuple[str, str]]) -> str:
+    links = [('corpora', 'Corpora'), ('tables', 'Tables 2 and 3')]
+    links += [(_anchor("pair", _pair_slug(s, t)), f"{s} → {t}") for s, t in pairs]
+    items = "".join(f'<li><a href="#{_esc(anchor)}">{_esc(text)}</a></li>' for anchor, text in links)
+    return f"<nav><ul>{items}</ul></nav>"
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0 auto;max-width:1200px;padding:1rem 1.5rem;color:#1d1d1f;line-height:1.45}
+h1{margin:.2rem 0 .6rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}h3{margin:1.4rem 0 .5rem}
+dl{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem;margin:.4rem 0}dt{font-weight:600}dd{margin:0;font-family:ui-monospace,Menlo,Consolas,monospace}
+nav ul{display:flex;flex-wrap:wrap;gap:.3rem 1rem;list-style:none;padding:.5rem .8rem;background:#f4f5f7;border-radius:6px}
+nav a{color:#1f5fa8;text-decoration:none}nav a:hover{text-decoration:underline}
+table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.9rem}caption{text-align:left;font-weight:600;padding:.3rem 0}
+th,td{border:1px solid #d6d6d6;padding:.25rem .55rem;text-align:left;vertical-align:top}thead th{background:#f0f2f5}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}tbody tr:nth-child(even){background:#fafafa}
+.row{display:flex;flex-wrap:wrap;gap:0 1.5rem;align-items:flex-start}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:1rem}
+figure{margin:.5rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85rem;color:#555}
+pre{background:#f4f5f7;padding:.6rem;overflow:auto;font-size:.8rem}details{margin:.5rem 0}summary{cursor:pointer;color:#1f5fa8}
+@media print{nav,details>summary{display:none}section.pair{break-before:page}}
+"""
+
+
+def _page(*, run: dict[str, Any] | None, results: pd.DataFrame, pairs: list[tuple[str, str]], body: list[str]) -> str:
+    title = f"crossemo report {run.get('run_id', '')}".strip() if run else "crossemo report"
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>",
+        _header(run, results, pairs),
+        _contents(pairs),
+        '<p class="legend">Methods by scenario: <b>S1</b> trains on the source only and tests on the whole target; '
+        "<b>S2</b> trains on one target speaker and tests on the others (S2 RF is the study's baseline); "
+        "<b>S3</b> trains on the source plus one target speaker and tests on the others.</p>",
+        *[part for part in body if part],
+        "</body></html>",
+    ])
