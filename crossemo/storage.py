@@ -69,26 +69,28 @@ def describe_error(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def write_table(table: pa.Table, uri: str, *, storage_options: StorageOptions | None = None) -> None:
-    """Write a Parquet file so that no reader ever sees it half-written.
+def write_bytes(data: bytes, uri: str, *, storage_options: StorageOptions | None = None) -> None:
+    """Write a file so that no reader ever sees it half-written.
 
     On a local disk the file is written under a temporary name and renamed;
     an object store publishes an object only once its upload completes.
     """
     fs, path = filesystem(uri, storage_options=storage_options)
-    parent = posixpath.dirname(path) if not is_local(uri) else os.path.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    data = buffer.getvalue()
     if is_local(uri):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
+
+
+def write_table(table: pa.Table, uri: str, *, storage_options: StorageOptions | None = None) -> None:
+    """Write a Parquet file atomically (see :func:`write_bytes`)."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    write_bytes(buffer.getvalue(), uri, storage_options=storage_options)
 
 
 def write_frame(frame: pd.DataFrame, uri: str, *, storage_options: StorageOptions | None = None, metadata: dict[str, str] | None = None) -> None:

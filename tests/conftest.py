@@ -63,4 +63,4 @@ def s3(moto_endpoint, monkeypatch):
     import s3fs
 
     s3fs.S3FileSystem.clear_instance_cache()
-    return {"bucket": bucket, "endpoint": moto_endpoint, "storage_options": {"endpoint_url": moto_endpoint}}
+    return {"bucket": bucket, "endpoint": moto_endpoint, "storage_options": {"endpoint_url": moto_endpoint, "key": "testing-key", "secret": "testing-secret"}}

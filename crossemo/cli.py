@@ -1,0 +1,205 @@
+"""The ``crossemo`` command line.
+
+Every command validates its input before any Ray work starts: a bad setting
+ends with one line naming the cause and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from crossemo import corpora, featurestore, pipeline, protocol, storage
+from crossemo.labels import EMOTIONS
+
+EXIT_BAD_INPUT = 2
+
+DEMO_METHOD_PARAMS = {
+    # Smaller models so the demo finishes in a few minutes on a laptop; the
+    # study's settings (1000 trees, full networks) are the defaults elsewhere.
+    name: {"n_estimators": 100} for name in ("rf", "multitask", "norm_neutral", "norm_distribution", "speaker_norm")
+}
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, corpus_required: bool) -> None:
+    parser.add_argument("--corpus", action="append", default=[], metavar="NAME=URI", help="a corpus: recipe name and its root (local folder or s3://…); repeat for more" + ("" if corpus_required else ""))
+    parser.add_argument("--out", help="output folder or s3:// prefix")
+    parser.add_argument("--feature-set", dest="feature_set", help="is10 (default), egemaps, compare, emobase, or a path to an openSMILE .conf")
+    _add_common(parser)
+
+
+def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pairs", help="all (default) or SRC:TGT,SRC:TGT")
+    parser.add_argument("--methods", help="all (default) or m1,m2 (majority and rf always run)")
+    parser.add_argument("--seed", type=int, help="random seed for every model (default 0)")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else Ray in-process)")
+    parser.add_argument("--storage-option", dest="storage_option", action="append", default=[], metavar="KEY=VALUE", help="fsspec/s3fs option, e.g. endpoint_url=http://…; repeatable")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=True, help="no progress bars (for logs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossemo", description="Transfer speech-emotion recognition from public corpora to your own speakers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("corpora", help="list the corpus recipes")
+    features = commands.add_parser("features", help="extract openSMILE features into <out>/features")
+    _add_run_options(features, corpus_required=True)
+    evaluate = commands.add_parser("evaluate", help="run the protocol on a feature store and write the tables")
+    evaluate.add_argument("--features", required=True, help="a feature store folder (<out>/features of `crossemo features`)")
+    evaluate.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    _add_evaluation_options(evaluate)
+    _add_common(evaluate)
+    run = commands.add_parser("run", help="features, evaluation and tables in one go")
+    _add_run_options(run, corpus_required=True)
+    _add_evaluation_options(run)
+    run.add_argument("--config", help="a TOML file with the same settings (flags override it); see configs/")
+    report = commands.add_parser("report", help="rebuild the tables and page of the latest run from its results, or compare two runs")
+    report.add_argument("out", help="the run's output folder or s3:// prefix")
+    report.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="show what changed between two run ids (see <out>/runs/)")
+    report.add_argument("--storage-option", dest="storage_option", action="append", default=[], metavar="KEY=VALUE")
+    demo = commands.add_parser("demo", help="run everything on a small synthetic data set (its numbers mean nothing)")
+    demo.add_argument("--out", default="crossemo-demo", help="where to write the demo (default ./crossemo-demo)")
+    demo.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> pipeline.RunConfig:
+    """Merge a config file (if any) with the flags; flags win."""
+    config = pipeline.RunConfig.from_toml(args.config) if getattr(args, "config", None) else pipeline.RunConfig()
+    if getattr(args, "corpus", None):
+        config.corpora = [pipeline.CorpusSpec.parse(text) for text in args.corpus]
+    for name in ("out", "feature_set", "pairs", "methods", "seed", "address"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(config, name, value)
+    config.storage_options.update(pipeline.parse_storage_options(args.storage_option))
+    config.progress = args.progress
+    return config
+
+
+def print_corpora() -> None:
+    width = max(len(name) for name in corpora.RECIPES)
+    for name, recipe in corpora.RECIPES.items():
+        print(f"{name:<{width}}  {recipe.summary}")
+
+
+def print_extraction(summary, seconds: float) -> None:
+    """The one-screen summary of a feature extraction."""
+    print()
+    print(f"feature set {summary.feature_set_id}: {summary.extracted} files extracted, {summary.reused} reused from the cache, in {seconds:.1f} s")
+    rows = []
+    for corpus, frame in summary.features.items():
+        counts = frame["emotion"].value_counts()
+        rows.append({"corpus": corpus, "speakers": frame["speaker"].nunique(), **{e: int(counts.get(e, 0)) for e in EMOTIONS}, "total": len(frame)})
+    if rows:
+        print(pd.DataFrame(rows).to_string(index=False))
+    if len(summary.rejected):
+        print(f"\n{len(summary.rejected)} files not used (all listed in features/_rejected.parquet):")
+        grouped = summary.rejected.groupby(["corpus", "stage", "reason"]).size().reset_index(name="files")
+        print(grouped.sort_values("files", ascending=False).head(15).to_string(index=False))
+
+
+def print_tables(result_tables: dict[str, pd.DataFrame], out: str) -> None:
+    if not result_tables:
+        return
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print("\nTable 2 (accuracy %):")
+        print(result_tables["table2"].to_string(index=False))
+        print("\nTable 3 (accuracy %):")
+        print(result_tables["table3"].to_string(index=False))
+    print(f"\nTables (CSV, tables.md) and the page index.html in {storage.join(out, 'report')}")
+
+
+def run_and_print(config: pipeline.RunConfig, *, evaluate: bool) -> int:
+    """Run, then print the extraction summary, warnings and tables."""
+    started = time.perf_counter()
+    record, extraction, result_tables = pipeline.run(config, evaluate=evaluate)
+    print_extraction(extraction, extraction.wall_seconds)
+    for warning in record.warnings:
+        print(f"warning: {warning}")
+    print_tables(result_tables, config.out)
+    print(f"\nrun {record.run_id} recorded in {storage.join(config.out, 'runs', record.run_id)} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from crossemo import orchestration
+
+    config = config_from(args)
+    features = featurestore.load_features(args.features, storage_options=config.fs_options)
+    datasets = pipeline.datasets_from(features)
+    pipeline.plan_evaluation(datasets, config)  # fails fast, before Ray
+    record = pipeline.new_record(config, manifests=[], feature_set_id=featurestore.feature_set_of(args.features, storage_options=config.fs_options))
+    orchestration.connect(config.address)
+    result_tables = pipeline.evaluate_and_report(datasets, config, record, features_uri=args.features)
+    pipeline.write_record(record, config.out, storage_options=config.fs_options)
+    print_tables(result_tables, config.out)
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    options = pipeline.parse_storage_options(args.storage_option) or None
+    if args.compare:
+        from crossemo.report import compare
+
+        run_a, run_b = (compare.read_run(args.out, run_id, storage_options=options) for run_id in args.compare)
+        for run in (run_a, run_b):
+            if not run.get("result_uris"):
+                raise FileNotFoundError(f"run {run['run_id']} has no results to compare (a features-only run)")
+        results_a, results_b = (pipeline.read_results(run["result_uris"], storage_options=options) for run in (run_a, run_b))
+        print(compare.render(run_a, run_b, compare.result_changes(results_a, run_a["pairs"], results_b, run_b["pairs"])))
+        return 0
+    record = pipeline.latest_record(args.out, storage_options=options)
+    print_tables(pipeline.write_report(args.out, record, storage_options=options), args.out)
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from crossemo.synthetic import make_demo_corpora
+
+    banner = "SYNTHETIC DEMO: tones shaped like emotions, not speech. Its numbers mean NOTHING about emotion recognition."
+    print("=" * len(banner), banner, "=" * len(banner), sep="\n")
+    out = Path(args.out).resolve()
+    manifests = make_demo_corpora(out / "corpora")
+    config = pipeline.RunConfig(
+        out=str(out / "run"),
+        corpora=[pipeline.CorpusSpec(recipe="manifest", uri=str(path)) for path in manifests.values()],
+        method_params=DEMO_METHOD_PARAMS,
+        progress=args.progress,
+    )
+    status = run_and_print(config, evaluate=True)
+    print("\n" + banner)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "corpora":
+            print_corpora()
+            return 0
+        if args.command == "features":
+            return run_and_print(config_from(args), evaluate=False)
+        if args.command == "run":
+            return run_and_print(config_from(args), evaluate=True)
+        if args.command == "evaluate":
+            return command_evaluate(args)
+        if args.command == "report":
+            return command_report(args)
+        return command_demo(args)
+    except (pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, FileNotFoundError) as error:
+        print(f"crossemo: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("crossemo: interrupted; finished work is kept and the next run resumes from it", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

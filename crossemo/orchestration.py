@@ -1,0 +1,186 @@
+"""Ray scheduling: the only module that talks to Ray.
+
+The science (:mod:`crossemo.featurestore`, :mod:`crossemo.protocol`) is plain
+Python; here its units of work become Ray tasks. Locally ``ray.init()`` starts
+an in-process cluster; ``address`` (or ``RAY_ADDRESS``) joins an existing one,
+which is what ``ray job submit`` sets up for the job's driver.
+
+Each task writes its own output (a cache shard, a result file) before it
+returns, so whatever finished survives a killed driver or worker, and the
+next run skips it. Ray retries a task whose worker died.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import ray
+from tqdm.auto import tqdm
+
+from crossemo import featurestore, protocol, storage
+from crossemo.corpora import Manifest
+from crossemo.features import FeatureExtractor
+
+TASK_RETRIES = 3
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[str, Any]:
+    """Start or join a Ray cluster.
+
+    Args:
+        address: a cluster address (``auto``, ``ray://…``, ``host:port``);
+            ``None`` uses ``RAY_ADDRESS`` if set, else starts Ray in-process.
+        num_cpus: CPUs for an in-process cluster (default: all).
+
+    Returns:
+        the cluster's resources.
+    """
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        options: dict[str, Any] = {"address": address, "log_to_driver": True, "configure_logging": False}
+        if address is None:
+            options.update(num_cpus=num_cpus, include_dashboard=False)
+        ray.init(**options)
+    return ray.cluster_resources()
+
+
+def cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def _extract_shard(files: pd.DataFrame, feature_set: str, store: featurestore.FeatureStore, cached: frozenset[str]) -> featurestore.ShardOutcome:
+    return featurestore.extract_shard(files, feature_set=feature_set, store=store, cached=cached)
+
+
+@dataclass
+class ExtractionSummary:
+    """What a feature extraction did, for the CLI and the run record."""
+
+    features: dict[str, pd.DataFrame]
+    rejected: pd.DataFrame
+    feature_set_id: str
+    extracted: int = 0
+    reused: int = 0
+    shards: int = 0
+    smile_seconds: float = 0.0
+    task_cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    skipped_by_recipe: int = 0
+    outcomes: list[featurestore.ShardOutcome] = field(default_factory=list, repr=False)
+
+
+def extract_features(manifests: list[Manifest], store: featurestore.FeatureStore, *, feature_set: str = "is10", progress: bool = True) -> ExtractionSummary:
+    """Extract every utterance not yet in the cache, in parallel, and write the feature store.
+
+    Args:
+        manifests: the corpora to extract.
+        store: where features and cache live.
+        feature_set: feature set name or config path.
+        progress: show a progress bar over files.
+
+    Returns:
+        the summary, including the feature tables as written.
+    """
+    started = time.perf_counter()
+    extractor = FeatureExtractor(feature_set)
+    utterances = pd.concat([m.utterances for m in manifests], ignore_index=True)
+    utterances["sha256"] = featurestore.known_keys(store, utterances)
+    cached = featurestore.cached_keys(store, extractor.feature_set_id)
+    hits = utterances["sha256"].isin(cached)
+    todo = utterances.loc[~hits, ["uri", "fingerprint"]].drop_duplicates("uri").reset_index(drop=True)
+    shards = featurestore.shard(todo, workers=cluster_cpus())
+    cached_ref = ray.put(cached)
+    pending = [_extract_shard.remote(s, feature_set, store, cached_ref) for s in shards]
+    sizes = {ref: len(s) for ref, s in zip(pending, shards)}
+    outcomes: list[featurestore.ShardOutcome] = []
+    with tqdm(total=len(todo), desc="features", unit="file", disable=not progress or not len(todo)) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            outcomes.append(ray.get(done[0]))
+            bar.update(sizes[done[0]])
+    known = utterances.loc[hits, ["uri", "fingerprint", "sha256"]]
+    keys = pd.concat([known, *(o.keys for o in outcomes)], ignore_index=True)
+    featurestore.update_fingerprints(store, keys)
+    read_failures = pd.concat([o.rejected[o.rejected["stage"] == "read"] for o in outcomes], ignore_index=True) if outcomes else pd.DataFrame(columns=["uri", "stage", "reason"])
+    features, rejected = featurestore.assemble(store, manifests, extractor, keys, read_failures[["uri", "stage", "reason"]])
+    return ExtractionSummary(
+        features=features,
+        rejected=rejected,
+        feature_set_id=extractor.feature_set_id,
+        extracted=sum(o.extracted for o in outcomes),
+        reused=int(hits.sum()),
+        shards=len(shards),
+        smile_seconds=sum(o.smile_seconds for o in outcomes),
+        task_cpu_seconds=sum(o.cpu_seconds for o in outcomes),
+        wall_seconds=time.perf_counter() - started,
+        skipped_by_recipe=sum(len(m.skipped) for m in manifests),
+        outcomes=outcomes,
+    )
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def _prepare_shared(method: str, source: protocol.Dataset, seed: int, params: tuple) -> tuple[Any, float]:
+    started = time.process_time()
+    model = protocol.SHARED_PREPARATIONS[method](source, seed=seed, params=params)
+    return model, time.process_time() - started
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def _run_task(task: protocol.Task, source: protocol.Dataset | None, target: protocol.Dataset, seed: int, uri: str, storage_options: dict | None, shared: tuple[Any, float] | None = None) -> dict[str, float]:
+    frame = protocol.run_task(task, source, target, seed=seed, shared_model=shared[0] if shared else None)
+    storage.write_frame(frame, uri, storage_options=storage_options)
+    return {"cpu_seconds": float(frame["cpu_seconds"].iloc[0]), "wall_seconds": float(frame["wall_seconds"].iloc[0])}
+
+
+@dataclass
+class EvaluationSummary:
+    """What an evaluation did."""
+
+    tasks: int
+    reused: int
+    fits: int
+    task_cpu_seconds: float
+    wall_seconds: float
+    result_uris: list[str]
+
+
+def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], results_uri: str, *, seed: int = 0, storage_options: dict | None = None, progress: bool = True) -> EvaluationSummary:
+    """Run every task whose result is not written yet; each writes its own Parquet file.
+
+    The datasets go into the object store once; every task gets references,
+    never copies. Work shared by folds (the fcnn's source network) runs once
+    per source corpus and is passed along as a reference too.
+    """
+    started = time.perf_counter()
+    uris = {task.key: storage.join(results_uri, task.result_path()) for task in tasks}
+    done = set(storage.list_files(results_uri, suffix=".parquet", storage_options=storage_options))
+    todo = [task for task in tasks if uris[task.key] not in done]
+    refs = {name: ray.put(data) for name, data in datasets.items()}
+    shared: dict[tuple[str, str], Any] = {}
+    for task in todo:
+        if task.shared and (task.shared, task.source) not in shared:
+            shared[(task.shared, task.source)] = _prepare_shared.remote(task.shared, refs[task.source], seed, task.params)
+    pending = {
+        _run_task.remote(
+            task, refs[task.source] if task.source else None, refs[task.target], seed, uris[task.key], storage_options,
+            shared.get((task.shared, task.source)) if task.shared else None,
+        ): task
+        for task in todo
+    }
+    cpu = 0.0
+    with tqdm(total=len(todo), desc="tasks", unit="task", disable=not progress or not todo) as bar:
+        remaining = list(pending)
+        while remaining:
+            finished, remaining = ray.wait(remaining, num_returns=1)
+            cpu += ray.get(finished[0])["cpu_seconds"]
+            bar.update(1)
+    cpu += sum(seconds for _, seconds in ray.get(list(shared.values())))
+    return EvaluationSummary(
+        tasks=len(tasks), reused=len(tasks) - len(todo), fits=len(todo) + len(shared), task_cpu_seconds=cpu,
+        wall_seconds=time.perf_counter() - started, result_uris=[uris[task.key] for task in tasks],
+    )

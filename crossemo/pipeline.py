@@ -1,0 +1,334 @@
+"""One run of crossemo, end to end: corpora → features → protocol → results → tables.
+
+:class:`RunConfig` holds every setting (from flags, a TOML file, or both);
+:func:`validate` checks everything that can be checked before Ray starts, so
+bad input fails in a second with one line; :func:`run` does the work and
+records it under ``<out>/runs/<run id>/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+import time
+import tomllib
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import crossemo
+from crossemo import corpora, featurestore, protocol, storage
+from crossemo.features import FeatureExtractor
+from crossemo.report import tables
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it."""
+
+
+@dataclass
+class CorpusSpec:
+    """A corpus of the run: a recipe and where its audio is.
+
+    Attributes:
+        recipe: recipe name (see ``crossemo corpora``).
+        uri: the corpus root, or for ``manifest`` the CSV/Parquet file.
+        name: the corpus name in outputs (the recipe name, or the manifest's file stem).
+        options: recipe options, such as ``merge_excited`` for IEMOCAP.
+    """
+
+    recipe: str
+    uri: str
+    name: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = Path(self.uri.rstrip("/")).stem if self.recipe == "manifest" else self.recipe
+
+    @classmethod
+    def parse(cls, text: str) -> CorpusSpec:
+        """Parse ``NAME=URI`` from the command line."""
+        recipe, sep, uri = text.partition("=")
+        if not sep or not recipe or not uri:
+            raise ConfigError(f"--corpus {text!r} is not NAME=URI (for example emovo=/data/EMOVO)")
+        return cls(recipe=recipe.strip(), uri=uri.strip())
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run."""
+
+    out: str = ""
+    corpora: list[CorpusSpec] = field(default_factory=list)
+    feature_set: str = "is10"
+    pairs: str = "all"
+    methods: str = "all"
+    seed: int = 0
+    address: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    progress: bool = True
+
+    @classmethod
+    def from_toml(cls, path: str) -> RunConfig:
+        """Read a config file; see ``configs/`` for documented examples.
+
+        Raises:
+            ConfigError: the file is missing, not TOML, or has unknown keys.
+        """
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+        known = {f for f in cls.__dataclass_fields__} - {"progress"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config file {path} has unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        base = Path(path).resolve().parent
+        specs = []
+        for name, value in (data.pop("corpora", {}) or {}).items():
+            entry = {"recipe": name, "uri": value} if isinstance(value, str) else {"recipe": name, **value}
+            spec = CorpusSpec(recipe=entry.pop("recipe"), uri=_relative_to(base, entry.pop("uri")), name=entry.pop("name", name if not isinstance(value, str) else ""), options=entry)
+            specs.append(spec)
+        if "out" in data:
+            data["out"] = _relative_to(base, data["out"])
+        for key in ("pairs", "methods"):
+            if isinstance(data.get(key), list):
+                data[key] = ",".join(data[key])
+        return cls(corpora=specs, **data)
+
+    @property
+    def fs_options(self) -> dict[str, Any] | None:
+        """The storage options for fsspec, ``None`` when there are none."""
+        return dict(self.storage_options) or None
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain data, with storage credentials left out."""
+        settings = asdict(self)
+        settings["storage_options"] = {k: ("***" if _is_secret(k) else v) for k, v in self.storage_options.items()}
+        settings.pop("progress")
+        return settings
+
+
+def _relative_to(base: Path, uri: str) -> str:
+    """Paths in a config file are relative to the file, URIs are kept."""
+    if "://" in uri or Path(uri).is_absolute():
+        return uri
+    return str((base / uri).resolve())
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key.lower() for word in ("secret", "token", "password", "key"))
+
+
+def parse_storage_options(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; ``true``/``false`` and numbers become their types."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--storage-option {item!r} is not key=value")
+        options[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return options
+
+
+@dataclass
+class Prepared:
+    """A validated run, before any Ray work."""
+
+    config: RunConfig
+    manifests: list[corpora.Manifest]
+    feature_set_id: str
+
+
+def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
+    """Check every setting and list every corpus, before Ray starts.
+
+    Raises:
+        ConfigError: a bad setting (unknown recipe, corpus given twice, unknown
+            method or feature set, bad pair …).
+        corpora.CorpusError: a corpus cannot be read as its recipe expects.
+    """
+    if not config.out:
+        raise ConfigError("no output given (--out)")
+    if not config.corpora:
+        raise ConfigError("no corpus given (--corpus NAME=URI)")
+    names = [spec.name for spec in config.corpora]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"corpus {twice[0]!r} is given twice")
+    uris = [spec.uri.rstrip("/") for spec in config.corpora]
+    same = sorted({u for u in uris if uris.count(u) > 1})
+    if same:
+        raise ConfigError(f"the same corpus location {same[0]} is given twice")
+    try:
+        feature_set_id = FeatureExtractor(config.feature_set).feature_set_id
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    try:
+        protocol.parse_methods(config.methods)
+        if need_pairs:
+            protocol.parse_pairs(config.pairs, names)
+    except protocol.ProtocolError as error:
+        raise ConfigError(str(error)) from None
+    options = config.fs_options
+    manifests = [corpora.prepare(s.recipe, s.uri, storage_options=options, **({"corpus": s.name} if s.recipe == "manifest" else {}), **s.options) for s in config.corpora]
+    return Prepared(config=config, manifests=manifests, feature_set_id=feature_set_id)
+
+
+@dataclass
+class RunRecord:
+    """What a run did, as written to ``<out>/runs/<run id>/run.json``."""
+
+    run_id: str
+    started: str
+    settings: dict[str, Any]
+    code_version: str
+    corpora: dict[str, dict[str, Any]] = field(default_factory=dict)
+    feature_set_id: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    pairs: list[list[str]] = field(default_factory=list)
+    result_uris: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def code_version() -> str:
+    """The package version, with the git commit when run from a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{crossemo.__version__}+{commit}" if commit else crossemo.__version__
+
+
+def corpus_fingerprint(manifest: corpora.Manifest) -> dict[str, Any]:
+    """A digest of a corpus's file list and labels, to tell whether it changed between runs."""
+    frame = manifest.utterances[["uri", "fingerprint", "speaker", "emotion"]]
+    digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16]
+    return {"root": manifest.root, "utterances": len(frame), "skipped": len(manifest.skipped), "digest": digest}
+
+
+def new_record(config: RunConfig, *, manifests: list[corpora.Manifest], feature_set_id: str) -> RunRecord:
+    """A fresh run record; run ids sort by start time."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return RunRecord(
+        run_id=f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
+        started=now.isoformat(timespec="seconds"),
+        settings=config.describe(),
+        code_version=code_version(),
+        corpora={m.corpus: corpus_fingerprint(m) for m in manifests},
+        feature_set_id=feature_set_id,
+    )
+
+
+def write_record(record: RunRecord, out: str, *, storage_options: dict | None) -> str:
+    uri = storage.join(out, "runs", record.run_id, "run.json")
+    storage.write_bytes(json.dumps(asdict(record), indent=2, default=str).encode(), uri, storage_options=storage_options)
+    return uri
+
+
+def latest_record(out: str, *, storage_options: dict | None) -> dict[str, Any]:
+    """The newest run record with results under ``out``.
+
+    Raises:
+        FileNotFoundError: no run with results was recorded there.
+    """
+    for uri in sorted(storage.list_files(storage.join(out, "runs"), suffix="run.json", storage_options=storage_options), reverse=True):
+        fs, path = storage.filesystem(uri, storage_options=storage_options)
+        record = json.loads(fs.cat_file(path))
+        if record.get("result_uris"):
+            return record
+    raise FileNotFoundError(f"no run with results under {out}; run `crossemo run` or `crossemo evaluate` first")
+
+
+def datasets_from(features: dict[str, pd.DataFrame]) -> dict[str, protocol.Dataset]:
+    """Arrays per corpus; a corpus with no feature rows is an error."""
+    empty = [name for name, frame in features.items() if frame.empty]
+    if empty:
+        raise ConfigError(f"corpus {empty[0]} has no feature rows (see <out>/features/_rejected.parquet)")
+    return {name: protocol.Dataset.from_frame(frame) for name, frame in features.items()}
+
+
+def plan_evaluation(datasets: dict[str, protocol.Dataset], config: RunConfig) -> tuple[list[tuple[str, str]], list[protocol.Task], list[str]]:
+    """Pairs, tasks and warnings; raises ConfigError for pairs that cannot run."""
+    try:
+        pairs = protocol.parse_pairs(config.pairs, sorted(datasets))
+        method_names = protocol.parse_methods(config.methods)
+        warnings = [w for s, t in pairs for w in protocol.check_pair(datasets[s], datasets[t])]
+    except protocol.ProtocolError as error:
+        raise ConfigError(str(error)) from None
+    tasks = protocol.plan(datasets, pairs, method_names, seed=config.seed, overrides=config.method_params)
+    return pairs, tasks, warnings
+
+
+def read_results(result_uris: list[str], *, storage_options: dict | None) -> pd.DataFrame:
+    """The per-utterance results of the given task files."""
+    return pd.concat([storage.read_frame(uri, storage_options=storage_options) for uri in result_uris], ignore_index=True)
+
+
+def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig, record: RunRecord, *, features_uri: str) -> dict[str, pd.DataFrame]:
+    """Plan and run the protocol on Ray, then write the tables and the page."""
+    from crossemo import orchestration
+
+    options = config.fs_options
+    pairs, tasks, warnings = plan_evaluation(datasets, config)
+    record.warnings += warnings
+    summary = orchestration.evaluate(datasets, tasks, storage.join(config.out, "results"), seed=config.seed, storage_options=options, progress=config.progress)
+    record.pairs = [list(p) for p in pairs]
+    record.result_uris = summary.result_uris
+    record.counts.update(tasks=summary.tasks, tasks_reused=summary.reused, fits=summary.fits)
+    record.timings.update(evaluation_wall_seconds=summary.wall_seconds, evaluation_task_cpu_seconds=summary.task_cpu_seconds)
+    record.settings["features"] = features_uri
+    return write_report(config.out, asdict(record), storage_options=options)
+
+
+def write_report(out: str, record: dict[str, Any], *, storage_options: dict | None) -> dict[str, pd.DataFrame]:
+    """Tables (CSV, Markdown) and the HTML page under ``<out>/report`` from a run's results alone."""
+    from crossemo.report import html
+
+    results = read_results(record["result_uris"], storage_options=storage_options)
+    pairs = [tuple(p) for p in record["pairs"]]
+    report_uri = storage.join(out, "report")
+    result_tables = tables.write_tables(results, pairs, report_uri, storage_options=storage_options)
+    features_uri = record["settings"].get("features") or storage.join(out, "features")
+    side = {}
+    for name in ("manifest", "rejected"):
+        uri = storage.join(features_uri, f"_{name}.parquet")
+        side[name] = storage.read_frame(uri, storage_options=storage_options) if storage.exists(uri, storage_options=storage_options) else None
+    html.write_html_report(results, pairs, report_uri, manifest=side["manifest"], rejected=side["rejected"], run=record, storage_options=storage_options)
+    return result_tables
+
+
+def run(config: RunConfig, *, evaluate: bool = True) -> tuple[RunRecord, Any, dict[str, pd.DataFrame]]:
+    """Features, then (optionally) the evaluation and the tables, recorded as one run.
+
+    Returns:
+        ``(record, extraction summary, tables)``.
+    """
+    from crossemo import orchestration
+
+    started = time.perf_counter()
+    prepared = prepare(config, need_pairs=evaluate)
+    options = config.fs_options
+    record = new_record(config, manifests=prepared.manifests, feature_set_id=prepared.feature_set_id)
+    orchestration.connect(config.address)
+    store = featurestore.FeatureStore(config.out, options)
+    extraction = orchestration.extract_features(prepared.manifests, store, feature_set=config.feature_set, progress=config.progress)
+    record.timings.update(extraction_wall_seconds=extraction.wall_seconds, extraction_task_cpu_seconds=extraction.task_cpu_seconds)
+    record.counts.update(utterances=sum(len(f) for f in extraction.features.values()), extracted=extraction.extracted, features_reused=extraction.reused, rejected=len(extraction.rejected))
+    result_tables: dict[str, pd.DataFrame] = {}
+    if evaluate:
+        result_tables = evaluate_and_report(datasets_from(extraction.features), config, record, features_uri=store.features_uri)
+    record.timings["total_wall_seconds"] = time.perf_counter() - started
+    write_record(record, config.out, storage_options=options)
+    return record, extraction, result_tables

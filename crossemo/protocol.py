@@ -1,0 +1,285 @@
+"""The study's evaluation protocol: pairs, scenarios and held-out speaker folds.
+
+A *pair* is an ordered (source corpus, target corpus). The folds are the
+target's speakers:
+
+- scenario 1: train on the whole source, test on the whole target (one fold);
+- scenario 2: train on one target speaker, test on the other target speakers;
+  it does not depend on the source, so it runs once per target and every pair
+  with that target shares it;
+- scenario 3: train on the whole source plus one target speaker, test on the
+  other target speakers. The transfer methods run in these folds.
+
+:func:`plan` lists every task a run needs, each with a deterministic key made
+from everything its result depends on (the data, the method and its
+parameters, the fold, the seed, the code version), so a re-run skips finished
+tasks and a changed input recomputes only what it touches. :func:`run_task`
+fits and scores one task; it is plain Python, and Ray only schedules it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import recall_score
+
+import crossemo
+from crossemo import methods
+from crossemo.labels import EMOTIONS, METADATA_COLUMNS
+
+BASELINES = ("majority", "rf")
+"""Always evaluated: the tables compare every method against them."""
+
+TRANSFER_METHODS = ("dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm")
+"""Run in scenario 3's folds; ``rf`` runs there too, as scenario 3 itself."""
+
+RESULT_COLUMNS = [
+    "key", "source", "target", "scenario", "method", "fold", "uri", "speaker", "true", "predicted",
+    "accuracy", "uar", "n_train", "n_test", "cpu_seconds", "wall_seconds",
+]
+
+
+class ProtocolError(ValueError):
+    """The requested evaluation cannot run on these corpora."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One corpus's features as arrays, ready for the object store.
+
+    Attributes:
+        corpus: corpus name.
+        X: float32 features, one row per utterance.
+        y: emotion labels.
+        speakers: speaker ids, prefixed by the corpus so they are unique across corpora.
+        uris: the utterances' audio URIs.
+        digest: SHA-256 of everything above, the data's part of every task key.
+    """
+
+    corpus: str
+    X: np.ndarray
+    y: np.ndarray
+    speakers: np.ndarray
+    uris: np.ndarray
+    digest: str
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Dataset:
+        """Build from a feature-store table (metadata columns, then features)."""
+        frame = frame.sort_values("uri", kind="stable").reset_index(drop=True)
+        corpus = str(frame["corpus"].iloc[0])
+        X = np.ascontiguousarray(frame.drop(columns=list(METADATA_COLUMNS)).to_numpy(dtype=np.float32))
+        y = frame["emotion"].astype(str).to_numpy()
+        speakers = (corpus + "/" + frame["speaker"].astype(str)).to_numpy()
+        uris = frame["uri"].astype(str).to_numpy()
+        hasher = hashlib.sha256(X.tobytes())
+        for column in (y, speakers, uris):
+            hasher.update("\n".join(column).encode())
+        return cls(corpus, X, y, speakers, uris, hasher.hexdigest())
+
+    def speaker_ids(self) -> list[str]:
+        return sorted(set(self.speakers))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One model fit and its scoring."""
+
+    scenario: int
+    method: str
+    source: str | None
+    target: str
+    fold: str
+    params: tuple[tuple[str, Any], ...] = ()
+    key: str = ""
+    shared: str | None = field(default=None, compare=False)
+
+    @property
+    def pair(self) -> str:
+        return f"{self.source or '-'}_{self.target}"
+
+    def result_path(self) -> str:
+        """Path of this task's result below ``<out>/results``: readable, and unique by key."""
+        fold = re.sub(r"[^A-Za-z0-9._-]+", "-", self.fold)
+        return f"{self.pair}/s{self.scenario}/{self.method}/{fold}.{self.key[:16]}.parquet"
+
+
+def parse_pairs(spec: str | Iterable[str], corpora: list[str]) -> list[tuple[str, str]]:
+    """Turn ``all`` or ``SRC:TGT,…`` into ordered pairs of known corpora.
+
+    Raises:
+        ProtocolError: a pair names an unknown corpus, or a corpus with itself.
+    """
+    if isinstance(spec, str):
+        spec = [part.strip() for part in spec.split(",") if part.strip()]
+    spec = list(spec)
+    if spec in ([], ["all"]):
+        pairs = [(s, t) for s in corpora for t in corpora if s != t]
+        if not pairs:
+            raise ProtocolError(f"need at least two corpora to form a pair; have {', '.join(corpora) or 'none'}")
+        return pairs
+    pairs = []
+    for item in spec:
+        source, sep, target = item.partition(":")
+        if not sep or not source or not target:
+            raise ProtocolError(f"pair {item!r} is not SOURCE:TARGET")
+        for name in (source, target):
+            if name not in corpora:
+                raise ProtocolError(f"pair {item!r} names corpus {name!r}, which is not among {', '.join(corpora)}")
+        if source == target:
+            raise ProtocolError(f"pair {item!r} uses one corpus as both source and target")
+        pairs.append((source, target))
+    return list(dict.fromkeys(pairs))
+
+
+def parse_methods(spec: str | Iterable[str]) -> list[str]:
+    """Turn ``all`` or ``m1,m2,…`` into the methods to run, baselines always included.
+
+    Raises:
+        ProtocolError: an unknown method.
+    """
+    if isinstance(spec, str):
+        spec = [part.strip() for part in spec.split(",") if part.strip()]
+    spec = list(spec)
+    if spec in ([], ["all"]):
+        return [*BASELINES, *TRANSFER_METHODS]
+    unknown = [name for name in spec if name not in methods.METHODS]
+    if unknown:
+        raise ProtocolError(f"unknown method {unknown[0]!r}; known: {', '.join(methods.METHODS)}")
+    return list(dict.fromkeys([*BASELINES, *spec]))
+
+
+def check_pair(source: Dataset, target: Dataset) -> list[str]:
+    """Problems that stop a pair, or warnings that do not.
+
+    Raises:
+        ProtocolError: the corpora share no class, or the target has one speaker.
+    """
+    shared = set(source.y) & set(target.y)
+    if not shared:
+        raise ProtocolError(f"pair {source.corpus}:{target.corpus} shares no emotion class ({sorted(set(source.y))} vs {sorted(set(target.y))})")
+    check_target(target)
+    return [f"{source.corpus}:{target.corpus}: class {c} is only in the target" for c in sorted(set(target.y) - set(source.y))]
+
+
+def check_target(target: Dataset) -> None:
+    """Scenarios 2 and 3 need a speaker to train on and another to test on."""
+    if len(target.speaker_ids()) < 2:
+        raise ProtocolError(f"target {target.corpus} has {len(target.speaker_ids())} speaker; scenarios 2 and 3 need at least two (one to train on, the rest to test)")
+
+
+def task_key(task: Task, datasets: dict[str, Dataset], seed: int) -> str:
+    """Everything a task's result depends on, hashed."""
+    payload = {
+        "scenario": task.scenario, "method": task.method, "fold": task.fold, "params": task.params, "seed": seed,
+        "source": datasets[task.source].digest if task.source else None,
+        "target": datasets[task.target].digest, "version": crossemo.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def method_params(method: str, overrides: dict[str, dict[str, Any]] | None) -> tuple[tuple[str, Any], ...]:
+    """The non-default parameters for a method, as a hashable tuple."""
+    return tuple(sorted((overrides or {}).get(method, {}).items()))
+
+
+def plan(datasets: dict[str, Dataset], pairs: list[tuple[str, str]], method_names: list[str], *, seed: int = 0, overrides: dict[str, dict[str, Any]] | None = None) -> list[Task]:
+    """Every task of the protocol for these pairs and methods, each exactly once.
+
+    Returns:
+        tasks in a good submission order: the slowest kinds first.
+    """
+    tasks: list[Task] = []
+
+    def add(scenario: int, method: str, source: str | None, target: str, fold: str) -> None:
+        task = Task(scenario, method, source, target, fold, method_params(method, overrides), shared=method if method in SHARED_PREPARATIONS and scenario == 3 else None)
+        tasks.append(Task(**{**task.__dict__, "key": task_key(task, datasets, seed)}))
+
+    for target in dict.fromkeys(t for _, t in pairs):
+        for speaker in datasets[target].speaker_ids():
+            for method in BASELINES:
+                add(2, method, None, target, speaker)
+    for source, target in pairs:
+        add(1, "rf", source, target, "all")
+        for speaker in datasets[target].speaker_ids():
+            for method in method_names:
+                if method != "majority":
+                    add(3, method, source, target, speaker)
+    order = {name: rank for rank, name in enumerate(("dbn", "fcnn", "multitask", "norm_distribution", "norm_neutral", "speaker_norm", "rf", "majority"))}
+    return sorted(tasks, key=lambda t: (order.get(t.method, 0), t.scenario))
+
+
+def split(task: Task, source: Dataset | None, target: Dataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Training and test arrays for a task. Test labels stay out of the training dict."""
+    if task.scenario == 1:
+        assert source is not None
+        train = {"X": source.X, "y": source.y, "is_target": np.zeros(len(source.y), bool), "speakers": source.speakers}
+        test = {"X": target.X, "y": target.y, "speakers": target.speakers, "uris": target.uris}
+        return train, test
+    held_in = target.speakers == task.fold
+    parts = [(target.X[held_in], target.y[held_in], np.ones(held_in.sum(), bool), target.speakers[held_in])]
+    if task.scenario == 3:
+        assert source is not None
+        parts.insert(0, (source.X, source.y, np.zeros(len(source.y), bool), source.speakers))
+    train = {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(("X", "y", "is_target", "speakers"))}
+    test = {"X": target.X[~held_in], "y": target.y[~held_in], "speakers": target.speakers[~held_in], "uris": target.uris[~held_in]}
+    return train, test
+
+
+def prepare_fcnn_source(source: Dataset, *, seed: int, params: tuple[tuple[str, Any], ...]) -> Any:
+    """Train the fcnn's network on the whole source once; every fold fine-tunes a copy."""
+    from crossemo.methods.fcnn import SourceFCNN
+
+    source_params = {k: v for k, v in params if k in SourceFCNN().get_params()}
+    return SourceFCNN(random_state=seed, **source_params).fit(source.X, source.y)
+
+
+SHARED_PREPARATIONS: dict[str, Callable[..., Any]] = {"fcnn": prepare_fcnn_source}
+"""Fold-independent work per source corpus, passed to the method as ``source_model``."""
+
+
+def run_task(task: Task, source: Dataset | None, target: Dataset, *, seed: int = 0, shared_model: Any = None) -> pd.DataFrame:
+    """Fit one method on a task's training rows and score it on its test rows.
+
+    Returns:
+        one row per test utterance with :data:`RESULT_COLUMNS`.
+    """
+    started, cpu_started = time.perf_counter(), time.process_time()
+    train, test = split(task, source, target)
+    extra = {"source_model": shared_model} if shared_model is not None else {}
+    model = methods.make_method(task.method, random_state=seed, **dict(task.params), **extra)
+    model.fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"])
+    predicted = np.asarray(model.predict(test["X"], speakers=test["speakers"])).astype(str)
+    accuracy, uar = score(test["y"], predicted)
+    frame = pd.DataFrame({
+        "uri": test["uris"], "speaker": test["speakers"], "true": test["y"], "predicted": predicted,
+    })
+    frame.insert(0, "fold", task.fold)
+    frame.insert(0, "method", task.method)
+    frame.insert(0, "scenario", task.scenario)
+    frame.insert(0, "target", task.target)
+    frame.insert(0, "source", task.source or "")
+    frame.insert(0, "key", task.key)
+    frame["accuracy"], frame["uar"] = accuracy, uar
+    frame["n_train"], frame["n_test"] = len(train["y"]), len(test["y"])
+    frame["cpu_seconds"] = time.process_time() - cpu_started
+    frame["wall_seconds"] = time.perf_counter() - started
+    return frame[RESULT_COLUMNS]
+
+
+def score(true: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """Accuracy (the study's figure) and UAR, the mean recall over the classes present."""
+    if len(true) == 0:
+        return float("nan"), float("nan")
+    accuracy = float(np.mean(true == predicted))
+    present = [e for e in EMOTIONS if e in set(true)]
+    uar = float(recall_score(true, predicted, labels=present, average="macro", zero_division=0))
+    return accuracy, uar

@@ -1,0 +1,1 @@
+"""Turning results into what people read: the study's tables (and, later, a page)."""

@@ -1,0 +1,90 @@
+"""What changed between two recorded runs: settings, code, corpora and results.
+
+Scheduled re-evaluations record every run under ``<out>/runs/<run id>/``;
+comparing two of them answers "why did the numbers move?": a corpus gained
+files, the code changed, a method was added, or nothing changed at all.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from crossemo import storage
+from crossemo.report import tables
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def setting_changes(run_a: dict, run_b: dict) -> list[tuple[str, object, object]]:
+    """``(setting, before, after)`` for every setting, code version or corpus fingerprint that differs."""
+    keys = ("settings", "code_version", "corpora", "feature_set_id")
+    before = _flatten({k: run_a.get(k) for k in keys})
+    after = _flatten({k: run_b.get(k) for k in keys})
+    return [(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)]
+
+
+def result_changes(results_a: pd.DataFrame, pairs_a: list, results_b: pd.DataFrame, pairs_b: list, *, metric: str = "accuracy") -> pd.DataFrame:
+    """Table 3 and Table 2 cells of both runs side by side, with the difference.
+
+    Returns:
+        one row per (table, source, target, column) present in either run:
+        ``before``, ``after`` and ``change`` in percentage points.
+    """
+    frames = []
+    for label, results, pairs in (("before", results_a, pairs_a), ("after", results_b, pairs_b)):
+        table2, table3 = tables.build_tables(tables.fold_metrics(results), [tuple(p) for p in pairs], metric=metric)
+        for name, table in (("table2", table2), ("table3", table3)):
+            long = table.melt(id_vars=["source", "target"], var_name="column", value_name=label)
+            long.insert(0, "table", name)
+            frames.append(long.set_index(["table", "source", "target", "column"]))
+    before = pd.concat([f for f in frames if "before" in f.columns])
+    after = pd.concat([f for f in frames if "after" in f.columns])
+    merged = before.join(after, how="outer")
+    merged["change"] = (merged["after"] - merged["before"]).round(1)
+    return merged.reset_index()
+
+
+def read_run(out: str, run_id: str, *, storage_options: storage.StorageOptions | None = None) -> dict:
+    """A run record by id.
+
+    Raises:
+        FileNotFoundError: no such run under ``out``.
+    """
+    uri = storage.join(out, "runs", run_id, "run.json")
+    if not storage.exists(uri, storage_options=storage_options):
+        known = sorted({u.rsplit("/", 2)[-2] for u in storage.list_files(storage.join(out, "runs"), suffix="run.json", storage_options=storage_options)})
+        raise FileNotFoundError(f"no run {run_id!r} under {out} (runs: {', '.join(known) or 'none'})")
+    fs, path = storage.filesystem(uri, storage_options=storage_options)
+    return json.loads(fs.cat_file(path))
+
+
+def render(run_a: dict, run_b: dict, changes: pd.DataFrame) -> str:
+    """A plain-text comparison for the terminal."""
+    lines = [f"comparing run {run_a['run_id']} → {run_b['run_id']}", ""]
+    settings = setting_changes(run_a, run_b)
+    if settings:
+        lines.append("settings, code and corpora that changed:")
+        lines += [f"  {name}: {before!r} → {after!r}" for name, before, after in settings]
+    else:
+        lines.append("settings, code and corpora: unchanged")
+    counts_a, counts_b = run_a.get("counts", {}), run_b.get("counts", {})
+    lines.append(f"tasks: {counts_a.get('tasks', '?')} → {counts_b.get('tasks', '?')} (the later run reused {counts_b.get('tasks_reused', '?')}, features reused {counts_b.get('features_reused', '?')})")
+    lines.append("")
+    moved = changes[(changes["change"].fillna(0) != 0) | (changes["before"].isna() != changes["after"].isna())]
+    if moved.empty:
+        lines.append("results: identical")
+    else:
+        lines.append(f"results that changed (accuracy %, {len(moved)} cells):")
+        lines.append(moved.to_string(index=False))
+    return "\n".join(lines)

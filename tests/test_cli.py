@@ -1,0 +1,64 @@
+"""Bad input ends in one line naming the cause and exit status 2, before any Ray work."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import ray
+
+from crossemo import cli
+from crossemo.synthetic import make_demo_corpora
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return make_demo_corpora(tmp_path_factory.mktemp("demo"), speakers=2, per_emotion=1)
+
+
+def run_cli(args, capsys):
+    status = cli.main(args)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_corpora_lists_every_recipe(capsys):
+    status, out, _ = run_cli(["corpora"], capsys)
+    assert status == 0
+    for name in ("emodb", "emovo", "iemocap", "manifest", "ravdess", "savee"):
+        assert name in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["features", "--corpus", "nosuch=/tmp", "--out", "OUT"], "unknown corpus recipe 'nosuch'"),
+    (["features", "--corpus", "emovo=/does/not/exist", "--out", "OUT"], "/does/not/exist does not exist"),
+    (["features", "--corpus", "emovo", "--out", "OUT"], "is not NAME=URI"),
+    (["features", "--corpus", "manifest={a}", "--out", "OUT", "--feature-set", "nosuch"], "unknown feature set 'nosuch'"),
+    (["run", "--corpus", "manifest={a}", "--corpus", "manifest={a}", "--out", "OUT"], "given twice"),
+    (["run", "--corpus", "manifest={a}", "--corpus", "manifest={b}", "--out", "OUT", "--methods", "rf,gan"], "unknown method 'gan'"),
+    (["run", "--corpus", "manifest={a}", "--corpus", "manifest={b}", "--out", "OUT", "--pairs", "synth_studio:nosuch"], "names corpus 'nosuch'"),
+    (["run", "--config", "/does/not/exist.toml"], "config file /does/not/exist.toml does not exist"),
+    (["evaluate", "--features", "/does/not/exist", "--out", "OUT"], "no feature tables under /does/not/exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, demo, tmp_path, capsys):
+    paths = {"a": demo["synth_studio"], "b": demo["synth_phone"]}
+    args = [arg.format(**paths).replace("OUT", str(tmp_path / "out")) for arg in args]
+    status, _, err = run_cli(args, capsys)
+    assert status == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not ray.is_initialized()
+
+
+def test_manifest_errors_are_caught_before_ray(tmp_path, capsys):
+    bad = tmp_path / "own.csv"
+    pd.DataFrame({"path": ["a.wav"], "speaker": ["x"]}).to_csv(bad, index=False)
+    status, _, err = run_cli(["features", "--corpus", f"manifest={bad}", "--out", str(tmp_path / "out")], capsys)
+    assert status == 2 and "emotion" in err
+    assert not ray.is_initialized()
+
+
+def test_config_file_rejects_unknown_settings(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text('out = "x"\ntrees = 5\n')
+    status, _, err = run_cli(["run", "--config", str(config)], capsys)
+    assert status == 2 and "unknown setting 'trees'" in err

@@ -1,0 +1,142 @@
+"""The protocol: which tasks exist, what each trains and tests on, and the tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossemo import protocol
+from crossemo.labels import EMOTIONS
+from crossemo.report import tables
+
+
+def make_frame(corpus: str, speakers: list[str], per_class: int = 3, dims: int = 5, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for speaker in speakers:
+        for e_index, emotion in enumerate(EMOTIONS):
+            for n in range(per_class):
+                rows.append({"corpus": corpus, "speaker": speaker, "emotion": emotion, "uri": f"/{corpus}/{speaker}/{emotion}{n}.wav", **{f"f{d}": rng.normal(e_index, 1.0) for d in range(dims)}})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def datasets():
+    return {
+        "a": protocol.Dataset.from_frame(make_frame("a", ["s1", "s2", "s3"])),
+        "b": protocol.Dataset.from_frame(make_frame("b", ["t1", "t2"], seed=1)),
+    }
+
+
+def test_plan_has_every_task_once(datasets):
+    pairs = protocol.parse_pairs("all", sorted(datasets))
+    tasks = protocol.plan(datasets, pairs, protocol.parse_methods("all"))
+    keys = [t.key for t in tasks]
+    assert len(keys) == len(set(keys))
+    s2 = [t for t in tasks if t.scenario == 2]
+    # scenario 2 runs once per target, not once per pair: majority and rf per target speaker
+    assert len(s2) == 2 * (3 + 2)
+    assert len([t for t in tasks if t.scenario == 1]) == 2
+    s3 = [t for t in tasks if t.scenario == 3]
+    assert len(s3) == (1 + len(protocol.TRANSFER_METHODS)) * (3 + 2)
+    assert {t.fold for t in s3 if t.target == "b"} == {"b/t1", "b/t2"}
+    assert all(t.shared == "fcnn" for t in s3 if t.method == "fcnn")
+
+
+def test_keys_change_with_data_and_params(datasets):
+    pairs = [("a", "b")]
+    base = protocol.plan(datasets, pairs, ["rf"])
+    again = protocol.plan(datasets, pairs, ["rf"])
+    assert [t.key for t in base] == [t.key for t in again]
+    other = protocol.plan(datasets, pairs, ["rf"], overrides={"rf": {"n_estimators": 10}})
+    assert not {t.key for t in base if t.method == "rf"} & {t.key for t in other if t.method == "rf"}
+    changed = dict(datasets, b=protocol.Dataset.from_frame(make_frame("b", ["t1", "t2"], seed=2)))
+    assert not {t.key for t in base} & {t.key for t in protocol.plan(changed, pairs, ["rf"])}
+
+
+def test_split_keeps_the_held_out_speakers_out_of_training(datasets):
+    task = next(t for t in protocol.plan(datasets, [("a", "b")], ["rf"]) if t.scenario == 3 and t.fold == "b/t1")
+    train, test = protocol.split(task, datasets["a"], datasets["b"])
+    assert set(train["speakers"]) == set(datasets["a"].speakers) | {"b/t1"}
+    assert set(test["speakers"]) == {"b/t2"}
+    assert train["is_target"].sum() == (datasets["b"].speakers == "b/t1").sum()
+    s2 = next(t for t in protocol.plan(datasets, [("a", "b")], ["rf"]) if t.scenario == 2 and t.fold == "b/t2")
+    train, test = protocol.split(s2, None, datasets["b"])
+    assert set(train["speakers"]) == {"b/t2"} and train["is_target"].all()
+    assert set(test["speakers"]) == {"b/t1"}
+
+
+def test_predict_never_sees_test_labels(datasets, monkeypatch):
+    seen = {}
+
+    class Spy:
+        def fit(self, X, y, *, is_target, speakers):
+            seen["fit_rows"] = len(y)
+            return self
+
+        def predict(self, X, *, speakers):
+            seen["predict_args"] = (X.shape, set(speakers))
+            return np.array(["neutral"] * len(X))
+
+    monkeypatch.setattr(protocol.methods, "make_method", lambda name, **kw: Spy())
+    task = next(t for t in protocol.plan(datasets, [("a", "b")], ["rf"]) if t.scenario == 3 and t.fold == "b/t1")
+    frame = protocol.run_task(task, datasets["a"], datasets["b"])
+    assert seen["fit_rows"] == len(datasets["a"].y) + (datasets["b"].speakers == "b/t1").sum()
+    assert seen["predict_args"][1] == {"b/t2"}
+    assert list(frame.columns) == protocol.RESULT_COLUMNS
+    assert frame["accuracy"].iloc[0] == pytest.approx(0.25)
+    assert frame["uar"].iloc[0] == pytest.approx(0.25)
+
+
+def test_score_is_accuracy_and_unweighted_recall():
+    true = np.array(["neutral"] * 8 + ["anger"] * 2)
+    predicted = np.array(["neutral"] * 10)
+    accuracy, uar = protocol.score(true, predicted)
+    assert accuracy == pytest.approx(0.8)
+    assert uar == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("a:a", "both source and target"),
+    ("a:z", "names corpus 'z'"),
+    ("ab", "not SOURCE:TARGET"),
+])
+def test_bad_pairs_are_named(spec, message):
+    with pytest.raises(protocol.ProtocolError, match=message):
+        protocol.parse_pairs(spec, ["a", "b"])
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(protocol.ProtocolError, match="unknown method 'gan'"):
+        protocol.parse_methods("rf,gan")
+
+
+def test_single_speaker_target_and_disjoint_classes_are_refused(datasets):
+    one = protocol.Dataset.from_frame(make_frame("c", ["only"]))
+    with pytest.raises(protocol.ProtocolError, match="1 speaker"):
+        protocol.check_pair(datasets["a"], one)
+    frame = make_frame("d", ["u1", "u2"])
+    frame = frame[frame["emotion"] == "joy"]
+    source = make_frame("e", ["v1"])
+    source = source[source["emotion"] == "anger"]
+    with pytest.raises(protocol.ProtocolError, match="shares no emotion class"):
+        protocol.check_pair(protocol.Dataset.from_frame(source), protocol.Dataset.from_frame(frame))
+
+
+def test_tables_average_folds_and_use_scenario2_for_baseline():
+    rows = []
+    for fold, acc in (("t/1", 0.5), ("t/2", 0.7)):
+        rows.append(dict(source="", target="t", scenario=2, method="rf", fold=fold, accuracy=acc, uar=acc, n_test=10))
+        rows.append(dict(source="", target="t", scenario=2, method="majority", fold=fold, accuracy=0.25, uar=0.25, n_test=10))
+        rows.append(dict(source="s", target="t", scenario=3, method="rf", fold=fold, accuracy=acc - 0.1, uar=acc, n_test=10))
+        rows.append(dict(source="s", target="t", scenario=3, method="fcnn", fold=fold, accuracy=0.9, uar=0.8, n_test=10))
+    rows.append(dict(source="s", target="t", scenario=1, method="rf", fold="all", accuracy=0.3, uar=0.3, n_test=20))
+    folds = pd.DataFrame(rows)
+    table2, table3 = tables.build_tables(folds, [("s", "t")])
+    assert table2.iloc[0].to_dict() == {"source": "s", "target": "t", "majority": 25.0, "scenario1": 30.0, "scenario2": 60.0, "scenario3": 50.0}
+    assert table3.loc[0, "rf"] == 60.0 and table3.loc[0, "fcnn"] == 90.0
+    assert np.isnan(table3.loc[0, "dbn"])
+    _, uar3 = tables.build_tables(folds, [("s", "t")], metric="uar")
+    assert uar3.loc[0, "fcnn"] == 80.0
+    assert list(table3.columns) == ["source", "target", "majority", "rf", "dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm"]
