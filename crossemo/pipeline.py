@@ -176,12 +176,17 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
         raise ConfigError(str(error)) from None
     try:
         protocol.parse_methods(config.methods)
-        if need_pairs:
-            protocol.parse_pairs(config.pairs, names)
+        pairs = protocol.parse_pairs(config.pairs, names) if need_pairs else []
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None
     options = config.fs_options
     manifests = [corpora.prepare(s.recipe, s.uri, storage_options=options, **({"corpus": s.name} if s.recipe == "manifest" else {}), **s.options) for s in config.corpora]
+    labels = {m.corpus: protocol.Labels.from_manifest(m.corpus, m.utterances) for m in manifests}
+    try:
+        for source, target in pairs:
+            protocol.check_pair(labels[source], labels[target])
+    except protocol.ProtocolError as error:
+        raise ConfigError(str(error)) from None
     return Prepared(config=config, manifests=manifests, feature_set_id=feature_set_id)
 
 

@@ -157,23 +157,46 @@ def parse_methods(spec: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys([*BASELINES, *spec]))
 
 
-def check_pair(source: Dataset, target: Dataset) -> list[str]:
-    """Problems that stop a pair, or warnings that do not.
+@dataclass(frozen=True)
+class Labels:
+    """The labels and speakers of a corpus: all that :func:`check_pair` needs.
+
+    A :class:`Dataset` has the same attributes; a manifest gives them before
+    any feature exists, so bad pairs are refused before any Ray work.
+    """
+
+    corpus: str
+    y: np.ndarray
+    speakers: np.ndarray
+
+    @classmethod
+    def from_manifest(cls, corpus: str, utterances: pd.DataFrame) -> Labels:
+        return cls(corpus, utterances["emotion"].astype(str).to_numpy(), (corpus + "/" + utterances["speaker"].astype(str)).to_numpy())
+
+
+def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
+    """Refuse a pair that cannot run; return warnings about one that can.
+
+    Returns:
+        warnings: classes only in the target, target speakers lacking a class
+        (their folds run and train without it).
 
     Raises:
-        ProtocolError: the corpora share no class, or the target has one speaker.
+        ProtocolError: the corpora share no class, or the target has fewer than two speakers.
     """
     shared = set(source.y) & set(target.y)
     if not shared:
-        raise ProtocolError(f"pair {source.corpus}:{target.corpus} shares no emotion class ({sorted(set(source.y))} vs {sorted(set(target.y))})")
-    check_target(target)
-    return [f"{source.corpus}:{target.corpus}: class {c} is only in the target" for c in sorted(set(target.y) - set(source.y))]
-
-
-def check_target(target: Dataset) -> None:
-    """Scenarios 2 and 3 need a speaker to train on and another to test on."""
-    if len(target.speaker_ids()) < 2:
-        raise ProtocolError(f"target {target.corpus} has {len(target.speaker_ids())} speaker; scenarios 2 and 3 need at least two (one to train on, the rest to test)")
+        raise ProtocolError(f"pair {source.corpus}:{target.corpus} shares no emotion class ({', '.join(sorted(set(source.y)))} vs {', '.join(sorted(set(target.y)))})")
+    speakers = sorted(set(target.speakers))
+    if len(speakers) < 2:
+        raise ProtocolError(f"target {target.corpus} has {len(speakers)} speaker; scenarios 2 and 3 need at least two (one to train on, the rest to test)")
+    warnings = [f"{source.corpus}:{target.corpus}: class {c} is only in the target" for c in sorted(set(target.y) - set(source.y))]
+    classes = [e for e in EMOTIONS if e in set(target.y)]
+    for speaker in speakers:
+        missing = [c for c in classes if c not in set(target.y[target.speakers == speaker])]
+        if missing:
+            warnings.append(f"{source.corpus}:{target.corpus}: speaker {speaker} has no {', '.join(missing)}; the fold training on it goes without")
+    return warnings
 
 
 def task_key(task: Task, datasets: dict[str, Dataset], seed: int) -> str:

@@ -62,3 +62,24 @@ def test_config_file_rejects_unknown_settings(tmp_path, capsys):
     config.write_text('out = "x"\ntrees = 5\n')
     status, _, err = run_cli(["run", "--config", str(config)], capsys)
     assert status == 2 and "unknown setting 'trees'" in err
+
+
+def test_single_speaker_target_is_refused_before_ray(tmp_path, capsys):
+    single = make_demo_corpora(tmp_path / "single", speakers=1, per_emotion=1)
+    args = ["run", "--out", str(tmp_path / "out"), *[f"--corpus=manifest={path}" for path in single.values()]]
+    status, _, err = run_cli(args, capsys)
+    assert status == 2 and "has 1 speaker" in err and "at least two" in err
+    assert not ray.is_initialized()
+
+
+def test_pair_without_shared_class_is_refused_before_ray(demo, tmp_path, capsys):
+    frames = {name: pd.read_csv(path) for name, path in demo.items()}
+    paths = {}
+    for name, emotion in (("synth_studio", "joy"), ("synth_phone", "anger")):
+        path = demo[name].parent / f"only_{emotion}.csv"
+        frames[name][frames[name]["emotion"] == emotion].to_csv(path, index=False)
+        paths[name] = path
+    args = ["run", "--out", str(tmp_path / "out"), f"--corpus=manifest={paths['synth_studio']}", f"--corpus=manifest={paths['synth_phone']}"]
+    status, _, err = run_cli(args, capsys)
+    assert status == 2 and "shares no emotion class" in err
+    assert not ray.is_initialized()

@@ -114,7 +114,7 @@ def test_unknown_method_is_named():
 
 def test_single_speaker_target_and_disjoint_classes_are_refused(datasets):
     one = protocol.Dataset.from_frame(make_frame("c", ["only"]))
-    with pytest.raises(protocol.ProtocolError, match="1 speaker"):
+    with pytest.raises(protocol.ProtocolError, match="has 1 speaker"):
         protocol.check_pair(datasets["a"], one)
     frame = make_frame("d", ["u1", "u2"])
     frame = frame[frame["emotion"] == "joy"]
@@ -140,3 +140,14 @@ def test_tables_average_folds_and_use_scenario2_for_baseline():
     _, uar3 = tables.build_tables(folds, [("s", "t")], metric="uar")
     assert uar3.loc[0, "fcnn"] == 80.0
     assert list(table3.columns) == ["source", "target", "majority", "rf", "dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm"]
+
+
+def test_speaker_missing_a_class_runs_and_says_so(datasets):
+    frame = make_frame("c", ["u1", "u2"])
+    frame = frame[~((frame["speaker"] == "u1") & (frame["emotion"] == "joy"))]
+    target = protocol.Dataset.from_frame(frame)
+    warnings = protocol.check_pair(datasets["a"], target)
+    assert warnings == ["a:c: speaker c/u1 has no joy; the fold training on it goes without"]
+    task = next(t for t in protocol.plan({"a": datasets["a"], "c": target}, [("a", "c")], ["rf"], overrides={"rf": {"n_estimators": 5}}) if t.scenario == 2 and t.fold == "c/u1")
+    frame = protocol.run_task(task, None, target)
+    assert set(frame["true"]) == set(EMOTIONS) and "joy" not in set(frame["predicted"])
