@@ -83,7 +83,7 @@ def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def extract_shard(files: pd.DataFrame, *, feature_set: str, store: FeatureStore, cached: frozenset[str] = frozenset()) -> ShardOutcome:
+def extract_shard(files: pd.DataFrame, *, feature_set: str, store: FeatureStore, cached: frozenset[str] = frozenset(), storage_options: storage.StorageOptions | None = None) -> ShardOutcome:
     """Extract features for a shard of files and write them to the cache.
 
     A file whose content is already in ``cached`` is hashed but not processed
@@ -95,6 +95,7 @@ def extract_shard(files: pd.DataFrame, *, feature_set: str, store: FeatureStore,
         feature_set: a feature set name or config path (see :mod:`crossemo.features`).
         store: the feature store to write the cache shard to.
         cached: content keys already in the cache.
+        storage_options: filesystem options for reading the audio (default: the store's).
 
     Returns:
         the shard's outcome; the features themselves go to the cache.
@@ -105,7 +106,7 @@ def extract_shard(files: pd.DataFrame, *, feature_set: str, store: FeatureStore,
     smile_seconds = 0.0
     for uri, fingerprint in zip(files["uri"], files["fingerprint"]):
         try:
-            data = read_bytes(uri, storage_options=store.storage_options)
+            data = read_bytes(uri, storage_options=storage_options if storage_options is not None else store.storage_options)
         except OSError as error:
             key_rows.append({"uri": uri, "fingerprint": fingerprint, "sha256": ""})
             rejected.append({"uri": uri, "sha256": "", "stage": "read", "reason": storage.describe_error(error)})

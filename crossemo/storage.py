@@ -20,6 +20,14 @@ import pyarrow.parquet as pq
 
 StorageOptions = dict[str, Any]
 
+S3_DEFAULTS: StorageOptions = {
+    # botocore retries throttling, 5xx answers and dropped connections with
+    # exponential backoff ("standard" mode); s3fs adds its own retries on
+    # timeouts. After the last attempt the error is reported, never swallowed.
+    "config_kwargs": {"retries": {"max_attempts": 8, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 60},
+}
+"""Options crossemo gives s3fs unless the caller sets them."""
+
 
 class StorageError(RuntimeError):
     """A storage location cannot be reached, read or written."""
@@ -36,7 +44,10 @@ def filesystem(uri: str, *, storage_options: StorageOptions | None = None) -> tu
     Returns:
         ``(fs, path)``.
     """
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    options = dict(storage_options or {})
+    if uri.startswith(("s3://", "s3a://")):
+        options = {**S3_DEFAULTS, **options}
+    fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
 
 
