@@ -38,7 +38,7 @@ def plain_loop(manifests: list[corpora.Manifest], feature_set: str) -> float:
     for manifest in manifests:
         for uri in manifest.utterances["uri"]:
             started = time.perf_counter()
-            signal, rate = audio.decode(featurestore.read_bytes(uri))
+            signal, rate = audio.decode(audio.read(uri))
             extractor.extract(signal, rate)
             total += time.perf_counter() - started
     return total

@@ -106,7 +106,7 @@ def extract_shard(files: pd.DataFrame, *, feature_set: str, store: FeatureStore,
     smile_seconds = 0.0
     for uri, fingerprint in zip(files["uri"], files["fingerprint"]):
         try:
-            data = read_bytes(uri, storage_options=storage_options if storage_options is not None else store.storage_options)
+            data = audio.read(uri, storage_options=storage_options if storage_options is not None else store.storage_options)
         except OSError as error:
             key_rows.append({"uri": uri, "fingerprint": fingerprint, "sha256": ""})
             rejected.append({"uri": uri, "sha256": "", "stage": "read", "reason": storage.describe_error(error)})
@@ -136,13 +136,6 @@ def extract_shard(files: pd.DataFrame, *, feature_set: str, store: FeatureStore,
         smile_seconds=smile_seconds,
         cpu_seconds=time.process_time() - started,
     )
-
-
-def read_bytes(uri: str, *, storage_options: storage.StorageOptions | None = None) -> bytes:
-    """Read a whole file through fsspec."""
-    fs, path = storage.filesystem(uri, storage_options=storage_options)
-    with fs.open(path, "rb") as handle:
-        return handle.read()
 
 
 def write_cache_shard(store: FeatureStore, extractor: FeatureExtractor, shas: list[str], vectors: list[np.ndarray], rejected: pd.DataFrame) -> None:

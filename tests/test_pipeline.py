@@ -65,17 +65,49 @@ def test_features_are_cached_by_content(corpora_dir, tmp_path):
     assert len(pd.read_parquet(out / "features")) == 34
 
 
-def test_unreadable_file_is_rejected_and_the_run_goes_on(corpora_dir, tmp_path):
+def write_bad_files(folder) -> dict[str, str]:
+    """Real broken files of every kind, by name, with the stage that must reject them."""
+    rate = 16000
+    good = (0.3 * np.sin(np.arange(rate) * 2 * np.pi * 220 / rate)).astype(np.float32)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "text.wav").write_text("this is not audio")
+    sf.write(folder / "whole.wav", good, rate, subtype="PCM_16")
+    data = (folder / "whole.wav").read_bytes()
+    (folder / "header_cut.wav").write_bytes(data[:30])
+    (folder / "data_cut.wav").write_bytes(data[: len(data) // 2])
+    sf.write(folder / "silence.wav", np.zeros(rate, np.float32), rate, subtype="PCM_16")
+    sf.write(folder / "blip.wav", good[:160], rate, subtype="PCM_16")
+    nan = good.copy()
+    nan[100] = np.nan
+    sf.write(folder / "nan.wav", nan, rate, subtype="FLOAT")
+    (folder / "whole.wav").unlink()
+    return {name: "decode" for name in ("empty", "text", "header_cut", "data_cut", "silence", "blip", "nan")}
+
+
+def test_every_file_is_accounted_for_and_bad_ones_do_not_stop_the_run(corpora_dir, tmp_path):
     studio = corpora_dir["synth_studio"]
-    (studio.parent / "s01" / "broken.wav").write_text("this is not audio")
+    expected = write_bad_files(studio.parent / "s01")
     manifest = pd.read_csv(studio)
-    pd.concat([manifest, pd.DataFrame({"path": ["s01/broken.wav"], "speaker": ["s01"], "emotion": ["anger"]})]).to_csv(studio, index=False)
+    bad = pd.DataFrame({"path": [f"s01/{name}.wav" for name in expected], "speaker": "s01", "emotion": "anger"})
+    shutil.copy(studio.parent / "s01" / "neutral_00.wav", studio.parent / "s01" / "bored.wav")
+    other = pd.DataFrame({"path": ["s01/bored.wav"], "speaker": ["s01"], "emotion": ["boredom"]})
+    pd.concat([manifest, bad, other]).to_csv(studio, index=False)
     out = tmp_path / "out"
     _, summary, _ = pipeline.run(config_for(corpora_dir, out), evaluate=False)
     rejected = pd.read_parquet(out / "features" / "_rejected.parquet")
-    assert rejected["uri"].str.endswith("broken.wav").sum() == 1
-    assert rejected.loc[rejected["uri"].str.endswith("broken.wav"), "stage"].item() == "decode"
-    assert len(pd.read_parquet(out / "features")) == 32
+    features = pd.read_parquet(out / "features")
+    listed = sum(len(pd.read_csv(path)) for path in corpora_dir.values())
+    assert len(features) + len(rejected) == listed
+    by_name = {uri.rsplit("/", 1)[-1].removesuffix(".wav"): row for uri, row in zip(rejected["uri"], rejected.itertuples())}
+    for name, stage in expected.items():
+        assert by_name[name].stage == stage, name
+        assert by_name[name].reason, name
+    assert by_name["bored"].stage == "recipe" and "boredom" in by_name["bored"].reason
+    assert len(features) == 32 and np.isfinite(features.drop(columns=list(METADATA_COLUMNS)).to_numpy()).all()
+    # a re-run reports the same rejections from the cache without decoding again
+    _, again, _ = pipeline.run(config_for(corpora_dir, out), evaluate=False)
+    assert again.extracted == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "features" / "_rejected.parquet").sort_values("uri", ignore_index=True), rejected.sort_values("uri", ignore_index=True))
 
 
 def test_whole_protocol_fills_every_table_and_is_reproducible(corpora_dir, tmp_path):
