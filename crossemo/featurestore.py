@@ -83,7 +83,7 @@ def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def extract_shard(files: pd.DataFrame, *, feature_set: str, store: FeatureStore, cached: frozenset[str] = frozenset(), storage_options: storage.StorageOptions | None = None) -> ShardOutcome:
+def extract_shard(files: pd.DataFrame, *, extractor: FeatureExtractor, store: FeatureStore, cached: frozenset[str] = frozenset(), storage_options: storage.StorageOptions | None = None) -> ShardOutcome:
     """Extract features for a shard of files and write them to the cache.
 
     A file whose content is already in ``cached`` is hashed but not processed
@@ -92,7 +92,8 @@ def extract_shard(files: pd.DataFrame, *, feature_set: str, store: FeatureStore,
 
     Args:
         files: ``uri`` and ``fingerprint`` per file.
-        feature_set: a feature set name or config path (see :mod:`crossemo.features`).
+        extractor: the feature set, built once where its config is readable
+            (a custom config travels inside it to every worker).
         store: the feature store to write the cache shard to.
         cached: content keys already in the cache.
         storage_options: filesystem options for reading the audio (default: the store's).
@@ -101,7 +102,6 @@ def extract_shard(files: pd.DataFrame, *, feature_set: str, store: FeatureStore,
         the shard's outcome; the features themselves go to the cache.
     """
     started = time.process_time()
-    extractor = FeatureExtractor(feature_set)
     key_rows, rejected, vectors, shas = [], [], [], []
     smile_seconds = 0.0
     for uri, fingerprint in zip(files["uri"], files["fingerprint"]):

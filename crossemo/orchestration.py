@@ -53,8 +53,8 @@ def cluster_cpus() -> int:
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
-def _extract_shard(files: pd.DataFrame, feature_set: str, store: featurestore.FeatureStore, cached: frozenset[str]) -> featurestore.ShardOutcome:
-    return featurestore.extract_shard(files, feature_set=feature_set, store=store, cached=cached)
+def _extract_shard(files: pd.DataFrame, extractor: FeatureExtractor, store: featurestore.FeatureStore, cached: frozenset[str]) -> featurestore.ShardOutcome:
+    return featurestore.extract_shard(files, extractor=extractor, store=store, cached=cached)
 
 
 @dataclass
@@ -87,7 +87,7 @@ def extract_features(manifests: list[Manifest], store: featurestore.FeatureStore
         the summary, including the feature tables as written.
     """
     started = time.perf_counter()
-    extractor = FeatureExtractor(feature_set)
+    extractor = FeatureExtractor(feature_set, storage_options=store.storage_options)
     utterances = pd.concat([m.utterances for m in manifests], ignore_index=True)
     utterances["sha256"] = featurestore.known_keys(store, utterances)
     cached = featurestore.cached_keys(store, extractor.feature_set_id)
@@ -95,7 +95,8 @@ def extract_features(manifests: list[Manifest], store: featurestore.FeatureStore
     todo = utterances.loc[~hits, ["uri", "fingerprint"]].drop_duplicates("uri").reset_index(drop=True)
     shards = featurestore.shard(todo, workers=cluster_cpus())
     cached_ref = ray.put(cached)
-    pending = [_extract_shard.remote(s, feature_set, store, cached_ref) for s in shards]
+    extractor_ref = ray.put(extractor)
+    pending = [_extract_shard.remote(s, extractor_ref, store, cached_ref) for s in shards]
     sizes = {ref: len(s) for ref, s in zip(pending, shards)}
     outcomes: list[featurestore.ShardOutcome] = []
     with tqdm(total=len(todo), desc="features", unit="file", disable=not progress or not len(todo)) as bar:

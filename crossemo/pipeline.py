@@ -171,7 +171,7 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     if same:
         raise ConfigError(f"the same corpus location {same[0]} is given twice")
     try:
-        feature_set_id = FeatureExtractor(config.feature_set).feature_set_id
+        feature_set_id = FeatureExtractor(config.feature_set, storage_options=config.fs_options).feature_set_id
     except ValueError as error:
         raise ConfigError(str(error)) from None
     try:

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from crossemo import featurestore
+from crossemo.features import FeatureExtractor
 from crossemo.synthetic import make_demo_corpora
 
 
@@ -109,7 +110,7 @@ def test_s3_errors_and_timeouts_are_retried_with_backoff(s3_corpus, tmp_path):
         options = {**s3["storage_options"], "endpoint_url": proxy.endpoint, "config_kwargs": {"retries": {"max_attempts": 6, "mode": "standard"}, "read_timeout": 1}}
         store = featurestore.FeatureStore(str(tmp_path / "out"))
         started = time.perf_counter()
-        outcome = featurestore.extract_shard(files, feature_set="is10", store=store, storage_options=options)
+        outcome = featurestore.extract_shard(files, extractor=FeatureExtractor("is10"), store=store, storage_options=options)
         elapsed = time.perf_counter() - started
     assert outcome.rejected.empty, outcome.rejected
     assert outcome.extracted == len(files)
@@ -125,7 +126,7 @@ def test_s3_error_that_persists_is_reported_and_the_shard_goes_on(s3_corpus, tmp
         proxy.failures[broken] = -1
         options = {**s3["storage_options"], "endpoint_url": proxy.endpoint, "config_kwargs": {"retries": {"max_attempts": 3, "mode": "standard"}}}
         store = featurestore.FeatureStore(str(tmp_path / "out"))
-        outcome = featurestore.extract_shard(files, feature_set="is10", store=store, storage_options=options)
+        outcome = featurestore.extract_shard(files, extractor=FeatureExtractor("is10"), store=store, storage_options=options)
     assert outcome.extracted == len(files) - 1
     assert len(outcome.rejected) == 1
     row = outcome.rejected.iloc[0]
