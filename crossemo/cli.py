@@ -17,6 +17,8 @@ from crossemo import corpora, featurestore, pipeline, protocol, storage
 from crossemo.labels import EMOTIONS
 
 EXIT_BAD_INPUT = 2
+BAD_INPUT_ERRORS = (pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, FileNotFoundError)
+"""What crossemo reports as bad input: one line, exit status 2."""
 
 DEMO_METHOD_PARAMS = {
     # Smaller models so the demo finishes in a few minutes on a laptop; the
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return command_report(args)
         return command_demo(args)
-    except (pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, FileNotFoundError) as error:
+    except BAD_INPUT_ERRORS as error:
         print(f"crossemo: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -13,6 +13,8 @@ next run skips it. Ray retries a task whose worker died.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +47,16 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
         if address is None:
             options.update(num_cpus=num_cpus, include_dashboard=False)
         ray.init(**options)
+        if threading.current_thread() is threading.main_thread():
+            # ray.init() makes SIGTERM (what `ray job stop` and Kubernetes
+            # send) exit at once with status 1 and no word in the log; end the
+            # run like Ctrl-C instead, so the caller can say what is kept.
+            signal.signal(signal.SIGTERM, _interrupt)
     return ray.cluster_resources()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def cluster_cpus() -> int:
