@@ -1,0 +1,77 @@
+"""Scheduled re-evaluation: every run is recorded, reuses work, and two runs compare."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import ray
+import soundfile as sf
+
+from crossemo import cli, pipeline
+from crossemo.synthetic import make_demo_corpora
+
+FAST = {name: {"n_estimators": 10} for name in ("rf", "norm_neutral")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_runs_are_recorded_reuse_work_and_compare(tmp_path, capsys):
+    manifests = make_demo_corpora(tmp_path / "corpora", speakers=2, per_emotion=2)
+    out = tmp_path / "out"
+
+    def config() -> pipeline.RunConfig:
+        specs = [pipeline.CorpusSpec(recipe="manifest", uri=str(p)) for p in manifests.values()]
+        return pipeline.RunConfig(out=str(out), corpora=specs, methods="norm_neutral", method_params=FAST, progress=False)
+
+    first, _, _ = pipeline.run(config())
+    unchanged, _, _ = pipeline.run(config())
+    # the next scheduled run finds a new recording in the target corpus
+    studio = manifests["synth_studio"]
+    shutil.copy(studio.parent / "s01" / "joy_00.wav", studio.parent / "s01" / "late.wav")  # then made quieter: new content
+    table = pd.read_csv(studio)
+    signal_path = studio.parent / "s01" / "late.wav"
+    data, rate = sf.read(signal_path)
+    sf.write(signal_path, data * 0.5, rate)
+    pd.concat([table, pd.DataFrame({"path": ["s01/late.wav"], "speaker": ["s01"], "emotion": ["joy"]})]).to_csv(studio, index=False)
+    grown, _, _ = pipeline.run(config())
+
+    records = {}
+    for run in (first, unchanged, grown):
+        path = out / "runs" / run.run_id / "run.json"
+        records[run.run_id] = json.loads(path.read_text())
+    record = records[first.run_id]
+    assert record["code_version"].startswith("0.1.0")
+    assert set(record["corpora"]) == {"synth_studio", "synth_phone"}
+    assert record["settings"]["methods"] == "norm_neutral"
+    assert record["timings"]["total_wall_seconds"] > 0 and record["timings"]["evaluation_wall_seconds"] > 0
+    assert records[unchanged.run_id]["counts"]["tasks_reused"] == records[unchanged.run_id]["counts"]["tasks"]
+    assert records[unchanged.run_id]["counts"]["extracted"] == 0
+    grown_counts = records[grown.run_id]["counts"]
+    assert grown_counts["extracted"] == 1
+    # scenario 2 on the untouched target is reused; everything touching synth_studio is recomputed
+    assert 0 < grown_counts["tasks_reused"] < grown_counts["tasks"]
+
+    assert cli.main(["report", str(out), "--compare", first.run_id, unchanged.run_id]) == 0
+    same = capsys.readouterr().out
+    assert "settings, code and corpora: unchanged" in same and "results: identical" in same
+
+    assert cli.main(["report", str(out), "--compare", first.run_id, grown.run_id]) == 0
+    changed = capsys.readouterr().out
+    assert "corpora.synth_studio.utterances: 16 → 17" in changed
+    assert "synth_studio" in changed.split("results")[-1]
+
+    assert cli.main(["report", str(out), "--compare", first.run_id, "nosuch"]) == 2
+    assert "no run 'nosuch'" in capsys.readouterr().err
+
+    # the report is rebuilt from results alone
+    shutil.rmtree(out / "report")
+    assert cli.main(["report", str(out)]) == 0
+    assert (out / "report" / "index.html").is_file() and (out / "report" / "table3.csv").is_file()
