@@ -13,7 +13,6 @@ valid cron; and no credential is written into any file.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
@@ -34,6 +33,8 @@ from ray.runtime_env import RuntimeEnv
 import crossemo
 from crossemo import cli, corpora, pipeline, protocol
 
+from jobscript import load_job_script
+
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
 K8S = INFRA / "k8s"
@@ -46,14 +47,7 @@ PY_TAG = "py" + re.sub(r"[^0-9.]", "", PYPROJECT["project"]["requires-python"]).
 KUBECTL_IMAGE = re.compile(r"^registry\.k8s\.io/kubectl:v\d+\.\d+\.\d+$")
 
 
-def _job_module():
-    spec = importlib.util.spec_from_file_location("crossemo_job_run", REPO / "jobs" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-JOB = _job_module()
+JOB = load_job_script()
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ is never used: it stops every Ray on the machine.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -42,6 +41,8 @@ import pytest
 from crossemo import orchestration, pipeline
 from crossemo.synthetic import make_demo_corpora
 
+from jobscript import load_job_script
+
 REPO = Path(__file__).resolve().parents[1]
 # The Python (and its `ray`) that runs these tests also runs the cluster and
 # the job's driver: /work/venv in development, .venv in CI.
@@ -52,14 +53,7 @@ JOB_TIMEOUT = 300
 GRACE_SECONDS = 15
 
 
-def _job_module():
-    spec = importlib.util.spec_from_file_location("crossemo_job_run", REPO / "jobs" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-JOB = _job_module()
+JOB = load_job_script()
 
 
 @pytest.fixture(scope="module")

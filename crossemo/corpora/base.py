@@ -12,6 +12,7 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import fsspec
 import pandas as pd
 
 from crossemo import storage
@@ -78,6 +79,25 @@ def fingerprint(info: dict) -> str:
     return f"{info.get('size', '')}:{str(stamp).strip(chr(34))}"
 
 
+def open_root(root: str, *, storage_options: storage.StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem of a corpus root and its path without a trailing slash.
+
+    Raises:
+        CorpusError: the root does not exist, is not a folder, or cannot be reached.
+    """
+    try:
+        fs, path = storage.filesystem(root, storage_options=storage_options)
+        if not fs.exists(path):
+            raise CorpusError(f"corpus root {root} does not exist")
+        if not fs.isdir(path):
+            raise CorpusError(f"corpus root {root} is not a folder")
+    except CorpusError:
+        raise
+    except Exception as error:  # storage back-ends raise many kinds; name it and stop
+        raise CorpusError(f"cannot list corpus root {root}: {storage.describe_error(error)}") from error
+    return fs, path.rstrip("/")
+
+
 def list_audio(root: str, *, storage_options: storage.StorageOptions | None = None) -> list[tuple[str, str, str]]:
     """List the audio files below ``root``.
 
@@ -87,18 +107,11 @@ def list_audio(root: str, *, storage_options: storage.StorageOptions | None = No
     Raises:
         CorpusError: the root does not exist, is not a folder, or cannot be read.
     """
+    fs, base = open_root(root, storage_options=storage_options)
     try:
-        fs, path = storage.filesystem(root, storage_options=storage_options)
-        if not fs.exists(path):
-            raise CorpusError(f"corpus root {root} does not exist")
-        if not fs.isdir(path):
-            raise CorpusError(f"corpus root {root} is not a folder")
-        found = fs.find(path, detail=True)
-    except CorpusError:
-        raise
+        found = fs.find(base, detail=True)
     except Exception as error:  # storage back-ends raise many kinds; name it and stop
         raise CorpusError(f"cannot list corpus root {root}: {storage.describe_error(error)}") from error
-    base = path.rstrip("/")
     files = []
     for item, info in sorted(found.items()):
         if not item.lower().endswith(AUDIO_SUFFIXES):

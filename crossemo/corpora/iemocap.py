@@ -40,7 +40,7 @@ from collections.abc import Mapping
 import fsspec
 
 from crossemo import storage
-from crossemo.corpora.base import AUDIO_SUFFIXES, CorpusError, Manifest, Skip, Utterance, build_manifest, list_audio
+from crossemo.corpora.base import AUDIO_SUFFIXES, CorpusError, Manifest, Skip, Utterance, build_manifest, list_audio, open_root
 
 NAME = "iemocap"
 EMOTIONS = {"neu": "neutral", "ang": "anger", "hap": "joy", "sad": "sadness"}
@@ -125,7 +125,7 @@ def read_labels(root: str, *, storage_options: storage.StorageOptions | None = N
     Raises:
         CorpusError: ``root`` is missing, has no ``Session`` folder, or cannot be read.
     """
-    fs, base = _session_filesystem(root, storage_options)
+    fs, base = open_root(root, storage_options=storage_options)
     return _read_labels(fs, base, root, _sessions(fs, base, root))
 
 
@@ -145,7 +145,7 @@ def prepare_iemocap(root: str, *, storage_options: storage.StorageOptions | None
         CorpusError: ``root`` is missing, has no ``Session`` folder, or holds
             no IEMOCAP utterance.
     """
-    fs, base = _session_filesystem(root, storage_options)
+    fs, base = open_root(root, storage_options=storage_options)
     sessions = _sessions(fs, base, root)
     labels = _read_labels(fs, base, root, sessions)
     codes = {turn: code for turn, (code, _) in labels.items()}
@@ -185,21 +185,6 @@ def _read_labels(fs: fsspec.AbstractFileSystem, base: str, root: str, sessions: 
     except Exception as error:  # storage back-ends raise many kinds; name it and stop
         raise CorpusError(f"cannot read IEMOCAP labels below {root}: {storage.describe_error(error)}") from error
     return labels
-
-
-def _session_filesystem(root: str, storage_options: storage.StorageOptions | None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem of ``root`` and its path without a trailing slash, once the root is known to be a folder."""
-    try:
-        fs, path = storage.filesystem(root, storage_options=storage_options)
-        if not fs.exists(path):
-            raise CorpusError(f"corpus root {root} does not exist")
-        if not fs.isdir(path):
-            raise CorpusError(f"corpus root {root} is not a folder")
-    except CorpusError:
-        raise
-    except Exception as error:  # storage back-ends raise many kinds; name it and stop
-        raise CorpusError(f"cannot list corpus root {root}: {storage.describe_error(error)}") from error
-    return fs, path.rstrip("/")
 
 
 def _sessions(fs: fsspec.AbstractFileSystem, base: str, root: str) -> list[str]:
