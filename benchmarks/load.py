@@ -55,6 +55,10 @@ class WorkerMemory:
         self._thread.join()
 
 
+def _peaks_mb(memory: WorkerMemory) -> list[int]:
+    return sorted(round(rss / 2**20) for rss in memory.peaks.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--utterances", type=int, default=20000)
@@ -76,21 +80,24 @@ def main() -> None:
         progress=False,
     )
     orchestration.connect(num_cpus=args.cpus)
-    with WorkerMemory() as memory:
-        record, extraction, tables = pipeline.run(config)
+    # Two phases, each with its own memory samples: extraction alone, then the
+    # evaluation (whose features are by then all in the cache).
+    with WorkerMemory() as extraction_memory:
+        features_record, extraction, _ = pipeline.run(config, evaluate=False)
+    with WorkerMemory() as evaluation_memory:
+        record, _, tables = pipeline.run(config)
     store = pd.read_parquet(Path(config.out) / "features")
-    peaks_mb = sorted(round(rss / 2**20) for rss in memory.peaks.values())
     print(pd.Series({
         "utterances": sum(len(f) for f in extraction.features.values()),
         "generation seconds": round(generated, 1),
-        "extraction wall seconds": round(record.timings["extraction_wall_seconds"], 1),
-        "utterances per second": round(extraction.extracted / record.timings["extraction_wall_seconds"], 1) if extraction.extracted else "all cached",
+        "extraction wall seconds": round(features_record.timings["extraction_wall_seconds"], 1),
+        "utterances per second": round(extraction.extracted / features_record.timings["extraction_wall_seconds"], 1) if extraction.extracted else "all cached",
+        "extraction: peak RSS per worker, MB (sorted)": _peaks_mb(extraction_memory),
         "feature store rows x columns": store.shape,
         "feature store MB in memory": round(store.memory_usage(deep=True).sum() / 2**20),
         "evaluation wall seconds": round(record.timings["evaluation_wall_seconds"], 1),
         "tasks": record.counts["tasks"],
-        "Ray workers sampled": len(peaks_mb),
-        "peak RSS per worker, MB (sorted)": peaks_mb,
+        "evaluation: peak RSS per worker, MB (sorted)": _peaks_mb(evaluation_memory),
     }).to_string())
     print("\n" + tables["table2"].to_string(index=False))
 
