@@ -45,6 +45,23 @@ class Skip:
     reason: str
 
 
+def by_emotion_code(corpus: str, code: str, *, speaker: str, emotions: dict[str, str], others: dict[str, str]) -> Utterance | Skip:
+    """The verdict on a file from its corpus's emotion code.
+
+    Args:
+        corpus: the corpus's display name, for the reason of an unknown code.
+        code: the emotion code as the corpus writes it.
+        speaker: the speaker id the file name gave.
+        emotions: codes of the four classes → class names.
+        others: codes the corpus has for other emotions → their names.
+    """
+    if code in others:
+        return Skip(f"emotion {code} ({others[code]}) is not one of the four classes")
+    if code not in emotions:
+        return Skip(f"unknown {corpus} emotion code {code!r}")
+    return Utterance(speaker=speaker, emotion=emotions[code], label=code)
+
+
 Parser = Callable[[str], "Utterance | Skip"]
 """Turns a path relative to the corpus root (forward slashes) into a verdict."""
 

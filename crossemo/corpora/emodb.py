@@ -26,7 +26,7 @@ import posixpath
 import re
 
 from crossemo import storage
-from crossemo.corpora.base import Manifest, Skip, Utterance, scan
+from crossemo.corpora.base import Manifest, Skip, Utterance, by_emotion_code, scan
 
 NAME = "emodb"
 EMOTIONS = {"N": "neutral", "W": "anger", "F": "joy", "T": "sadness"}
@@ -44,11 +44,7 @@ def parse(relative: str) -> Utterance | Skip:
     speaker, code = match["spk"], match["emo"].upper()
     if speaker not in SPEAKERS:
         return Skip(f"unknown EmoDB speaker {speaker!r} (EmoDB has {', '.join(SPEAKERS)})")
-    if code in OTHER_EMOTIONS:
-        return Skip(f"emotion {code} ({OTHER_EMOTIONS[code]}) is not one of the four classes")
-    if code not in EMOTIONS:
-        return Skip(f"unknown EmoDB emotion code {code!r}")
-    return Utterance(speaker=speaker, emotion=EMOTIONS[code], label=code)
+    return by_emotion_code("EmoDB", code, speaker=speaker, emotions=EMOTIONS, others=OTHER_EMOTIONS)
 
 
 def prepare_emodb(root: str, *, storage_options: storage.StorageOptions | None = None) -> Manifest:

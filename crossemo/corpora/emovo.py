@@ -21,7 +21,7 @@ import posixpath
 import re
 
 from crossemo import storage
-from crossemo.corpora.base import Manifest, Skip, Utterance, scan
+from crossemo.corpora.base import Manifest, Skip, Utterance, by_emotion_code, scan
 
 NAME = "emovo"
 EMOTIONS = {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}
@@ -36,11 +36,7 @@ def parse(relative: str) -> Utterance | Skip:
     if not match:
         return Skip("file name does not follow EMOVO's EMO-SPK-SENT.wav")
     code, speaker = match["emo"].lower(), match["spk"].lower()
-    if code in OTHER_EMOTIONS:
-        return Skip(f"emotion {code} ({OTHER_EMOTIONS[code]}) is not one of the four classes")
-    if code not in EMOTIONS:
-        return Skip(f"unknown EMOVO emotion code {code!r}")
-    return Utterance(speaker=speaker, emotion=EMOTIONS[code], label=code)
+    return by_emotion_code("EMOVO", code, speaker=speaker, emotions=EMOTIONS, others=OTHER_EMOTIONS)
 
 
 def prepare_emovo(root: str, *, storage_options: storage.StorageOptions | None = None) -> Manifest:

@@ -21,7 +21,7 @@ import posixpath
 import re
 
 from crossemo import storage
-from crossemo.corpora.base import Manifest, Skip, Utterance, scan
+from crossemo.corpora.base import Manifest, Skip, Utterance, by_emotion_code, scan
 
 NAME = "ravdess"
 EMOTIONS = {"01": "neutral", "03": "joy", "04": "sadness", "05": "anger"}
@@ -37,11 +37,7 @@ def parse(relative: str) -> Utterance | Skip:
     if match["mm"] != "03" or match["vv"] != "01":
         return Skip(f"not audio-only speech (modality {match['mm']}, vocal channel {match['vv']})")
     code = match["ee"]
-    if code in OTHER_EMOTIONS:
-        return Skip(f"emotion {code} ({OTHER_EMOTIONS[code]}) is not one of the four classes")
-    if code not in EMOTIONS:
-        return Skip(f"unknown RAVDESS emotion code {code!r}")
-    return Utterance(speaker=match["aa"], emotion=EMOTIONS[code], label=code)
+    return by_emotion_code("RAVDESS", code, speaker=match["aa"], emotions=EMOTIONS, others=OTHER_EMOTIONS)
 
 
 def prepare_ravdess(root: str, *, storage_options: storage.StorageOptions | None = None) -> Manifest:

@@ -24,7 +24,7 @@ import posixpath
 import re
 
 from crossemo import storage
-from crossemo.corpora.base import Manifest, Skip, Utterance, scan
+from crossemo.corpora.base import Manifest, Skip, Utterance, by_emotion_code, scan
 
 NAME = "savee"
 EMOTIONS = {"n": "neutral", "a": "anger", "h": "joy", "sa": "sadness"}
@@ -50,11 +50,7 @@ def parse(relative: str) -> Utterance | Skip:
         speaker, code = folder.upper(), nested["code"].lower()
     if speaker not in SPEAKERS:
         return Skip(f"unknown SAVEE speaker {speaker!r} (SAVEE has {', '.join(SPEAKERS)})")
-    if code in OTHER_EMOTIONS:
-        return Skip(f"emotion {code} ({OTHER_EMOTIONS[code]}) is not one of the four classes")
-    if code not in EMOTIONS:
-        return Skip(f"unknown SAVEE emotion code {code!r}")
-    return Utterance(speaker=speaker, emotion=EMOTIONS[code], label=code)
+    return by_emotion_code("SAVEE", code, speaker=speaker, emotions=EMOTIONS, others=OTHER_EMOTIONS)
 
 
 def prepare_savee(root: str, *, storage_options: storage.StorageOptions | None = None) -> Manifest:

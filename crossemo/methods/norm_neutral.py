@@ -44,11 +44,8 @@ def neutral_statistics(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nda
 class NormNeutral(ForestMethod):
     """Random Forest on features normalised per corpus by its neutral speech.
 
-    Parameters:
-        n_estimators: number of trees (the study: 1000).
-        max_depth: maximal depth of a tree (the study: 10).
-        max_features: features tried per split, as in scikit-learn.
-        random_state: seed of the forest.
+    Parameters: those of :class:`~crossemo.methods._forest.ForestMethod`
+    (``n_estimators``, ``max_depth``, ``max_features``, ``random_state``).
 
     Attributes:
         source_mean_, source_scale_: μ and σ of the source (``None`` without source rows).

@@ -17,11 +17,8 @@ from crossemo.methods._forest import ForestMethod
 class RandomForest(ForestMethod):
     """The study's Random Forest (1000 trees, depth 10, single-threaded) on the pooled training rows.
 
-    Parameters:
-        n_estimators: number of trees (the study: 1000).
-        max_depth: maximal depth of a tree (the study: 10).
-        max_features: features tried per split, as in scikit-learn.
-        random_state: seed of the forest.
+    Parameters: those of :class:`~crossemo.methods._forest.ForestMethod`
+    (``n_estimators``, ``max_depth``, ``max_features``, ``random_state``).
 
     Attributes:
         forest_: the fitted ``RandomForestClassifier``.

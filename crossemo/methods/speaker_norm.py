@@ -38,11 +38,8 @@ def speaker_zscore(X: np.ndarray, speakers: np.ndarray) -> np.ndarray:
 class SpeakerNorm(ForestMethod):
     """Random Forest on features z-normalised per speaker (training and test speakers alike).
 
-    Parameters:
-        n_estimators: number of trees (the study: 1000).
-        max_depth: maximal depth of a tree (the study: 10).
-        max_features: features tried per split, as in scikit-learn.
-        random_state: seed of the forest.
+    Parameters: those of :class:`~crossemo.methods._forest.ForestMethod`
+    (``n_estimators``, ``max_depth``, ``max_features``, ``random_state``).
 
     Attributes:
         forest_: the fitted ``RandomForestClassifier``.
