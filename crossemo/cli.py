@@ -27,8 +27,8 @@ DEMO_METHOD_PARAMS = {
 }
 
 
-def _add_run_options(parser: argparse.ArgumentParser, *, corpus_required: bool) -> None:
-    parser.add_argument("--corpus", action="append", default=[], metavar="NAME=URI", help="a corpus: recipe name and its root (local folder or s3://…); repeat for more" + ("" if corpus_required else ""))
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", action="append", default=[], metavar="NAME=URI", help="a corpus: recipe name and its root (local folder or s3://…); repeat for more")
     parser.add_argument("--out", help="output folder or s3:// prefix")
     parser.add_argument("--feature-set", dest="feature_set", help="is10 (default), egemaps, compare, emobase, or a path to an openSMILE .conf")
     _add_common(parser)
@@ -51,14 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("corpora", help="list the corpus recipes")
     features = commands.add_parser("features", help="extract openSMILE features into <out>/features")
-    _add_run_options(features, corpus_required=True)
+    _add_run_options(features)
     evaluate = commands.add_parser("evaluate", help="run the protocol on a feature store and write the tables")
     evaluate.add_argument("--features", required=True, help="a feature store folder (<out>/features of `crossemo features`)")
     evaluate.add_argument("--out", required=True, help="output folder or s3:// prefix")
     _add_evaluation_options(evaluate)
     _add_common(evaluate)
     run = commands.add_parser("run", help="features, evaluation and tables in one go")
-    _add_run_options(run, corpus_required=True)
+    _add_run_options(run)
     _add_evaluation_options(run)
     run.add_argument("--config", help="a TOML file with the same settings (flags override it); see configs/")
     report = commands.add_parser("report", help="rebuild the tables and page of the latest run from its results, or compare two runs")

@@ -67,14 +67,12 @@ class ShardOutcome:
         keys: per input file ``uri``, ``fingerprint``, ``sha256`` (empty when unreadable).
         rejected: per file that gave no features, ``uri``, ``sha256``, ``stage``, ``reason``.
         extracted: number of files openSMILE processed.
-        smile_seconds: CPU seconds spent decoding and in openSMILE.
         cpu_seconds: CPU seconds of the whole task.
     """
 
     keys: pd.DataFrame
     rejected: pd.DataFrame
     extracted: int
-    smile_seconds: float
     cpu_seconds: float
 
 
@@ -103,7 +101,6 @@ def extract_shard(files: pd.DataFrame, *, extractor: FeatureExtractor, store: Fe
     """
     started = time.process_time()
     key_rows, rejected, vectors, shas = [], [], [], []
-    smile_seconds = 0.0
     for uri, fingerprint in zip(files["uri"], files["fingerprint"]):
         try:
             data = audio.read(uri, storage_options=storage_options if storage_options is not None else store.storage_options)
@@ -115,7 +112,6 @@ def extract_shard(files: pd.DataFrame, *, extractor: FeatureExtractor, store: Fe
         key_rows.append({"uri": uri, "fingerprint": fingerprint, "sha256": sha})
         if sha in cached or sha in shas:
             continue
-        began = time.process_time()
         try:
             signal, rate = audio.decode(data)
             vectors.append(extractor.extract(signal, rate))
@@ -124,8 +120,6 @@ def extract_shard(files: pd.DataFrame, *, extractor: FeatureExtractor, store: Fe
             rejected.append({"uri": uri, "sha256": sha, "stage": "decode", "reason": str(error)})
         except FeatureError as error:
             rejected.append({"uri": uri, "sha256": sha, "stage": "features", "reason": str(error)})
-        finally:
-            smile_seconds += time.process_time() - began
     rejected_frame = pd.DataFrame(rejected, columns=["uri", "sha256", "stage", "reason"])
     if shas or len(rejected_frame):
         write_cache_shard(store, extractor, shas, vectors, rejected_frame)
@@ -133,7 +127,6 @@ def extract_shard(files: pd.DataFrame, *, extractor: FeatureExtractor, store: Fe
         keys=pd.DataFrame(key_rows, columns=["uri", "fingerprint", "sha256"]),
         rejected=rejected_frame,
         extracted=len(shas),
-        smile_seconds=smile_seconds,
         cpu_seconds=time.process_time() - started,
     )
 

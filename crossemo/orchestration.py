@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -77,12 +77,8 @@ class ExtractionSummary:
     feature_set_id: str
     extracted: int = 0
     reused: int = 0
-    shards: int = 0
-    smile_seconds: float = 0.0
     task_cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
-    skipped_by_recipe: int = 0
-    outcomes: list[featurestore.ShardOutcome] = field(default_factory=list, repr=False)
 
 
 def extract_features(manifests: list[Manifest], store: featurestore.FeatureStore, *, feature_set: str = "is10", progress: bool = True) -> ExtractionSummary:
@@ -126,12 +122,8 @@ def extract_features(manifests: list[Manifest], store: featurestore.FeatureStore
         feature_set_id=extractor.feature_set_id,
         extracted=sum(o.extracted for o in outcomes),
         reused=int(hits.sum()),
-        shards=len(shards),
-        smile_seconds=sum(o.smile_seconds for o in outcomes),
         task_cpu_seconds=sum(o.cpu_seconds for o in outcomes),
         wall_seconds=time.perf_counter() - started,
-        skipped_by_recipe=sum(len(m.skipped) for m in manifests),
-        outcomes=outcomes,
     )
 
 
@@ -177,16 +169,15 @@ def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], 
     for task in todo:
         if task.shared and (task.shared, task.source) not in shared:
             shared[(task.shared, task.source)] = _prepare_shared.remote(task.shared, refs[task.source], seed, task.params)
-    pending = {
+    remaining = [
         _run_task.remote(
             task, refs[task.source] if task.source else None, refs[task.target], seed, uris[task.key], storage_options,
             shared.get((task.shared, task.source)) if task.shared else None,
-        ): task
+        )
         for task in todo
-    }
+    ]
     cpu = 0.0
     with tqdm(total=len(todo), desc="tasks", unit="task", disable=not progress or not todo) as bar:
-        remaining = list(pending)
         while remaining:
             finished, remaining = ray.wait(remaining, num_returns=1)
             cpu += ray.get(finished[0])["cpu_seconds"]
