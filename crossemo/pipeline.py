@@ -326,6 +326,7 @@ def run(config: RunConfig, *, evaluate: bool = True) -> tuple[RunRecord, Any, di
     prepared = prepare(config, need_pairs=evaluate)
     options = config.fs_options
     record = new_record(config, manifests=prepared.manifests, feature_set_id=prepared.feature_set_id)
+    record.warnings += [f"{m.corpus}: {w}" for m in prepared.manifests for w in m.warnings]
     orchestration.connect(config.address)
     store = featurestore.FeatureStore(config.out, options)
     extraction = orchestration.extract_features(prepared.manifests, store, feature_set=config.feature_set, progress=config.progress)

@@ -77,12 +77,17 @@ class Manifest:
             plus ``fingerprint`` (size and modification stamp, used to find
             cached features without reading the audio again).
         skipped: one row per audio file not used: ``uri``, ``corpus``, ``reason``.
+        warnings: things the user should know that did not stop the corpus
+            from being read (blank manifest rows skipped, speaker ids that
+            differ only in spelling …); printed in the summary and recorded
+            with the run.
     """
 
     corpus: str
     root: str
     utterances: pd.DataFrame
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["uri", "corpus", "reason"]))
+    warnings: list[str] = field(default_factory=list)
 
     def counts(self) -> pd.DataFrame:
         """Utterances per emotion (columns) and speaker (rows)."""
@@ -163,7 +168,7 @@ def scan(corpus: str, root: str, parse: Parser, *, storage_options: storage.Stor
     return build_manifest(corpus, root, rows, skipped)
 
 
-def build_manifest(corpus: str, root: str, rows: list[dict], skipped: list[dict]) -> Manifest:
+def build_manifest(corpus: str, root: str, rows: list[dict], skipped: list[dict], *, warnings: list[str] | None = None) -> Manifest:
     """Assemble and validate a manifest from rows and skipped files.
 
     Raises:
@@ -175,4 +180,4 @@ def build_manifest(corpus: str, root: str, rows: list[dict], skipped: list[dict]
         detail = f" ({len(skipped_frame)} audio files skipped, e.g. {skipped_frame['reason'].iloc[0]})" if len(skipped_frame) else " (no .wav or .flac files found)"
         raise CorpusError(f"corpus {corpus!r} at {root} has no utterance of {', '.join(EMOTIONS)}{detail}")
     utterances = utterances.sort_values("uri", kind="stable").reset_index(drop=True)
-    return Manifest(corpus=corpus, root=root, utterances=utterances, skipped=skipped_frame)
+    return Manifest(corpus=corpus, root=root, utterances=utterances, skipped=skipped_frame, warnings=list(warnings or []))
