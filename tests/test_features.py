@@ -439,9 +439,9 @@ def test_a_stalled_stream_is_rerun_with_the_whole_input(tmp_path, monkeypatch):
     expected = opensmile.Smile(feature_set=str(path), feature_level="func", num_workers=1)(signal, rate).ravel()
     # Pretend the static check missed this config: the full-input reader then
     # blocks the ring buffer, which is detected, and the file is run unstreamed.
-    monkeypatch.setattr(features, "_streamable", lambda blocks: True)
-    monkeypatch.setattr(features, "STALL_SECONDS", 0.5)
-    monkeypatch.setattr(features, "RING_SECONDS", 1.0)
+    monkeypatch.setattr(features.smileconfig, "_streamable", lambda blocks: True)
+    monkeypatch.setattr(features.extractor, "STALL_SECONDS", 0.5)
+    monkeypatch.setattr(features.extractor, "RING_SECONDS", 1.0)
     extractor = FeatureExtractor(str(path))
     np.testing.assert_array_equal(extractor.extract(signal, rate), expected)
     np.testing.assert_array_equal(extractor.extract(signal, rate), expected)
