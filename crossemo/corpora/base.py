@@ -8,7 +8,9 @@ audio file is either an utterance or a skipped file with its reason.
 
 from __future__ import annotations
 
+import os
 import posixpath
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +20,17 @@ import pandas as pd
 from crossemo import storage
 from crossemo.labels import EMOTIONS, MANIFEST_COLUMNS
 
-AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac")
+AUDIO_LIKE_SUFFIXES: tuple[str, ...] = (
+    ".wav", ".wave", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".wma", ".au", ".snd",
+    ".aif", ".aiff", ".aifc", ".caf", ".w64", ".rf64", ".webm", ".amr", ".3gp",
+)
+"""Suffixes that make a file below a corpus root a candidate utterance.
+
+One rule decides what is used: the *name* only nominates a file (so that
+no recording next to the others goes unreported), its *content* decides:
+whatever :mod:`crossemo.audio` decodes is used, whatever it cannot (an AAC
+``.m4a``, a text file named ``.wav``) is a ``_rejected`` row with the reason.
+"""
 
 
 class CorpusError(ValueError):
@@ -120,27 +132,71 @@ def open_root(root: str, *, storage_options: storage.StorageOptions | None = Non
     return fs, path.rstrip("/")
 
 
-def list_audio(root: str, *, storage_options: storage.StorageOptions | None = None) -> list[tuple[str, str, str]]:
-    """List the audio files below ``root``.
+def list_audio(root: str, *, storage_options: storage.StorageOptions | None = None) -> tuple[list[tuple[str, str, str]], list[dict]]:
+    """List the audio-like files below ``root``, following symbolic links.
+
+    A file is a candidate when its suffix is one of :data:`AUDIO_LIKE_SUFFIXES`
+    (any case); whether it can be used is decided later by its content (see
+    :mod:`crossemo.audio`). On a local disk, links to folders and files are
+    followed (a folder reached twice, as through a link to an ancestor, is
+    walked once) and a link whose target is missing is reported.
 
     Returns:
-        ``(uri, path relative to root, fingerprint)`` per file, sorted by path.
+        ``(files, broken)``: ``(uri, path relative to root, fingerprint)`` per
+        file, sorted by path; and one ``{"uri", "reason"}`` per dangling link.
 
     Raises:
         CorpusError: the root does not exist, is not a folder, or cannot be read.
     """
     fs, base = open_root(root, storage_options=storage_options)
     try:
-        found = fs.find(base, detail=True)
+        if storage.is_local(root):
+            found, broken = _walk_local(base)
+        else:
+            found, broken = fs.find(base, detail=True), []
     except Exception as error:  # storage back-ends raise many kinds; name it and stop
         raise CorpusError(f"cannot list corpus root {root}: {storage.describe_error(error)}") from error
     files = []
     for item, info in sorted(found.items()):
-        if not item.lower().endswith(AUDIO_SUFFIXES):
+        if not is_audio_like(item):
             continue
         relative = posixpath.relpath(item, base) if item.startswith(base) else item
         files.append((storage.unstrip(fs, item, root), relative.replace("\\", "/"), fingerprint(info)))
-    return files
+    return files, broken
+
+
+def is_audio_like(path: str) -> bool:
+    """Whether a file's name marks it as audio (see :data:`AUDIO_LIKE_SUFFIXES`)."""
+    return path.lower().endswith(AUDIO_LIKE_SUFFIXES)
+
+
+def _walk_local(base: str) -> tuple[dict[str, dict], list[dict]]:
+    """Every file below a local folder, through links, each folder once.
+
+    Returns:
+        ``(path -> {"size", "mtime"}, dangling links as {"uri", "reason"})``.
+    """
+    found: dict[str, dict] = {}
+    broken: list[dict] = []
+    seen: set[tuple[int, int]] = set()
+    for folder, folders, names in os.walk(base, followlinks=True):
+        status = os.stat(folder)
+        if (status.st_dev, status.st_ino) in seen:
+            # Reached again through a link (a loop, or two links to one folder).
+            folders.clear()
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        folders.sort()
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                target = os.stat(path)
+            except FileNotFoundError:
+                broken.append({"uri": path, "reason": f"dangling symbolic link (its target {os.readlink(path)} does not exist)"})
+                continue
+            if stat.S_ISREG(target.st_mode):
+                found[path] = {"size": target.st_size, "mtime": target.st_mtime}
+    return found, broken
 
 
 def scan(corpus: str, root: str, parse: Parser, *, storage_options: storage.StorageOptions | None = None) -> Manifest:
@@ -158,8 +214,9 @@ def scan(corpus: str, root: str, parse: Parser, *, storage_options: storage.Stor
     Raises:
         CorpusError: the root cannot be listed, or holds no usable utterance.
     """
-    rows, skipped = [], []
-    for uri, relative, stamp in list_audio(root, storage_options=storage_options):
+    files, broken = list_audio(root, storage_options=storage_options)
+    rows, skipped = [], [{"corpus": corpus, **link} for link in broken]
+    for uri, relative, stamp in files:
         verdict = parse(relative)
         if isinstance(verdict, Skip):
             skipped.append({"uri": uri, "corpus": corpus, "reason": verdict.reason})
@@ -177,7 +234,7 @@ def build_manifest(corpus: str, root: str, rows: list[dict], skipped: list[dict]
     utterances = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS, "fingerprint"])
     skipped_frame = pd.DataFrame(skipped, columns=["uri", "corpus", "reason"])
     if utterances.empty:
-        detail = f" ({len(skipped_frame)} audio files skipped, e.g. {skipped_frame['reason'].iloc[0]})" if len(skipped_frame) else " (no .wav or .flac files found)"
+        detail = f" ({len(skipped_frame)} audio files skipped, e.g. {skipped_frame['reason'].iloc[0]})" if len(skipped_frame) else " (no audio files found)"
         raise CorpusError(f"corpus {corpus!r} at {root} has no utterance of {', '.join(EMOTIONS)}{detail}")
     utterances = utterances.sort_values("uri", kind="stable").reset_index(drop=True)
     return Manifest(corpus=corpus, root=root, utterances=utterances, skipped=skipped_frame, warnings=list(warnings or []))

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 import fsspec
 
 from crossemo import storage
-from crossemo.corpora.base import AUDIO_SUFFIXES, CorpusError, Manifest, Skip, Utterance, build_manifest, list_audio, open_root
+from crossemo.corpora.base import CorpusError, Manifest, Skip, Utterance, build_manifest, is_audio_like, list_audio, open_root
 
 NAME = "iemocap"
 EMOTIONS = {"neu": "neutral", "ang": "anger", "hap": "joy", "sad": "sadness"}
@@ -97,9 +97,9 @@ def parse(relative: str, labels: Mapping[str, str], *, merge_excited: bool = Fal
         merge_excited: count ``exc`` as joy.
     """
     name = posixpath.basename(relative)
-    stem, dot, suffix = name.rpartition(".")
-    if not dot or f".{suffix.lower()}" not in AUDIO_SUFFIXES:
-        return Skip("not a .wav or .flac file")
+    stem, dot, _ = name.rpartition(".")
+    if not dot or not is_audio_like(name):
+        return Skip("not an audio file name")
     speaker = speaker_of(stem)
     if speaker is None:
         return Skip("file name does not follow IEMOCAP's SesNNG_<dialog>_GNNN.wav")
@@ -153,7 +153,9 @@ def prepare_iemocap(root: str, *, storage_options: storage.StorageOptions | None
     for session in sessions:
         if not fs.isdir(posixpath.join(base, session, "sentences", "wav")):
             continue
-        for uri, relative, stamp in list_audio(storage.join(root, session, "sentences", "wav"), storage_options=storage_options):
+        files, broken = list_audio(storage.join(root, session, "sentences", "wav"), storage_options=storage_options)
+        skipped += [{"corpus": NAME, **link} for link in broken]
+        for uri, relative, stamp in files:
             heard.add(posixpath.basename(relative).rpartition(".")[0])
             verdict = parse(relative, codes, merge_excited=merge_excited)
             if isinstance(verdict, Skip):

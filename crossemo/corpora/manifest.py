@@ -21,8 +21,8 @@ with ``..``), or an absolute local path, or a URI such as ``s3://…``.
 with any other emotion are skipped, not refused. The optional ``label``
 column keeps your own code for the row (by default the emotion as written).
 Column names are matched without regard to case. Listed files that do not
-exist, and files that are not ``.wav`` or ``.flac``, are skipped with their
-reason; a malformed manifest is refused with a :class:`CorpusError` naming the
+exist are skipped with their reason; whether a listed file is audio is decided
+by its content, not its name (see :mod:`crossemo.corpora.base`); a malformed manifest is refused with a :class:`CorpusError` naming the
 cause. The corpus name in every output is the ``corpus`` option, by default
 the manifest file's name without its suffix.
 """
@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from crossemo import storage
-from crossemo.corpora.base import AUDIO_SUFFIXES, CorpusError, Manifest, Skip, Utterance, build_manifest, fingerprint
+from crossemo.corpora.base import CorpusError, Manifest, Skip, Utterance, build_manifest, fingerprint
 from crossemo.labels import EMOTIONS
 
 NAME = "manifest"
@@ -148,8 +148,6 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
             raise CorpusError(f"manifest {path} lists {entry} twice (rows {first_row} and {row}{'' if first_entry == entry else f', as {first_entry}'})")
         seen[target.uri] = (row, entry)
         verdict = parse(speaker, _cell(raw_emotion), _cell(raw_label))
-        if isinstance(verdict, Utterance) and not target.path.lower().endswith(AUDIO_SUFFIXES):
-            verdict = Skip("not a .wav or .flac file")
         rows.append((target, verdict))
     infos = _file_infos([target for target, verdict in rows if isinstance(verdict, Utterance)], fs, path)
     utterances, skipped = [], []
@@ -260,8 +258,11 @@ def _file_infos(targets: list[_Target], fs: fsspec.AbstractFileSystem, path: str
                 if item in wanted and info.get("type", "file") == "file":
                     infos[(id(fs), item)] = info
         for target in targets:
-            if target.relative:
+            if (id(target.fs), target.path) in infos:
                 continue
+            # Asked one by one: files outside the manifest's folder, and files a
+            # listing does not describe as files (symbolic links, or files in
+            # linked folders, which a listing does not enter); info() follows links.
             try:
                 info = target.fs.info(target.path)
             except FileNotFoundError:
