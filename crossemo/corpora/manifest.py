@@ -20,18 +20,49 @@ with ``..``), or an absolute local path, or a URI such as ``s3://…``.
 ``happy``, ``happiness``, ``hap``, ``joyful``; ``sad``), in any case; rows
 with any other emotion are skipped, not refused. The optional ``label``
 column keeps your own code for the row (by default the emotion as written).
-Column names are matched without regard to case. Listed files that do not
-exist are skipped with their reason; whether a listed file is audio is decided
-by its content, not its name (see :mod:`crossemo.corpora.base`); a malformed manifest is refused with a :class:`CorpusError` naming the
-cause. The corpus name in every output is the ``corpus`` option, by default
-the manifest file's name without its suffix.
+Column names are matched without regard to case, and whitespace around every
+cell is dropped (``anna `` is speaker ``anna``). Listed files that do not
+exist are skipped with their reason; whether a listed file is audio is
+decided by its content, not its suffix (see :mod:`crossemo.corpora.base`);
+a malformed manifest is refused with a one-line :class:`CorpusError`
+naming the cause. The corpus name in every output is the ``corpus`` option,
+by default the manifest file's name without its suffix.
+
+A ``.csv`` manifest may be saved the ways spreadsheets save it:
+
+* encoding: UTF-8, with or without a byte-order mark ("CSV UTF-8"), or
+  UTF-16 little- or big-endian with a byte-order mark ("Unicode text").
+  Anything else (Windows-1252 "CSV", UTF-16 without a byte-order mark …) is
+  refused, naming the first offending byte and its position;
+* separator: ``,``, ``;`` or a tab, told from the header line by
+  :class:`csv.Sniffer` restricted to those three; a header line with none of
+  them is refused. The suffix is ``.csv`` whatever the separator (``.tsv``
+  is not accepted);
+* blank rows, every cell empty or whitespace (``,,`` is how a spreadsheet
+  saves an empty row), are skipped and counted in one warning; row numbers in
+  errors still count them. A row only partly empty is refused as before when
+  its path or speaker is empty.
+
+Blank rows of a Parquet manifest are skipped the same way.
+
+Speaker ids are used exactly as written (after stripping), but ids of
+utterances that differ only in spelling get a warning; they stay different
+speakers. Two ids look alike when they are equal after lower-casing
+(:meth:`str.casefold`) and, for a whole number, dropping a ``+`` sign, leading
+zeros and a zero fraction (see :func:`speaker_key`): ``3``, ``03``, ``+3``
+and ``3.0`` look alike, as do ``Anna`` and ``anna``; ``3.5`` and ``35`` do
+not, nor do ``3`` and ``s3``.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import math
 import posixpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import fsspec
@@ -63,6 +94,11 @@ NOT_FOUND = "file not found"
 _CSV_SUFFIXES = (".csv",)
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
+_SEPARATORS = ",;\t"
+# The byte-order marks spreadsheets write, with the codec of the text after
+# the mark; text without one must be UTF-8.
+_BYTE_ORDER_MARKS: tuple[tuple[bytes, str], ...] = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:\.0*)?")
 
 
 def normalize_emotion(text: object) -> str | None:
@@ -70,6 +106,18 @@ def normalize_emotion(text: object) -> str | None:
     if not isinstance(text, str):
         return None
     return SYNONYMS.get(text.strip().lower())
+
+
+def speaker_key(speaker: str) -> str:
+    """The form in which speaker ids that differ only in spelling look alike.
+
+    Lower-cased, and a whole number written plainly: ``03``, ``+3`` and
+    ``3.0`` all become ``3``.
+    """
+    folded = speaker.strip().casefold()
+    if _WHOLE_NUMBER.fullmatch(folded):
+        return str(int(folded.partition(".")[0]))
+    return folded
 
 
 def parse(speaker: str, emotion: str, label: str = "") -> Utterance | Skip:
@@ -118,12 +166,15 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
 
     Returns:
         the manifest; rows with other emotions, listed files that do not exist
-        and non-audio files are counted as skipped.
+        and non-audio files are counted as skipped. Its warnings count the
+        blank rows skipped and name speaker ids that differ only in spelling.
 
     Raises:
         CorpusError: the manifest is missing or unreadable, lacks a column,
-            lists a relative path leaving its folder, lists a file twice, has
-            a row without speaker or path, or holds no usable utterance.
+            is a CSV file not in UTF-8 or UTF-16 with a byte-order mark or
+            without a ``,``, ``;`` or tab separator in its header line, lists a
+            relative path leaving its folder, lists a file twice, has a
+            non-blank row without speaker or path, or holds no usable utterance.
     """
     name = (corpus if corpus is not None else corpus_name(path)).strip()
     if not name:
@@ -135,9 +186,12 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
     rows: list[tuple[_Target, Utterance | Skip]] = []
     seen: dict[str, tuple[int, str]] = {}
     labels = frame["label"].tolist() if "label" in frame.columns else [""] * len(frame)
-    for index, (raw_path, raw_speaker, raw_emotion, raw_label) in enumerate(zip(frame["path"], frame["speaker"], frame["emotion"], labels, strict=True)):
+    blank = frame.eq("").all(axis=1).tolist()
+    for index, (entry, speaker, emotion, label, is_blank) in enumerate(zip(frame["path"], frame["speaker"], frame["emotion"], labels, blank, strict=True)):
+        if is_blank:
+            continue
+        # blank rows still count, so "row N" in an error is the Nth row under the header
         row = index + 1
-        entry, speaker = _cell(raw_path), _cell(raw_speaker)
         if not entry:
             raise CorpusError(f"manifest {path}: row {row} has an empty path")
         if not speaker:
@@ -147,7 +201,7 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
             first_row, first_entry = seen[target.uri]
             raise CorpusError(f"manifest {path} lists {entry} twice (rows {first_row} and {row}{'' if first_entry == entry else f', as {first_entry}'})")
         seen[target.uri] = (row, entry)
-        verdict = parse(speaker, _cell(raw_emotion), _cell(raw_label))
+        verdict = parse(speaker, emotion, label)
         rows.append((target, verdict))
     infos = _file_infos([target for target, verdict in rows if isinstance(verdict, Utterance)], fs, path)
     utterances, skipped = [], []
@@ -159,7 +213,23 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
             skipped.append({"uri": target.uri, "corpus": name, "reason": verdict.reason})
         else:
             utterances.append({"corpus": name, "speaker": verdict.speaker, "emotion": verdict.emotion, "uri": target.uri, "label": verdict.label, "fingerprint": fingerprint(info)})
-    return build_manifest(name, path, utterances, skipped)
+    blanks = sum(blank)
+    warnings = [f"{blanks} blank row{'' if blanks == 1 else 's'} skipped in manifest {path}"] if blanks else []
+    warnings += _spelling_warnings(row["speaker"] for row in utterances)
+    return build_manifest(name, path, utterances, skipped, warnings=warnings)
+
+
+def _spelling_warnings(speakers: Iterable[str]) -> list[str]:
+    """One warning per group of speaker ids with the same :func:`speaker_key`, in order of first appearance."""
+    groups: dict[str, dict[str, None]] = {}
+    for speaker in speakers:
+        groups.setdefault(speaker_key(speaker), {})[speaker] = None
+    warnings = []
+    for spellings in groups.values():
+        if len(spellings) > 1:
+            quoted = [repr(spelling) for spelling in spellings]
+            warnings.append(f"speakers {', '.join(quoted[:-1])} and {quoted[-1]} differ only in spelling; they are treated as different speakers")
+    return warnings
 
 
 def _cell(value: object) -> str:
@@ -185,18 +255,15 @@ def _manifest_filesystem(path: str, storage_options: storage.StorageOptions | No
 
 
 def _read_table(fs: fsspec.AbstractFileSystem, manifest_path: str, path: str) -> pd.DataFrame:
-    """Read the manifest as text cells with lower-case column names, and check its columns."""
+    """Read the manifest as stripped text cells with lower-case column names, and check its columns."""
     suffix = posixpath.splitext(manifest_path)[1].lower()
     if suffix not in _CSV_SUFFIXES + _PARQUET_SUFFIXES:
         raise CorpusError(f"manifest {path} must be a .csv or .parquet file")
     try:
         with fs.open(manifest_path, "rb") as handle:
-            if suffix in _CSV_SUFFIXES:
-                frame = pd.read_csv(handle, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-            else:
-                frame = pq.read_table(handle).to_pandas()
-    except pd.errors.EmptyDataError as error:
-        raise CorpusError(f"manifest {path} is empty") from error
+            frame = _read_csv(handle.read(), path) if suffix in _CSV_SUFFIXES else pq.read_table(handle).to_pandas()
+    except CorpusError:
+        raise
     except Exception as error:  # parsers and storage back-ends raise many kinds; name it and stop
         raise CorpusError(f"cannot read manifest {path}: {storage.describe_error(error)}") from error
     columns = [str(column).strip().lower() for column in frame.columns]
@@ -207,7 +274,47 @@ def _read_table(fs: fsspec.AbstractFileSystem, manifest_path: str, path: str) ->
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
     if missing:
         raise CorpusError(f"manifest {path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} (it has: {', '.join(columns) or 'no columns'})")
-    return frame
+    return frame.map(_cell)
+
+
+def _read_csv(data: bytes, path: str) -> pd.DataFrame:
+    """Parse a CSV manifest's bytes into text cells, blank rows kept so that row numbers match the file.
+
+    Raises:
+        CorpusError: the text is empty, not UTF-8 or UTF-16 with a byte-order
+            mark, or its header line has none of the accepted separators.
+    """
+    text = _decode(data, path)
+    if not text.strip():
+        raise CorpusError(f"manifest {path} is empty")
+    header = text.partition("\n")[0].rstrip("\r")
+    try:
+        separator = csv.Sniffer().sniff(header, delimiters=_SEPARATORS).delimiter
+    except csv.Error as error:
+        raise CorpusError(f"manifest {path}: cannot tell the column separator from the header line {header[:80]!r}; separate columns with ',', ';' or a tab") from error
+    return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, skip_blank_lines=False)
+
+
+def _decode(data: bytes, path: str) -> str:
+    """The text of a CSV manifest: UTF-8 with or without a byte-order mark, or UTF-16 with one.
+
+    Raises:
+        CorpusError: the bytes are not such text; names the first offending byte and its position.
+    """
+    mark, codec = next(((mark, codec) for mark, codec in _BYTE_ORDER_MARKS if data.startswith(mark)), (b"", "utf-8"))
+    body = data[len(mark) :]
+    try:
+        text, undecodable = body.decode(codec), None
+    except UnicodeDecodeError as error:
+        text, undecodable = body[: error.start].decode(codec), error.start
+    # a NUL character is valid UTF-8 but never part of a saved table: it means
+    # UTF-16 without a byte-order mark (or UTF-32), which would otherwise
+    # surface as garbled column names; report it if it comes first
+    nul = text.find("\0")
+    if nul < 0 and undecodable is None:
+        return text
+    position = len(mark) + (len(text[:nul].encode(codec)) if nul >= 0 else undecodable)
+    raise CorpusError(f"manifest {path} is not UTF-8 or UTF-16 with a BOM (byte 0x{data[position]:02x} at position {position}); save it as 'CSV UTF-8'")
 
 
 def _resolve(
