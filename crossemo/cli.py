@@ -31,7 +31,17 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", action="append", default=[], metavar="NAME=URI", help="a corpus: recipe name and its root (local folder or s3://…); repeat for more")
     parser.add_argument("--out", help="output folder or s3:// prefix")
     parser.add_argument("--feature-set", dest="feature_set", help="is10 (default), egemaps, compare, emobase, or a path to an openSMILE .conf")
+    parser.add_argument("--analysis-rate", dest="analysis_rate", type=int, help="every file is resampled to this rate in Hz before features are computed (default 16000)")
+    parser.add_argument("--channel", type=_channel, help="how several channels become one: loudest (most speech-band energy; default), first, mean, or a channel index")
     _add_common(parser)
+
+
+def _channel(text: str) -> str | int:
+    """A channel rule from the command line: a name, or an index."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +86,7 @@ def config_from(args: argparse.Namespace) -> pipeline.RunConfig:
     config = pipeline.RunConfig.from_toml(args.config) if getattr(args, "config", None) else pipeline.RunConfig()
     if getattr(args, "corpus", None):
         config.corpora = [pipeline.CorpusSpec.parse(text) for text in args.corpus]
-    for name in ("out", "feature_set", "pairs", "methods", "seed", "address"):
+    for name in ("out", "feature_set", "analysis_rate", "channel", "pairs", "methods", "seed", "address"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(config, name, value)
@@ -94,7 +104,8 @@ def print_corpora() -> None:
 def print_extraction(summary, seconds: float) -> None:
     """The one-screen summary of a feature extraction."""
     print()
-    print(f"feature set {summary.feature_set_id}: {summary.extracted} files extracted, {summary.reused} reused from the cache, in {seconds:.1f} s")
+    analysis_rate = summary.generation.decode["analysis_rate"]
+    print(f"feature set {summary.feature_set_id} at {analysis_rate} Hz (cache generation {summary.generation.id}): {summary.extracted} files extracted, {summary.reused} reused from the cache, in {seconds:.1f} s")
     rows = []
     for corpus, frame in summary.features.items():
         counts = frame["emotion"].value_counts()

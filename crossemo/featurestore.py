@@ -3,15 +3,30 @@
 Layout below an output URI ``<out>`` (a local folder or ``s3://…``)::
 
     <out>/features/<corpus>.parquet      one row per utterance: corpus, speaker, emotion, uri, features…
-    <out>/features/_manifest.parquet     every utterance with its corpus label, fingerprint and sha256
+    <out>/features/_manifest.parquet     every utterance: corpus label, fingerprint, sha256, original rate, channels, notes
     <out>/features/_rejected.parquet     every file not turned into a row: uri, corpus, stage, reason
-    <out>/cache/features/<set id>/*.parquet   extracted shards: sha256 + features (the cache)
+    <out>/features/_duplicates.parquet   every file whose content another file repeats, and what was done
+    <out>/cache/features/<set id>/<generation>/*.parquet   extracted shards: sha256, audio facts, features
     <out>/cache/fingerprints.parquet      uri + size/mtime fingerprint -> sha256 of the bytes
 
-The cache is keyed by the SHA-256 of the audio bytes and the feature set, so a
-re-run extracts nothing again, a renamed or copied file is not extracted twice,
-and adding files extracts only the new ones. The fingerprint index lets a warm
-run find the content key of an unchanged file without reading its audio.
+The cache is keyed by the SHA-256 of the audio bytes and by the **cache
+generation**: a digest of everything else a feature row depends on (the
+feature set's definition, the openSMILE version, every decode rule with its
+parameters, such as the analysis rate and the channel rule; see
+:class:`CacheGeneration`). So a re-run extracts nothing again, a renamed or
+copied file is not extracted twice (within a run, identical content is
+extracted once, whichever shards hold its copies), adding files extracts only
+the new ones, and a changed rule or upgraded openSMILE never reuses old
+features. The fingerprint index lets a warm run find the content key of an
+unchanged file without reading its audio.
+
+**Duplicates** (:func:`find_duplicates`): files with identical bytes are one
+recording. Within a corpus, copies with the same speaker and emotion are
+kept once (the first by URI; the others are rejected, naming it); copies
+whose speaker or emotion differ are all rejected, naming their twins, since
+no label can be trusted and one recording must never sit on both sides of a
+held-out-speaker split. Across corpora, a recording that is in the target is
+left out of the source of that pair (:mod:`crossemo.protocol`).
 
 Everything here runs without Ray; :mod:`crossemo.orchestration` schedules
 :func:`extract_shard` on a cluster.
@@ -20,10 +35,13 @@ Everything here runs without Ray; :mod:`crossemo.orchestration` schedules
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
+import opensmile
 import pandas as pd
 
 from crossemo import audio, storage
@@ -32,7 +50,42 @@ from crossemo.features import FeatureError, FeatureExtractor
 from crossemo.labels import METADATA_COLUMNS
 
 REJECTED_COLUMNS = ["uri", "corpus", "stage", "reason"]
+DUPLICATE_COLUMNS = ["group", "sha256", "corpus", "speaker", "emotion", "uri", "action"]
+AUDIO_COLUMNS = ["sampling_rate", "channels", "channel", "duration", "decode_notes"]
+"""What the cache keeps about each content besides its features; copied into ``_manifest.parquet``."""
 FEATURE_SET_KEY = "crossemo.feature_set"
+GENERATION_KEY = "crossemo.cache_generation"
+
+
+@dataclass(frozen=True)
+class CacheGeneration:
+    """Everything a feature row depends on besides the audio bytes.
+
+    Attributes:
+        feature_set_id: the feature set (a built-in name, or the digest of a custom config's adapted text).
+        opensmile_version: the installed ``opensmile`` package, which ships
+            the openSMILE library and the built-in configs.
+        decode: the decode rules (:meth:`crossemo.audio.AnalysisSettings.key`).
+    """
+
+    feature_set_id: str
+    opensmile_version: str
+    decode: dict = field(hash=False)
+
+    @classmethod
+    def of(cls, extractor: FeatureExtractor, settings: audio.AnalysisSettings) -> CacheGeneration:
+        """The generation of features made by ``extractor`` from signals made by ``settings``, in this process."""
+        return cls(extractor.feature_set_id, opensmile.__version__, settings.key())
+
+    @property
+    def id(self) -> str:
+        """16 hex digits naming the generation in cache paths and run records."""
+        payload = json.dumps({"feature_set": self.feature_set_id, "opensmile": self.opensmile_version, "decode": self.decode}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        """The generation as plain data, for the run record."""
+        return {"id": self.id, "feature_set": self.feature_set_id, "opensmile": self.opensmile_version, "decode": self.decode}
 
 
 @dataclass(frozen=True)
@@ -51,8 +104,8 @@ class FeatureStore:
     def features_uri(self) -> str:
         return storage.join(self.out, "features")
 
-    def cache_uri(self, feature_set_id: str) -> str:
-        return storage.join(self.out, "cache", "features", feature_set_id)
+    def cache_uri(self, generation: CacheGeneration) -> str:
+        return storage.join(self.out, "cache", "features", generation.feature_set_id, generation.id)
 
     @property
     def fingerprints_uri(self) -> str:
@@ -81,26 +134,40 @@ def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def extract_shard(files: pd.DataFrame, *, extractor: FeatureExtractor, store: FeatureStore, cached: frozenset[str] = frozenset(), storage_options: storage.StorageOptions | None = None) -> ShardOutcome:
+def extract_shard(
+    files: pd.DataFrame,
+    *,
+    extractor: FeatureExtractor,
+    settings: audio.AnalysisSettings,
+    store: FeatureStore,
+    cached: frozenset[str] = frozenset(),
+    claim: Callable[[str], bool] | None = None,
+    storage_options: storage.StorageOptions | None = None,
+) -> ShardOutcome:
     """Extract features for a shard of files and write them to the cache.
 
-    A file whose content is already in ``cached`` is hashed but not processed
-    again. Unreadable, undecodable or degenerate files are rejected with their
-    reason; the shard goes on.
+    A file whose content is already in ``cached``, or is claimed by another
+    shard, is hashed but not processed again. Unreadable, undecodable or
+    degenerate files are rejected with their reason; the shard goes on.
 
     Args:
         files: ``uri`` and ``fingerprint`` per file.
         extractor: the feature set, built once where its config is readable
             (a custom config travels inside it to every worker).
+        settings: the decode rules.
         store: the feature store to write the cache shard to.
         cached: content keys already in the cache.
+        claim: asks whether this shard is the one to extract a content key
+            (true for exactly one shard per key in a run); every new key is
+            this shard's when ``None``.
         storage_options: filesystem options for reading the audio (default: the store's).
 
     Returns:
         the shard's outcome; the features themselves go to the cache.
     """
     started = time.process_time()
-    key_rows, rejected, vectors, shas = [], [], [], []
+    generation = CacheGeneration.of(extractor, settings)
+    key_rows, rejected, vectors, facts = [], [], [], []
     for uri, fingerprint in zip(files["uri"], files["fingerprint"]):
         try:
             data = audio.read(uri, storage_options=storage_options if storage_options is not None else store.storage_options)
@@ -110,70 +177,72 @@ def extract_shard(files: pd.DataFrame, *, extractor: FeatureExtractor, store: Fe
             continue
         sha = content_key(data)
         key_rows.append({"uri": uri, "fingerprint": fingerprint, "sha256": sha})
-        if sha in cached or sha in shas:
+        if sha in cached or any(row["sha256"] == sha for row in facts) or (claim is not None and not claim(sha)):
             continue
         try:
-            signal, rate = audio.decode(data)
-            vectors.append(extractor.extract(signal, rate))
-            shas.append(sha)
+            analysis = audio.prepare(data, settings=settings)
+            vectors.append(extractor.extract(analysis.signal, analysis.sampling_rate))
+            facts.append({
+                "sha256": sha, "sampling_rate": analysis.original_rate, "channels": analysis.channels, "channel": analysis.channel,
+                "duration": analysis.duration, "decode_notes": "; ".join(analysis.notes),
+            })
         except audio.AudioError as error:
             rejected.append({"uri": uri, "sha256": sha, "stage": "decode", "reason": str(error)})
         except FeatureError as error:
             rejected.append({"uri": uri, "sha256": sha, "stage": "features", "reason": str(error)})
     rejected_frame = pd.DataFrame(rejected, columns=["uri", "sha256", "stage", "reason"])
-    if shas or len(rejected_frame):
-        write_cache_shard(store, extractor, shas, vectors, rejected_frame)
+    if facts or len(rejected_frame):
+        write_cache_shard(store, generation, extractor.names, pd.DataFrame(facts, columns=["sha256", *AUDIO_COLUMNS]), vectors, rejected_frame)
     return ShardOutcome(
         keys=pd.DataFrame(key_rows, columns=["uri", "fingerprint", "sha256"]),
         rejected=rejected_frame,
-        extracted=len(shas),
+        extracted=len(facts),
         cpu_seconds=time.process_time() - started,
     )
 
 
-def write_cache_shard(store: FeatureStore, extractor: FeatureExtractor, shas: list[str], vectors: list[np.ndarray], rejected: pd.DataFrame) -> None:
-    """Write one cache shard: features by content key, plus decode/feature rejections.
+def write_cache_shard(store: FeatureStore, generation: CacheGeneration, names: list[str], facts: pd.DataFrame, vectors: list[np.ndarray], rejected: pd.DataFrame) -> None:
+    """Write one cache shard: audio facts and features by content key, plus decode/feature rejections.
 
     Read failures are not cached (they may be transient); content that could
     not be decoded or gave non-finite features is, since the same bytes fail
-    the same way.
+    the same way under the same generation.
     """
-    matrix = np.vstack(vectors).astype(np.float32) if vectors else np.empty((0, len(extractor.names)), dtype=np.float32)
-    frame = pd.DataFrame(matrix, columns=extractor.names)
-    frame.insert(0, "sha256", shas)
+    matrix = np.vstack(vectors).astype(np.float32) if vectors else np.empty((0, len(names)), dtype=np.float32)
+    frame = pd.concat([facts.reset_index(drop=True), pd.DataFrame(matrix, columns=names)], axis=1)
     kept = rejected[rejected["stage"] != "read"].drop(columns=["uri"]).drop_duplicates("sha256")
-    digest = hashlib.sha256("".join(sorted(shas + list(kept["sha256"]))).encode()).hexdigest()[:24]
-    base = storage.join(store.cache_uri(extractor.feature_set_id), digest)
-    metadata = {FEATURE_SET_KEY: extractor.feature_set_id}
+    digest = hashlib.sha256("".join(sorted(list(facts["sha256"]) + list(kept["sha256"]))).encode()).hexdigest()[:24]
+    base = storage.join(store.cache_uri(generation), digest)
+    metadata = {FEATURE_SET_KEY: generation.feature_set_id, GENERATION_KEY: generation.id}
     if len(frame):
         storage.write_frame(frame, f"{base}.parquet", storage_options=store.storage_options, metadata=metadata)
     if len(kept):
         storage.write_frame(kept.reset_index(drop=True), f"{base}.rejected.parquet", storage_options=store.storage_options, metadata=metadata)
 
 
-def cached_keys(store: FeatureStore, feature_set_id: str) -> frozenset[str]:
-    """Content keys with features or a cached rejection for this feature set."""
+def cached_keys(store: FeatureStore, generation: CacheGeneration) -> frozenset[str]:
+    """Content keys with features or a cached rejection in this generation."""
     keys: set[str] = set()
-    for uri in storage.list_files(store.cache_uri(feature_set_id), suffix=".parquet", storage_options=store.storage_options):
+    for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
         keys.update(storage.read_frame(uri, columns=["sha256"], storage_options=store.storage_options)["sha256"])
     return frozenset(keys)
 
 
-def read_cache(store: FeatureStore, feature_set_id: str, wanted: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Features and cached rejections for the content keys in ``wanted``.
+def read_cache(store: FeatureStore, generation: CacheGeneration, wanted: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Audio facts and features, and cached rejections, for the content keys in ``wanted``.
 
     Returns:
-        ``(features indexed by sha256, rejections with sha256/stage/reason)``.
+        ``(audio facts and features indexed by sha256, rejections with sha256/stage/reason)``.
     """
     features, rejections = [], []
-    for uri in storage.list_files(store.cache_uri(feature_set_id), suffix=".parquet", storage_options=store.storage_options):
+    for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
         shas = storage.read_frame(uri, columns=["sha256"], storage_options=store.storage_options)["sha256"]
         if not shas.isin(wanted).any():
             continue
         frame = storage.read_frame(uri, storage_options=store.storage_options)
         frame = frame[frame["sha256"].isin(wanted)]
         (rejections if uri.endswith(".rejected.parquet") else features).append(frame)
-    feature_frame = pd.concat(features).drop_duplicates("sha256").set_index("sha256") if features else pd.DataFrame()
+    feature_frame = pd.concat(features).drop_duplicates("sha256").set_index("sha256") if features else pd.DataFrame(columns=AUDIO_COLUMNS)
     rejected_frame = pd.concat(rejections).drop_duplicates("sha256") if rejections else pd.DataFrame(columns=["sha256", "stage", "reason"])
     return feature_frame, rejected_frame
 
@@ -205,41 +274,135 @@ def shard(frame: pd.DataFrame, *, workers: int, max_size: int = 64) -> list[pd.D
     return [frame.iloc[start:start + size].reset_index(drop=True) for start in range(0, len(frame), size)]
 
 
-def assemble(store: FeatureStore, manifests: list[Manifest], extractor: FeatureExtractor, keys: pd.DataFrame, read_failures: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Write ``<out>/features/``: one file per corpus, the manifest and the rejections.
+@dataclass
+class Assembled:
+    """What :func:`assemble` wrote under ``<out>/features/``.
+
+    Attributes:
+        features: the feature table per corpus.
+        rejected: every file not used (``REJECTED_COLUMNS``).
+        duplicates: every file whose content another file repeats (``DUPLICATE_COLUMNS``).
+        utterances: the manifest as written, with content keys and audio facts.
+        warnings: what a user should know about the audio, one line each.
+    """
+
+    features: dict[str, pd.DataFrame]
+    rejected: pd.DataFrame
+    duplicates: pd.DataFrame
+    utterances: pd.DataFrame
+    warnings: list[str]
+
+
+def assemble(store: FeatureStore, manifests: list[Manifest], extractor: FeatureExtractor, generation: CacheGeneration, keys: pd.DataFrame, read_failures: pd.DataFrame) -> Assembled:
+    """Write ``<out>/features/``: one file per corpus, the manifest, the rejections and the duplicates.
 
     Args:
         store: the feature store.
         manifests: the corpora of this run.
         extractor: the feature set used.
+        generation: the cache generation the features come from.
         keys: ``uri -> sha256`` for every readable utterance.
         read_failures: files that could not be read this run (``uri``, ``stage``, ``reason``).
 
     Returns:
-        ``(features per corpus, rejected rows)`` as written.
+        what was written.
     """
     utterances = pd.concat([m.utterances for m in manifests], ignore_index=True)
     utterances = utterances.merge(keys[["uri", "sha256"]].drop_duplicates("uri"), on="uri", how="left")
     utterances["sha256"] = utterances["sha256"].fillna("")
-    cached, cached_rejections = read_cache(store, extractor.feature_set_id, set(utterances["sha256"]) - {""})
+    cached, cached_rejections = read_cache(store, generation, set(utterances["sha256"]) - {""})
+    utterances = utterances.join(cached[AUDIO_COLUMNS], on="sha256")
     rejected = [m.skipped.assign(stage="recipe") for m in manifests if len(m.skipped)]
     if len(read_failures):
         rejected.append(read_failures.merge(utterances[["uri", "corpus"]], on="uri"))
     if len(cached_rejections):
         bad = utterances.merge(cached_rejections, on="sha256")
         rejected.append(bad[["uri", "corpus", "stage", "reason"]])
-    rejected_frame = pd.concat(rejected, ignore_index=True)[REJECTED_COLUMNS] if rejected else pd.DataFrame(columns=REJECTED_COLUMNS)
-    metadata = {FEATURE_SET_KEY: extractor.feature_set_id}
+    usable = utterances[utterances["sha256"].isin(cached.index)]
+    duplicates, copies = find_duplicates(usable)
+    rejected.append(copies)
+    rejected_frame = pd.concat([r for r in rejected if len(r)], ignore_index=True)[REJECTED_COLUMNS] if any(len(r) for r in rejected) else pd.DataFrame(columns=REJECTED_COLUMNS)
+    metadata = {FEATURE_SET_KEY: extractor.feature_set_id, GENERATION_KEY: generation.id}
     written: dict[str, pd.DataFrame] = {}
+    kept = usable[~usable["uri"].isin(copies["uri"])]
     for manifest in manifests:
-        rows = utterances[(utterances["corpus"] == manifest.corpus) & utterances["sha256"].isin(cached.index)]
+        rows = kept[kept["corpus"] == manifest.corpus]
         values = cached.loc[rows["sha256"], extractor.names].to_numpy(dtype=np.float32)
         frame = pd.concat([rows[list(METADATA_COLUMNS)].reset_index(drop=True), pd.DataFrame(values, columns=extractor.names)], axis=1)
         storage.write_frame(frame, storage.join(store.features_uri, f"{manifest.corpus}.parquet"), storage_options=store.storage_options, metadata=metadata)
         written[manifest.corpus] = frame
     storage.write_frame(utterances, storage.join(store.features_uri, "_manifest.parquet"), storage_options=store.storage_options, metadata=metadata)
     storage.write_frame(rejected_frame.reset_index(drop=True), storage.join(store.features_uri, "_rejected.parquet"), storage_options=store.storage_options, metadata=metadata)
-    return written, rejected_frame
+    storage.write_frame(duplicates, storage.join(store.features_uri, "_duplicates.parquet"), storage_options=store.storage_options, metadata=metadata)
+    return Assembled(written, rejected_frame, duplicates, utterances, audio_warnings(kept, duplicates, analysis_rate=int(generation.decode.get("analysis_rate", 0))))
+
+
+def find_duplicates(utterances: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Group files by content and apply the duplicate policy (see the module notes).
+
+    Args:
+        utterances: ``corpus, speaker, emotion, uri, sha256`` of the files that have features.
+
+    Returns:
+        ``(duplicates, rejected copies)``: one row per file of every group of
+        two or more (``DUPLICATE_COLUMNS``, ``group`` numbered from 1 in URI
+        order), and the copies that must not become feature rows
+        (``REJECTED_COLUMNS``, stage ``duplicate``, the reason naming a twin).
+    """
+    repeated = utterances[utterances.duplicated("sha256", keep=False)].sort_values("uri", kind="stable")
+    rows, rejected = [], []
+    for group, (_, files) in enumerate(repeated.groupby("sha256", sort=False), start=1):
+        corpora = sorted(set(files["corpus"]))
+        elsewhere = {c: [o for o in corpora if o != c] for c in corpora}
+        for corpus, copies in files.groupby("corpus", sort=False):
+            first = copies.iloc[0]
+            conflicting = copies[["speaker", "emotion"]].drop_duplicates().shape[0] > 1
+            for index, (_, row) in enumerate(copies.iterrows()):
+                if conflicting:
+                    twin = copies.iloc[1] if index == 0 else first
+                    reason = f"same audio as {twin['uri']} (speaker {twin['speaker']}, {twin['emotion']}): copies with conflicting labels are all rejected"
+                    action = "rejected: conflicting speaker or emotion"
+                elif index > 0:
+                    reason = f"exact copy of {first['uri']} (kept once)"
+                    action = "rejected: exact copy"
+                else:
+                    reason, action = "", "kept"
+                if not reason and elsewhere[corpus]:
+                    action = f"kept; also in {', '.join(elsewhere[corpus])}: left out of the source of a pair whose target holds it"
+                if reason:
+                    rejected.append({"uri": row["uri"], "corpus": corpus, "stage": "duplicate", "reason": reason})
+                rows.append({"group": group, **{c: row[c] for c in ("sha256", "corpus", "speaker", "emotion", "uri")}, "action": action})
+    return pd.DataFrame(rows, columns=DUPLICATE_COLUMNS), pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
+
+
+def audio_warnings(kept: pd.DataFrame, duplicates: pd.DataFrame, *, analysis_rate: int) -> list[str]:
+    """One line per thing a user should know: low rates, repaired files, duplicates.
+
+    Args:
+        kept: the utterances that became feature rows, with ``AUDIO_COLUMNS``.
+        duplicates: the duplicate groups (see :func:`find_duplicates`).
+        analysis_rate: the rate every signal was resampled to, in Hz.
+    """
+    warnings = []
+    for corpus, rows in kept.groupby("corpus", sort=True):
+        low = rows[rows["sampling_rate"] < analysis_rate]
+        if len(low):
+            rates = ", ".join(f"{int(r)} Hz" for r in sorted(set(low["sampling_rate"])))
+            warnings.append(f"{corpus}: {len(low)} of {len(rows)} files are recorded below the analysis rate {analysis_rate} Hz ({rates}): their upper band is empty")
+        notes = rows[rows["decode_notes"].fillna("") != ""]
+        for uri, note in zip(notes["uri"], notes["decode_notes"]):
+            if "below the analysis rate" not in note or "; " in note:
+                warnings.append(f"{corpus}: {uri}: {note}")
+    if len(duplicates):
+        counts = duplicates["action"].str.split(":").str[0].value_counts()
+        across = duplicates[duplicates["action"].str.startswith("kept; also in")]
+        warnings.append(
+            f"{duplicates['group'].nunique()} groups of identical recordings ({len(duplicates)} files): "
+            f"{int(counts.get('rejected', 0))} copies rejected (exact copies kept once, conflicting labels rejected), "
+            f"{across['group'].nunique()} recordings in more than one corpus (left out of a pair's source when its target holds them); "
+            "see features/_duplicates.parquet"
+        )
+    return warnings
 
 
 def feature_set_of(features_uri: str, *, storage_options: storage.StorageOptions | None = None) -> str:

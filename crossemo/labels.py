@@ -12,5 +12,5 @@ EMOTIONS: tuple[str, ...] = ("neutral", "anger", "joy", "sadness")
 MANIFEST_COLUMNS: tuple[str, ...] = ("corpus", "speaker", "emotion", "uri", "label")
 """One manifest row per utterance: ``label`` is the corpus's own code."""
 
-METADATA_COLUMNS: tuple[str, ...] = ("corpus", "speaker", "emotion", "uri")
-"""The leading columns of the feature store; every other column is a feature."""
+METADATA_COLUMNS: tuple[str, ...] = ("corpus", "speaker", "emotion", "uri", "sha256")
+"""The leading columns of the feature store (``sha256``: of the audio bytes); every other column is a feature."""

@@ -12,6 +12,7 @@ next run skips it. Ray retries a task whose worker died.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
@@ -23,7 +24,7 @@ import pandas as pd
 import ray
 from tqdm.auto import tqdm
 
-from crossemo import featurestore, protocol, storage
+from crossemo import audio, featurestore, protocol, storage
 from crossemo.corpora import Manifest
 from crossemo.features import FeatureExtractor
 
@@ -63,9 +64,28 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+@ray.remote(num_cpus=0)
+class _ContentClaims:
+    """Which shard extracts each content key in this run, so identical files are extracted once.
+
+    A key belongs to the first shard that asks; the same shard asking again
+    (a retried task) keeps it, so a worker that died does not lose the claim.
+    """
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str] = {}
+
+    def claim(self, sha256: str, shard: str) -> bool:
+        return self._owners.setdefault(sha256, shard) == shard
+
+
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
-def _extract_shard(files: pd.DataFrame, extractor: FeatureExtractor, store: featurestore.FeatureStore, cached: frozenset[str]) -> featurestore.ShardOutcome:
-    return featurestore.extract_shard(files, extractor=extractor, store=store, cached=cached)
+def _extract_shard(files: pd.DataFrame, extractor: FeatureExtractor, settings: audio.AnalysisSettings, store: featurestore.FeatureStore, cached: frozenset[str], claims: Any) -> featurestore.ShardOutcome:
+    shard = hashlib.sha256("\n".join(files["uri"]).encode()).hexdigest()
+    return featurestore.extract_shard(
+        files, extractor=extractor, settings=settings, store=store, cached=cached,
+        claim=lambda sha256: ray.get(claims.claim.remote(sha256, shard)),
+    )
 
 
 @dataclass
@@ -74,52 +94,69 @@ class ExtractionSummary:
 
     features: dict[str, pd.DataFrame]
     rejected: pd.DataFrame
+    duplicates: pd.DataFrame
+    warnings: list[str]
     feature_set_id: str
+    generation: featurestore.CacheGeneration
     extracted: int = 0
     reused: int = 0
     task_cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
 
 
-def extract_features(manifests: list[Manifest], store: featurestore.FeatureStore, *, feature_set: str = "is10", progress: bool = True) -> ExtractionSummary:
+def extract_features(
+    manifests: list[Manifest],
+    store: featurestore.FeatureStore,
+    *,
+    feature_set: str = "is10",
+    settings: audio.AnalysisSettings | None = None,
+    progress: bool = True,
+) -> ExtractionSummary:
     """Extract every utterance not yet in the cache, in parallel, and write the feature store.
 
     Args:
         manifests: the corpora to extract.
         store: where features and cache live.
         feature_set: feature set name or config path.
+        settings: the decode rules (the defaults when ``None``).
         progress: show a progress bar over files.
 
     Returns:
         the summary, including the feature tables as written.
     """
     started = time.perf_counter()
+    settings = settings or audio.AnalysisSettings()
     extractor = FeatureExtractor(feature_set, storage_options=store.storage_options)
+    generation = featurestore.CacheGeneration.of(extractor, settings)
     utterances = pd.concat([m.utterances for m in manifests], ignore_index=True)
     utterances["sha256"] = featurestore.known_keys(store, utterances)
-    cached = featurestore.cached_keys(store, extractor.feature_set_id)
+    cached = featurestore.cached_keys(store, generation)
     hits = utterances["sha256"].isin(cached)
     todo = utterances.loc[~hits, ["uri", "fingerprint"]].drop_duplicates("uri").reset_index(drop=True)
     shards = featurestore.shard(todo, workers=cluster_cpus())
-    cached_ref = ray.put(cached)
-    extractor_ref = ray.put(extractor)
-    pending = [_extract_shard.remote(s, extractor_ref, store, cached_ref) for s in shards]
-    sizes = {ref: len(s) for ref, s in zip(pending, shards)}
     outcomes: list[featurestore.ShardOutcome] = []
-    with tqdm(total=len(todo), desc="features", unit="file", disable=not progress or not len(todo)) as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            outcomes.append(ray.get(done[0]))
-            bar.update(sizes[done[0]])
+    if shards:
+        cached_ref, extractor_ref, claims = ray.put(cached), ray.put(extractor), _ContentClaims.remote()
+        pending = [_extract_shard.remote(s, extractor_ref, settings, store, cached_ref, claims) for s in shards]
+        sizes = {ref: len(s) for ref, s in zip(pending, shards)}
+        with tqdm(total=len(todo), desc="features", unit="file", disable=not progress) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                outcomes.append(ray.get(done[0]))
+                bar.update(sizes[done[0]])
+        ray.kill(claims)
     known = utterances.loc[hits, ["uri", "fingerprint", "sha256"]]
     keys = pd.concat([known, *(o.keys for o in outcomes)], ignore_index=True)
     featurestore.update_fingerprints(store, keys)
     read_failures = pd.concat([o.rejected[o.rejected["stage"] == "read"] for o in outcomes], ignore_index=True) if outcomes else pd.DataFrame(columns=["uri", "stage", "reason"])
-    features, rejected = featurestore.assemble(store, manifests, extractor, keys, read_failures[["uri", "stage", "reason"]])
+    assembled = featurestore.assemble(store, manifests, extractor, generation, keys, read_failures[["uri", "stage", "reason"]])
     return ExtractionSummary(
-        features=features,
-        rejected=rejected,
+        features=assembled.features,
+        rejected=assembled.rejected,
+        duplicates=assembled.duplicates,
+        warnings=assembled.warnings,
         feature_set_id=extractor.feature_set_id,
+        generation=generation,
         extracted=sum(o.extracted for o in outcomes),
         reused=int(hits.sum()),
         task_cpu_seconds=sum(o.cpu_seconds for o in outcomes),
@@ -128,9 +165,9 @@ def extract_features(manifests: list[Manifest], store: featurestore.FeatureStore
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
-def _prepare_shared(method: str, source: protocol.Dataset, seed: int, params: tuple) -> tuple[Any, float]:
+def _prepare_shared(method: str, source: protocol.Dataset, target: protocol.Dataset | None, seed: int, params: tuple) -> tuple[Any, float]:
     started = time.process_time()
-    model = protocol.SHARED_PREPARATIONS[method](source, seed=seed, params=params)
+    model = protocol.SHARED_PREPARATIONS[method](protocol.usable_source(source, target) if target is not None else source, seed=seed, params=params)
     return model, time.process_time() - started
 
 
@@ -165,14 +202,22 @@ def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], 
     done = set(storage.list_files(results_uri, suffix=".parquet", storage_options=storage_options))
     todo = [task for task in tasks if uris[task.key] not in done]
     refs = {name: ray.put(data) for name, data in datasets.items()}
-    shared: dict[tuple[str, str], Any] = {}
+    shared: dict[tuple[str, str, str | None], Any] = {}
+
+    def shared_key(task: protocol.Task) -> tuple[str, str, str | None]:
+        # One preparation per source, unless the target holds some of the
+        # source's recordings: then that pair needs its own, without them.
+        source = datasets[task.source]
+        return (task.shared, task.source, None if protocol.usable_source(source, datasets[task.target]) is source else task.target)
+
     for task in todo:
-        if task.shared and (task.shared, task.source) not in shared:
-            shared[(task.shared, task.source)] = _prepare_shared.remote(task.shared, refs[task.source], seed, task.params)
+        if task.shared and shared_key(task) not in shared:
+            key = shared_key(task)
+            shared[key] = _prepare_shared.remote(task.shared, refs[task.source], refs[key[2]] if key[2] else None, seed, task.params)
     remaining = [
         _run_task.remote(
             task, refs[task.source] if task.source else None, refs[task.target], seed, uris[task.key], storage_options,
-            shared.get((task.shared, task.source)) if task.shared else None,
+            shared.get(shared_key(task)) if task.shared else None,
         )
         for task in todo
     ]

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 import crossemo
-from crossemo import corpora, featurestore, protocol, storage
+from crossemo import audio, corpora, featurestore, protocol, storage
 from crossemo.features import FeatureExtractor
 from crossemo.report import tables
 
@@ -67,6 +67,8 @@ class RunConfig:
     out: str = ""
     corpora: list[CorpusSpec] = field(default_factory=list)
     feature_set: str = "is10"
+    analysis_rate: int = audio.DEFAULT_ANALYSIS_RATE
+    channel: audio.Channel = "loudest"
     pairs: str = "all"
     methods: str = "all"
     seed: int = 0
@@ -105,6 +107,17 @@ class RunConfig:
             if isinstance(data.get(key), list):
                 data[key] = ",".join(data[key])
         return cls(corpora=specs, **data)
+
+    def analysis_settings(self) -> audio.AnalysisSettings:
+        """The decode rules of this run.
+
+        Raises:
+            ConfigError: an analysis rate or channel rule that cannot be used.
+        """
+        try:
+            return audio.AnalysisSettings(analysis_rate=self.analysis_rate, channel=self.channel)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     @property
     def fs_options(self) -> dict[str, Any] | None:
@@ -170,6 +183,7 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     same = sorted({u for u in uris if uris.count(u) > 1})
     if same:
         raise ConfigError(f"the same corpus location {same[0]} is given twice")
+    config.analysis_settings()
     try:
         feature_set_id = FeatureExtractor(config.feature_set, storage_options=config.fs_options).feature_set_id
     except ValueError as error:
@@ -200,6 +214,7 @@ class RunRecord:
     code_version: str
     corpora: dict[str, dict[str, Any]] = field(default_factory=dict)
     feature_set_id: str = ""
+    cache_generation: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     pairs: list[list[str]] = field(default_factory=list)
@@ -329,9 +344,14 @@ def run(config: RunConfig, *, evaluate: bool = True) -> tuple[RunRecord, Any, di
     record.warnings += [f"{m.corpus}: {w}" for m in prepared.manifests for w in m.warnings]
     orchestration.connect(config.address)
     store = featurestore.FeatureStore(config.out, options)
-    extraction = orchestration.extract_features(prepared.manifests, store, feature_set=config.feature_set, progress=config.progress)
+    extraction = orchestration.extract_features(prepared.manifests, store, feature_set=config.feature_set, settings=config.analysis_settings(), progress=config.progress)
+    record.cache_generation = extraction.generation.describe()
+    record.warnings += extraction.warnings
     record.timings.update(extraction_wall_seconds=extraction.wall_seconds, extraction_task_cpu_seconds=extraction.task_cpu_seconds)
-    record.counts.update(utterances=sum(len(f) for f in extraction.features.values()), extracted=extraction.extracted, features_reused=extraction.reused, rejected=len(extraction.rejected))
+    record.counts.update(
+        utterances=sum(len(f) for f in extraction.features.values()), extracted=extraction.extracted, features_reused=extraction.reused,
+        rejected=len(extraction.rejected), duplicate_groups=int(extraction.duplicates["group"].nunique()), duplicate_files=len(extraction.duplicates),
+    )
     result_tables: dict[str, pd.DataFrame] = {}
     if evaluate:
         result_tables = evaluate_and_report(datasets_from(extraction.features), config, record, features_uri=store.features_uri)

@@ -61,6 +61,8 @@ class Dataset:
         y: emotion labels.
         speakers: speaker ids, prefixed by the corpus so they are unique across corpora.
         uris: the utterances' audio URIs.
+        content: SHA-256 of each utterance's audio bytes (``""`` in a feature
+            store written before content keys were stored).
         digest: SHA-256 of everything above, the data's part of every task key.
     """
 
@@ -69,6 +71,7 @@ class Dataset:
     y: np.ndarray
     speakers: np.ndarray
     uris: np.ndarray
+    content: np.ndarray
     digest: str
 
     @classmethod
@@ -76,14 +79,15 @@ class Dataset:
         """Build from a feature-store table (metadata columns, then features)."""
         frame = frame.sort_values("uri", kind="stable").reset_index(drop=True)
         corpus = str(frame["corpus"].iloc[0])
-        X = np.ascontiguousarray(frame.drop(columns=list(METADATA_COLUMNS)).to_numpy(dtype=np.float32))
+        X = np.ascontiguousarray(frame.drop(columns=list(METADATA_COLUMNS), errors="ignore").to_numpy(dtype=np.float32))
         y = frame["emotion"].astype(str).to_numpy()
         speakers = (corpus + "/" + frame["speaker"].astype(str)).to_numpy()
         uris = frame["uri"].astype(str).to_numpy()
+        content = frame["sha256"].astype(str).to_numpy() if "sha256" in frame else np.full(len(frame), "", dtype=object)
         hasher = hashlib.sha256(X.tobytes())
-        for column in (y, speakers, uris):
+        for column in (y, speakers, uris, content):
             hasher.update("\n".join(column).encode())
-        return cls(corpus, X, y, speakers, uris, hasher.hexdigest())
+        return cls(corpus, X, y, speakers, uris, content, hasher.hexdigest())
 
     def speaker_ids(self) -> list[str]:
         return sorted(set(self.speakers))
@@ -240,8 +244,26 @@ def plan(datasets: dict[str, Dataset], pairs: list[tuple[str, str]], method_name
     return sorted(tasks, key=lambda t: (order.get(t.method, 0), t.scenario))
 
 
+def usable_source(source: Dataset, target: Dataset) -> Dataset:
+    """The source a pair may train on: all but the recordings the target also holds.
+
+    A recording in both corpora (identical bytes) would otherwise be learned
+    from the source and tested on in the target.
+
+    Returns:
+        ``source`` itself when nothing is shared, else a copy without the shared rows.
+    """
+    shared = set(target.content) - {""}
+    keep = np.array([key not in shared for key in source.content], dtype=bool)
+    if keep.all():
+        return source
+    return Dataset(source.corpus, source.X[keep], source.y[keep], source.speakers[keep], source.uris[keep], source.content[keep], source.digest)
+
+
 def split(task: Task, source: Dataset | None, target: Dataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Training and test arrays for a task. Test labels stay out of the training dict."""
+    if source is not None:
+        source = usable_source(source, target)
     if task.scenario == 1:
         assert source is not None
         train = {"X": source.X, "y": source.y, "is_target": np.zeros(len(source.y), bool), "speakers": source.speakers}

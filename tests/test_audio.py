@@ -25,9 +25,10 @@ def wav_bytes(signal: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
     return buffer.getvalue()
 
 
-def riff_wav(tag: int, payload: bytes, *, channels: int = 1, rate: int = 16000, bits: int = 16, extra: bytes = b"") -> bytes:
-    """A WAV file written by hand, so any format tag can be declared."""
-    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * channels * bits // 8, channels * bits // 8, bits) + extra
+def riff_wav(tag: int, payload: bytes, *, channels: int = 1, rate: int = 16000, bits: int = 16, extra: bytes = b"", byte_rate: int | None = None) -> bytes:
+    """A WAV file written by hand, so any format tag (or a contradicting byte rate) can be declared."""
+    byte_rate = rate * channels * bits // 8 if byte_rate is None else byte_rate
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, byte_rate, channels * bits // 8, bits) + extra
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(payload)) + payload
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
@@ -76,19 +77,18 @@ def emovo_stereo_files(root):
     return files
 
 
-def test_to_mono_keeps_the_loudest_emovo_channel_where_the_mean_cancels_speech(shared_corpora):
+def test_emovo_keeps_its_louder_microphone_where_the_mean_cancels_speech(shared_corpora):
     for path in emovo_stereo_files(shared_corpora):
         stereo, _ = sf.read(path, dtype="float32", always_2d=True)
         assert stereo.shape[1] == 2, path
         loudest = max(energy(stereo[:, 0]), energy(stereo[:, 1]))
-        mono = audio.to_mono(stereo)
-        assert mono.dtype == np.float32 and mono.shape == (stereo.shape[0],)
-        assert energy(mono) >= 0.99 * loudest, path
+        decoded = audio.decode_file(path.read_bytes())
+        assert decoded.signal.dtype == np.float32 and decoded.signal.shape == (stereo.shape[0],)
+        assert decoded.channels == 2 and decoded.channel in ("0", "1")
+        np.testing.assert_array_equal(decoded.signal, stereo[:, int(decoded.channel)])
+        assert energy(decoded.signal) >= 0.99 * loudest, path
         # The plain mean of these two different microphones loses most of the speech.
         assert energy(stereo.mean(axis=1)) < 0.6 * loudest, path
-        # decode applies the same rule while streaming through the file.
-        decoded, _ = audio.decode(path.read_bytes())
-        np.testing.assert_array_equal(decoded, mono)
 
 
 def test_the_formats_stereo_file_has_anti_correlated_channels(shared_corpora):
@@ -109,11 +109,17 @@ def test_multichannel_file_keeps_its_loudest_channel(speech):
     np.testing.assert_array_equal(decoded, expected[:, 1])
 
 
-def test_to_mono_passes_mono_through_and_rejects_other_shapes():
-    mono = np.linspace(-0.5, 0.5, 100)
-    np.testing.assert_array_equal(audio.to_mono(mono), mono.astype(np.float32))
-    with pytest.raises(ValueError, match="frames, channels"):
-        audio.to_mono(np.zeros((2, 3, 4)))
+@pytest.mark.parametrize("channel, expected", [("first", 0), ("mean", None), (2, 2), (-1, 3)])
+def test_other_channel_rules(speech, channel, expected):
+    signal, rate = speech
+    channels = np.stack([0.1 * signal, -0.9 * signal, 0.5 * signal, 0.2 * signal], axis=1)
+    data = wav_bytes(channels, rate, subtype="FLOAT")
+    decoded = audio.decode_file(data, channel=channel)
+    stored, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    want = stored.mean(axis=1) if expected is None else stored[:, expected]
+    np.testing.assert_allclose(decoded.signal, want, atol=1e-7)
+    with pytest.raises(AudioError, match="^has 4 channels, no channel 4$"):
+        audio.decode_file(data, channel=4)
 
 
 def test_ties_go_to_the_first_channel():
@@ -129,11 +135,37 @@ def test_unusual_sampling_rates_decode(speech, rate):
     assert decoded.size == resampled.size
 
 
-def test_float_wav_keeps_its_values(speech):
+def test_float_wav_within_full_scale_keeps_its_values(speech):
     signal, rate = speech
-    louder = signal * 3.0  # float files may exceed full scale; decode does not clip
-    decoded, _ = audio.decode(wav_bytes(louder, rate, subtype="FLOAT"))
-    np.testing.assert_array_equal(decoded, louder.astype(np.float32))
+    louder = (signal * (0.99 / np.abs(signal).max())).astype(np.float32)
+    decoded = audio.decode_file(wav_bytes(louder, rate, subtype="FLOAT"))
+    np.testing.assert_array_equal(decoded.signal, louder)
+    assert decoded.notes == ()
+
+
+def test_float_wav_slightly_beyond_full_scale_is_scaled_down_not_clipped(speech):
+    signal, rate = speech
+    over = (signal * (1.5 / np.abs(signal).max())).astype(np.float32)
+    decoded = audio.decode_file(wav_bytes(over, rate, subtype="FLOAT"))
+    np.testing.assert_allclose(decoded.signal, over / 1.5, rtol=1e-6)
+    assert decoded.notes == ("float samples beyond full scale (peak 1.5) scaled down to peak 1",)
+
+
+def test_float_wav_at_integer_scale_is_divided_back(shared_corpora):
+    # The classic mistake: int16 sample values written to a float WAV.
+    path = shared_corpora / "formats" / LIST_CHUNK
+    pcm, rate = sf.read(path, dtype="int16")
+    decoded = audio.decode_file(wav_bytes(pcm.astype(np.float32), rate, subtype="FLOAT"))
+    expected, _ = sf.read(path, dtype="float32")
+    np.testing.assert_array_equal(decoded.signal, expected)
+    assert decoded.notes == (f"float samples at 16-bit integer scale (peak {np.abs(pcm).max()}) divided by 32768",)
+
+
+def test_float_wav_far_beyond_full_scale_and_not_integer_is_rejected_naming_its_peak(speech):
+    signal, rate = speech
+    wild = (signal * (1234.5 / np.abs(signal).max())).astype(np.float32)
+    with pytest.raises(AudioError, match=r"^float samples peak at 1234\.5, far beyond full scale 1\.0"):
+        audio.decode_file(wav_bytes(wild, rate, subtype="FLOAT"))
 
 
 def bad_files(shared_corpora, speech):
@@ -155,7 +187,10 @@ def bad_files(shared_corpora, speech):
         "random bytes": (np.random.default_rng(7).bytes(4096), r"^not an audio file \("),
         "unsupported encoding": (riff_wav(0x1234, bytes(3200), extra=b"\0\0"), r"^unsupported encoding \(WAV format tag 0x1234\)$"),
         "silence": (wav_bytes(np.zeros(rate, dtype=np.float32), rate), r"^silent \(all samples zero\)$"),
-        "too short": (wav_bytes(signal[40000:42400], rate), r"^shorter than 0.1 s \(0.050 s\)$"),
+        "too short": (wav_bytes(signal[40000:42400], rate), r"^shorter than 0.1 s \(2400 samples at 48000 Hz: 0.050 s\)$"),
+        "just too short": (wav_bytes(signal[40000:44795], rate), r"^shorter than 0.1 s \(4795 samples at 48000 Hz: 0.0999 s\)$"),
+        "implausible rate": (wav_bytes(signal[::16], 3000), r"^implausible sampling rate 3000 Hz \(accepted: 4000 to 768000 Hz\)$"),
+        "header contradicts itself": (riff_wav(1, bytes(32000), rate=16000, byte_rate=48000), r"^WAV header contradicts itself: 1 channels of 16 bits at 16000 Hz need 2 bytes per frame and 32000 bytes per second, it declares 2 and 48000"),
         "nan": (wav_bytes(with_nan, rate, subtype="FLOAT"), "^contains NaN or infinite samples$"),
         "inf": (wav_bytes(with_inf, rate, subtype="DOUBLE"), "^contains NaN or infinite samples$"),
     }
@@ -173,6 +208,9 @@ BAD_CASES = [
     "unsupported encoding",
     "silence",
     "too short",
+    "just too short",
+    "implausible rate",
+    "header contradicts itself",
     "nan",
     "inf",
 ]
@@ -210,9 +248,10 @@ def test_load_hashes_the_bytes_as_read(shared_corpora):
     loaded = audio.load(str(path))
     data = path.read_bytes()
     assert loaded.sha256 == hashlib.sha256(data).hexdigest()
-    assert loaded.sampling_rate == 48000
-    assert loaded.duration == pytest.approx(loaded.signal.size / 48000)
-    np.testing.assert_array_equal(loaded.signal, audio.decode(data)[0])
+    analysis = loaded.analysis
+    assert (analysis.original_rate, analysis.sampling_rate, analysis.channels) == (48000, 16000, 2)
+    assert analysis.signal.size == pytest.approx(analysis.duration * 16000, abs=1)
+    np.testing.assert_array_equal(analysis.signal, audio.prepare(data).signal)
 
 
 def test_missing_file_is_an_os_error(tmp_path):
@@ -228,4 +267,89 @@ def test_load_reads_through_fsspec_from_s3(shared_corpora, s3):
     assert audio.read(uri, storage_options=s3["storage_options"]) == data
     loaded = audio.load(uri, storage_options=s3["storage_options"])
     assert loaded.sha256 == hashlib.sha256(data).hexdigest()
-    np.testing.assert_array_equal(loaded.signal, audio.decode(data)[0])
+    np.testing.assert_array_equal(loaded.analysis.signal, audio.prepare(data).signal)
+
+
+# --------------------------------------------------------------------------- issue: input surprises
+
+
+def test_wav_whose_header_declares_no_audio_is_recovered(shared_corpora):
+    # A recorder that was not closed cleanly leaves the data size at 0.
+    path = shared_corpora / "formats" / LIST_CHUNK
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    for unknown in (0, 0xFFFFFFFF):
+        data[at + 4 : at + 8] = unknown.to_bytes(4, "little")
+        decoded = audio.decode_file(bytes(data))
+        expected, _ = sf.read(path, dtype="float32")
+        np.testing.assert_array_equal(decoded.signal, expected)
+        assert len(decoded.notes) == 1 and decoded.notes[0].startswith("WAV header declared") and "recovered the 229376 bytes" in decoded.notes[0]
+
+
+def test_wav_whose_header_declares_no_audio_and_holds_none_says_so(shared_corpora):
+    data = bytearray((shared_corpora / "formats" / LIST_CHUNK).read_bytes())
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = bytes(4)
+    with pytest.raises(AudioError, match=r"^shorter than 0\.1 s \(0 samples"):
+        audio.decode_file(bytes(data[: at + 8]))
+
+
+def test_channel_with_dc_and_hum_is_not_taken_for_the_voice(speech):
+    signal, rate = speech
+    t = np.arange(signal.size) / rate
+    # The other channel is far "louder": a DC bias plus 50 Hz mains hum.
+    hum = (0.3 + 0.5 * np.sin(2 * np.pi * 50 * t)).astype(np.float32)
+    stereo = np.stack([hum, 0.5 * signal], axis=1)
+    decoded = audio.decode_file(wav_bytes(stereo, rate))
+    assert energy(hum) > 10 * energy(0.5 * signal)
+    assert decoded.channel == "1"
+
+
+def test_dc_is_removed_before_analysis(speech):
+    signal, rate = speech
+    plain = audio.prepare(wav_bytes(signal, rate, subtype="FLOAT"))
+    offset = audio.prepare(wav_bytes(signal + 0.01, rate, subtype="FLOAT"))
+    assert abs(float(offset.signal.mean())) < 1e-4  # the offset was 0.01; resampling edges leave a trace
+    np.testing.assert_allclose(offset.signal, plain.signal, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["dither", "white noise", "hum"])
+def test_signals_without_speech_are_rejected(kind):
+    rate = 16000
+    rng = np.random.default_rng(3)
+    signal = {
+        "dither": rng.integers(-1, 2, 3 * rate).astype(np.float32) / 32768,
+        "white noise": (0.05 * rng.standard_normal(3 * rate)).astype(np.float32),
+        "hum": (0.2 * np.sin(2 * np.pi * 60 * np.arange(3 * rate) / rate)).astype(np.float32),
+    }[kind]
+    reason = r"^no speech: peak level -90\.3 dBFS is below -60 dBFS$" if kind == "dither" else r"^no speech: the level of 20 ms frames varies by only \d\.\d dB"
+    with pytest.raises(AudioError, match=reason):
+        audio.prepare(wav_bytes(signal, rate))
+
+
+def test_no_real_utterance_is_taken_for_no_speech(shared_corpora):
+    files = sorted((shared_corpora / "emovo").rglob("*.flac")) + sorted((shared_corpora / "ravdess").rglob("*.flac"))
+    assert len(files) == 1007
+    for path in files:
+        audio.prepare(path.read_bytes())  # raises on any rejection
+
+
+def test_one_analysis_rate_makes_stored_rates_agree(speech):
+    signal, rate = speech
+    signals = {stored: resample_poly(signal, stored // 50, rate // 50).astype(np.float32) for stored in (16000, 22050, 44100, 48000)}
+    prepared = {stored: audio.prepare(wav_bytes(x, stored)) for stored, x in signals.items()}
+    for stored, analysis in prepared.items():
+        assert (analysis.sampling_rate, analysis.original_rate) == (16000, stored)
+        assert analysis.signal.size == pytest.approx(prepared[48000].signal.size, abs=2)
+    assert prepared[16000].notes == ()
+    low = audio.prepare(wav_bytes(resample_poly(signal, 1, 6).astype(np.float32), 8000))
+    assert low.notes == ("recorded at 8000 Hz, below the analysis rate 16000 Hz: its band above 4000 Hz is empty",)
+
+
+def test_analysis_settings_refuse_unusable_rules():
+    with pytest.raises(ValueError, match="analysis rate"):
+        audio.AnalysisSettings(analysis_rate=1000)
+    with pytest.raises(ValueError, match="channel 'left'"):
+        audio.AnalysisSettings(channel="left")
+    assert audio.AnalysisSettings().key() != audio.AnalysisSettings(analysis_rate=22050).key()
+    assert audio.AnalysisSettings().key() != audio.AnalysisSettings(channel="first").key()

@@ -33,7 +33,7 @@ EMOTIONS = {"N": "neutral", "W": "anger", "F": "joy", "T": "sadness"}
 OTHER_EMOTIONS = {"L": "boredom", "E": "disgust", "A": "fear"}
 SPEAKERS = ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
 TEXTS = ("a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10")
-_NAME = re.compile(r"^(?P<spk>\d\d)(?P<text>[ab]\d\d)(?P<emo>[a-z])(?P<ver>[a-z])\.[^./]+$", re.IGNORECASE)
+_NAME = re.compile(r"^(?P<spk>\d\d)(?P<text>[ab]\d\d)(?P<emo>[a-z])(?P<ver>[a-z])\.[A-Za-z0-9]+$", re.IGNORECASE)
 
 
 def parse(relative: str) -> Utterance | Skip:

@@ -27,7 +27,7 @@ NAME = "emovo"
 EMOTIONS = {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}
 OTHER_EMOTIONS = {"dis": "disgust", "pau": "fear", "sor": "surprise"}
 SPEAKERS = ("f1", "f2", "f3", "m1", "m2", "m3")
-_NAME = re.compile(r"^(?P<emo>[a-z]{3})-(?P<spk>[fm][1-3])-(?P<sent>[a-z]\d+)\.[^./]+$", re.IGNORECASE)
+_NAME = re.compile(r"^(?P<emo>[a-z]{3})-(?P<spk>[fm][1-3])-(?P<sent>[a-z]\d+)\.[A-Za-z0-9]+$", re.IGNORECASE)
 
 
 def parse(relative: str) -> Utterance | Skip:

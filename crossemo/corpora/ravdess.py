@@ -26,7 +26,7 @@ from crossemo.corpora.base import Manifest, Skip, Utterance, by_emotion_code, sc
 NAME = "ravdess"
 EMOTIONS = {"01": "neutral", "03": "joy", "04": "sadness", "05": "anger"}
 OTHER_EMOTIONS = {"02": "calm", "06": "fear", "07": "disgust", "08": "surprise"}
-_NAME = re.compile(r"^(?P<mm>\d\d)-(?P<vv>\d\d)-(?P<ee>\d\d)-(?P<ii>\d\d)-(?P<ss>\d\d)-(?P<rr>\d\d)-(?P<aa>\d\d)\.[^./]+$", re.IGNORECASE)
+_NAME = re.compile(r"^(?P<mm>\d\d)-(?P<vv>\d\d)-(?P<ee>\d\d)-(?P<ii>\d\d)-(?P<ss>\d\d)-(?P<rr>\d\d)-(?P<aa>\d\d)\.[A-Za-z0-9]+$", re.IGNORECASE)
 
 
 def parse(relative: str) -> Utterance | Skip:

@@ -30,8 +30,8 @@ NAME = "savee"
 EMOTIONS = {"n": "neutral", "a": "anger", "h": "joy", "sa": "sadness"}
 OTHER_EMOTIONS = {"d": "disgust", "f": "fear", "su": "surprise"}
 SPEAKERS = ("DC", "JE", "JK", "KL")
-_NESTED = re.compile(r"^(?P<code>[a-z]{1,2})(?P<num>\d\d)\.[^./]+$", re.IGNORECASE)
-_FLAT = re.compile(r"^(?P<spk>[a-z]{2})_(?P<code>[a-z]{1,2})(?P<num>\d\d)\.[^./]+$", re.IGNORECASE)
+_NESTED = re.compile(r"^(?P<code>[a-z]{1,2})(?P<num>\d\d)\.[A-Za-z0-9]+$", re.IGNORECASE)
+_FLAT = re.compile(r"^(?P<spk>[a-z]{2})_(?P<code>[a-z]{1,2})(?P<num>\d\d)\.[A-Za-z0-9]+$", re.IGNORECASE)
 
 
 def parse(relative: str) -> Utterance | Skip:
