@@ -40,7 +40,7 @@ def test_features_are_cached_by_content(corpora_dir, tmp_path):
     record, first, _ = pipeline.run(config_for(corpora_dir, out), evaluate=False)
     table = pd.read_parquet(out / "features")
     assert len(table) == 2 * 2 * 4 * 2
-    assert list(table.columns[:4]) == list(METADATA_COLUMNS)
+    assert list(table.columns[: len(METADATA_COLUMNS)]) == list(METADATA_COLUMNS)
     features = table.drop(columns=list(METADATA_COLUMNS))
     assert features.shape[1] == 1582
     assert all(dtype.kind == "f" for dtype in features.dtypes)
@@ -51,7 +51,8 @@ def test_features_are_cached_by_content(corpora_dir, tmp_path):
     assert again.extracted == 0 and again.reused == 32
     pd.testing.assert_frame_equal(pd.read_parquet(out / "features"), table)
 
-    # A new file is extracted alone; a renamed copy of known audio is not extracted at all.
+    # A new file is extracted alone; a renamed copy of known audio is not
+    # extracted at all, and as an exact copy (same speaker and emotion) it is kept once.
     studio = corpora_dir["synth_studio"]
     folder = studio.parent
     shutil.copy(folder / "s01" / "joy_00.wav", folder / "s01" / "joy_copy.wav")
@@ -62,7 +63,10 @@ def test_features_are_cached_by_content(corpora_dir, tmp_path):
     pd.concat([manifest, extra]).to_csv(studio, index=False)
     _, grown, _ = pipeline.run(config_for(corpora_dir, out), evaluate=False)
     assert grown.extracted == 1
-    assert len(pd.read_parquet(out / "features")) == 34
+    assert len(pd.read_parquet(out / "features")) == 33
+    rejected = pd.read_parquet(out / "features" / "_rejected.parquet")
+    assert rejected[["stage", "reason"]].values.tolist() == [["duplicate", f"exact copy of {folder / 's01' / 'joy_00.wav'} (kept once)"]]
+    assert sorted(pd.read_parquet(out / "features" / "_duplicates.parquet")["action"]) == ["kept", "rejected: exact copy"]
 
 
 def write_bad_files(folder) -> dict[str, str]:
