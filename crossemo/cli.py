@@ -17,6 +17,8 @@ from crossemo import corpora, featurestore, pipeline, protocol, storage
 from crossemo.labels import EMOTIONS
 
 EXIT_BAD_INPUT = 2
+MAX_REASON_LINES = 30
+_PATH_IN_REASON = r"(?:[a-z][a-z0-9+.-]*://)?\S*/\S*"
 BAD_INPUT_ERRORS = (pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, FileNotFoundError)
 """What crossemo reports as bad input: one line, exit status 2."""
 
@@ -113,9 +115,15 @@ def print_extraction(summary, seconds: float) -> None:
     if rows:
         print(pd.DataFrame(rows).to_string(index=False))
     if len(summary.rejected):
-        print(f"\n{len(summary.rejected)} files not used (all listed in features/_rejected.parquet):")
-        grouped = summary.rejected.groupby(["corpus", "stage", "reason"]).size().reset_index(name="files")
-        print(grouped.sort_values("files", ascending=False).head(15).to_string(index=False))
+        print(f"\n{len(summary.rejected)} files not used (each with its reason in features/_rejected.parquet):")
+        # Reasons that name a file (a duplicate's twin, a link's target) are
+        # grouped by their kind, so one line stands for all files alike.
+        kinds = summary.rejected.assign(reason=summary.rejected["reason"].str.replace(_PATH_IN_REASON, "…", regex=True))
+        grouped = kinds.groupby(["corpus", "stage", "reason"]).size().reset_index(name="files")
+        with pd.option_context("display.max_colwidth", 120):
+            print(grouped.sort_values(["files", "corpus"], ascending=[False, True]).head(MAX_REASON_LINES).to_string(index=False))
+        if len(grouped) > MAX_REASON_LINES:
+            print(f"… and {len(grouped) - MAX_REASON_LINES} more kinds of reason")
 
 
 def print_tables(result_tables: dict[str, pd.DataFrame], out: str) -> None:

@@ -22,7 +22,8 @@ unchanged file without reading its audio.
 
 **Duplicates** (:func:`find_duplicates`): files with identical bytes are one
 recording. Within a corpus, copies with the same speaker and emotion are
-kept once (the first by URI; the others are rejected, naming it); copies
+kept once (the one with the shortest URI, so an original is kept rather
+than its "… copy"; the others are rejected, naming it); copies
 whose speaker or emotion differ are all rejected, naming their twins, since
 no label can be trusted and one recording must never sit on both sides of a
 held-out-speaker split. Across corpora, a recording that is in the target is
@@ -345,11 +346,13 @@ def find_duplicates(utterances: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
 
     Returns:
         ``(duplicates, rejected copies)``: one row per file of every group of
-        two or more (``DUPLICATE_COLUMNS``, ``group`` numbered from 1 in URI
-        order), and the copies that must not become feature rows
+        two or more (``DUPLICATE_COLUMNS``, ``group`` numbered from 1, the
+        kept copy first), and the copies that must not become feature rows
         (``REJECTED_COLUMNS``, stage ``duplicate``, the reason naming a twin).
     """
-    repeated = utterances[utterances.duplicated("sha256", keep=False)].sort_values("uri", kind="stable")
+    repeated = utterances[utterances.duplicated("sha256", keep=False)]
+    # Shortest URI first: an original is kept rather than its "… copy".
+    repeated = repeated.assign(_length=repeated["uri"].str.len()).sort_values(["_length", "uri"], kind="stable").drop(columns="_length")
     rows, rejected = [], []
     for group, (_, files) in enumerate(repeated.groupby("sha256", sort=False), start=1):
         corpora = sorted(set(files["corpus"]))
@@ -399,7 +402,7 @@ def audio_warnings(kept: pd.DataFrame, duplicates: pd.DataFrame, *, analysis_rat
         warnings.append(
             f"{duplicates['group'].nunique()} groups of identical recordings ({len(duplicates)} files): "
             f"{int(counts.get('rejected', 0))} copies rejected (exact copies kept once, conflicting labels rejected), "
-            f"{across['group'].nunique()} recordings in more than one corpus (left out of a pair's source when its target holds them); "
+            f"{across['group'].nunique()} {'recording' if across['group'].nunique() == 1 else 'recordings'} in more than one corpus (left out of a pair's source when its target holds them); "
             "see features/_duplicates.parquet"
         )
     return warnings
