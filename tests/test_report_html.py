@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -289,9 +291,13 @@ def test_writes_to_s3(results, s3):
     assert matplotlib.image.imread(io.BytesIO(fs.cat_file(f"{s3['bucket']}/runs/report/figures/emodb-to-emovo_methods.png"))).size
 
 
-def test_renders_in_headless_chromium(report, tmp_path):
+def _need_chromium() -> None:
     if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
         pytest.skip(f"{CHROMIUM} is not installed; the page is checked by parsing only")
+
+
+def test_renders_in_headless_chromium(report, tmp_path):
+    _need_chromium()
     shot = tmp_path / "page.png"
     command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1280,4000", (report / "index.html").as_uri()]
     subprocess.run(command, check=True, capture_output=True, timeout=30)
@@ -317,3 +323,31 @@ def test_tables_show_only_the_methods_that_ran(tmp_path):
         header, *rows = parsed.tables[f"table3-{metric}"]
         assert header == ["source", "target", "majority", "baseline RF (S2)", "speaker norm."]
         assert all(all(cell for cell in row) for row in rows)
+
+
+MEASURE = """<script>
+document.addEventListener("DOMContentLoaded", () => {
+  const tables = [...document.querySelectorAll("table")].map((t) => ({id: t.id, right: t.getBoundingClientRect().right, scrollWidth: t.scrollWidth}));
+  document.body.dataset.layout = JSON.stringify({viewport: document.documentElement.clientWidth, page: document.documentElement.scrollWidth, tables});
+});
+</script>"""
+"""Added to a copy of the page only (the page itself has no script): writes the layout into the DOM for --dump-dom."""
+
+
+def test_table3_fits_1280_pixels(tmp_path):
+    _need_chromium()
+    # The widest Table 3 a run makes: every method, long corpus names, two-digit fold counts.
+    corpora = {"iemocap-improvised": [f"s{i:02d}" for i in range(24)], "my-own-recordings": [f"spk{i}" for i in range(12)]}
+    pairs = [("my-own-recordings", "iemocap-improvised"), ("iemocap-improvised", "my-own-recordings")]
+    write_html_report(_results(["rf", *tables.TABLE3_METHODS[2:]], corpora, pairs), pairs, str(tmp_path))
+    measured = tmp_path / "measured.html"
+    measured.write_text((tmp_path / "index.html").read_text(encoding="utf-8").replace("</body>", f"{MEASURE}</body>"), encoding="utf-8")
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,800", "--dump-dom", measured.as_uri()]
+    dom = subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout
+    layout = json.loads(html.unescape(re.search(r'data-layout="([^"]*)"', dom).group(1)))
+    assert layout["viewport"] == 1280
+    table3 = [t for t in layout["tables"] if t["id"].startswith("table3-")]
+    assert len(table3) == 2
+    for table in table3:
+        assert table["scrollWidth"] <= layout["viewport"] and table["right"] <= layout["viewport"], table
+    assert layout["page"] <= layout["viewport"]

@@ -493,6 +493,9 @@ def _contents(pairs: list[tuple[str, str]]) -> str:
     return f"<nav><ul>{items}</ul></nav>"
 
 
+# Headers and numeric cells may wrap: Table 3's up to ten columns of "mean ± std (n)"
+# are wider than a 1280 px screen on one line each. A table that fits is laid out
+# on single lines as before; one that does not wraps instead of being cut.
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0 auto;max-width:1200px;padding:1rem 1.5rem;color:#1d1d1f;line-height:1.45}
 h1{margin:.2rem 0 .6rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}h3{margin:1.4rem 0 .5rem}
@@ -500,8 +503,8 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem;margin:.4r
 nav ul{display:flex;flex-wrap:wrap;gap:.3rem 1rem;list-style:none;padding:.5rem .8rem;background:#f4f5f7;border-radius:6px}
 nav a{color:#1f5fa8;text-decoration:none}nav a:hover{text-decoration:underline}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.9rem}caption{text-align:left;font-weight:600;padding:.3rem 0}
-th,td{border:1px solid #d6d6d6;padding:.25rem .55rem;text-align:left;vertical-align:top}thead th{background:#f0f2f5}
-.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}tbody tr:nth-child(even){background:#fafafa}
+th,td{border:1px solid #d6d6d6;padding:.25rem .45rem;text-align:left;vertical-align:top}thead th{background:#f0f2f5}
+.num{text-align:right;font-variant-numeric:tabular-nums}tbody tr:nth-child(even){background:#fafafa}
 .row{display:flex;flex-wrap:wrap;gap:0 1.5rem;align-items:flex-start}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:1rem}
 figure{margin:.5rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85rem;color:#555}
