@@ -379,10 +379,10 @@ def write_report(out: str, record: dict[str, Any], *, storage_options: dict | No
     result_tables = tables.write_tables(results, pairs, report_uri, storage_options=storage_options)
     features_uri = record["settings"].get("features") or storage.join(out, "features")
     side = {}
-    for name in ("manifest", "rejected"):
+    for name in ("manifest", "rejected", "duplicates"):
         uri = storage.join(features_uri, f"_{name}.parquet")
         side[name] = storage.read_frame(uri, storage_options=storage_options) if storage.exists(uri, storage_options=storage_options) else None
-    html.write_html_report(results, pairs, report_uri, manifest=side["manifest"], rejected=side["rejected"], run=record, storage_options=storage_options)
+    html.write_html_report(results, pairs, report_uri, manifest=side["manifest"], rejected=side["rejected"], duplicates=side["duplicates"], run=record, storage_options=storage_options)
     return result_tables
 
 

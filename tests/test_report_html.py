@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from crossemo import pipeline
 from crossemo.labels import EMOTIONS
 from crossemo.protocol import RESULT_COLUMNS
 from crossemo.report import figures, tables
-from crossemo.report.html import write_html_report
+from crossemo.report.html import DUPLICATE_COLUMNS, write_html_report
 
 CORPORA = {"emodb": ["03", "08", "09"], "emovo": ["f1", "m1", "<script>alert(1)</script>"]}
 PAIRS = [("emodb", "emovo"), ("emovo", "emodb")]
@@ -351,3 +352,56 @@ def test_table3_fits_1280_pixels(tmp_path):
     for table in table3:
         assert table["scrollWidth"] <= layout["viewport"] and table["right"] <= layout["viewport"], table
     assert layout["page"] <= layout["viewport"]
+
+
+WARNINGS = ["emovo: 3 files skipped: emotion code <dis> is not among the four classes", "emodb:emovo: class joy is only in the target"]
+
+
+def _duplicates() -> pd.DataFrame:
+    """Two groups of identical audio in the feature store's ``_duplicates.parquet`` layout."""
+    return pd.DataFrame({
+        "group": [1, 1, 2, 2, 2],
+        "sha256": ["aa"] * 2 + ["bb"] * 3,
+        "corpus": ["emodb", "emovo", "emovo", "emovo", "emovo"],
+        "speaker": ["03", "f1", "m1", "m1", "<b>m2</b>"],
+        "emotion": ["anger", "anger", "joy", "joy", "sadness"],
+        "uri": ["/data/emodb/03/anger0.wav", "/data/emovo/f1/anger0.wav", "/data/emovo/m1/joy0.wav", "/data/emovo/m1/joy1.wav", "/data/emovo/m2/sadness0.wav"],
+        "action": ["kept", "dropped", "kept", "dropped", "dropped"],
+    })
+
+
+def test_warnings_are_listed_near_the_top(results, tmp_path):
+    write_html_report(results, PAIRS[:1], str(tmp_path), run={"run_id": "r1", "warnings": WARNINGS})
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="warnings">(.*?)</section>', text, re.S).group(1)
+    assert [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", section)] == WARNINGS
+    assert text.index('id="warnings"') < text.index('id="corpora"') < text.index('id="tables"')
+    assert 'href="#warnings"' in text
+    write_html_report(results, PAIRS[:1], str(tmp_path), run={"run_id": "r2", "warnings": []})
+    assert "The run recorded no warnings." in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_duplicate_recordings_section(results, tmp_path):
+    write_html_report(results, PAIRS[:1], str(tmp_path), duplicates=_duplicates())
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="duplicates">(.*?)</section>', text, re.S).group(1)
+    assert "2 groups of files with identical audio" in section and "5 files" in section
+    header, *rows = _parse(text).tables["duplicates-table"]
+    assert header == DUPLICATE_COLUMNS
+    assert rows[0] == ["1", "emodb", "03", "anger", "/data/emodb/03/anger0.wav", "kept"]
+    assert ["2", "emovo", "<b>m2</b>", "sadness", "/data/emovo/m2/sadness0.wav", "dropped"] in rows and len(rows) == 5
+    assert 'href="#duplicates"' in text
+    write_html_report(results, PAIRS[:1], str(tmp_path))
+    assert 'id="duplicates"' not in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_report_reads_warnings_and_duplicates_of_the_run(results, tmp_path):
+    features = tmp_path / "out" / "features"
+    features.mkdir(parents=True)
+    _duplicates().to_parquet(features / "_duplicates.parquet")
+    results.to_parquet(tmp_path / "results.parquet")
+    record = {"run_id": "r1", "result_uris": [str(tmp_path / "results.parquet")], "pairs": [list(PAIRS[0])], "settings": {}, "warnings": WARNINGS}
+    pipeline.write_report(str(tmp_path / "out"), record, storage_options=None)
+    text = (tmp_path / "out" / "report" / "index.html").read_text(encoding="utf-8")
+    assert len(_parse(text).tables["duplicates-table"]) == 1 + 5
+    assert html.escape(WARNINGS[0]) in text
