@@ -19,7 +19,7 @@ from crossemo.labels import EMOTIONS
 EXIT_BAD_INPUT = 2
 MAX_REASON_LINES = 30
 _PATH_IN_REASON = r"(?:[a-z][a-z0-9+.-]*://)?\S*/\S*"
-BAD_INPUT_ERRORS = (pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, FileNotFoundError)
+BAD_INPUT_ERRORS = (pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, storage.StorageError, FileNotFoundError)
 """What crossemo reports as bad input: one line, exit status 2."""
 
 DEMO_METHOD_PARAMS = {
@@ -153,7 +153,11 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from crossemo import orchestration
 
     config = config_from(args)
-    features = featurestore.load_features(args.features, storage_options=config.fs_options)
+    pipeline.check_settings(config)
+    try:
+        features = featurestore.load_features(args.features, storage_options=config.fs_options)
+    except ValueError as error:  # tables of mixed feature sets, or a file that is not Parquet
+        raise pipeline.ConfigError(f"--features {args.features}: {error}") from None
     datasets = pipeline.datasets_from(features)
     pipeline.plan_evaluation(datasets, config)  # fails fast, before Ray
     record = pipeline.new_record(config, manifests=[], feature_set_id=featurestore.feature_set_of(args.features, storage_options=config.fs_options))
@@ -176,6 +180,7 @@ def command_report(args: argparse.Namespace) -> int:
         results_a, results_b = (pipeline.read_results(run["result_uris"], storage_options=options) for run in (run_a, run_b))
         print(compare.render(run_a, run_b, compare.result_changes(results_a, run_a["pairs"], results_b, run_b["pairs"])))
         return 0
+    storage.check_writable(storage.join(args.out, "report"), storage_options=options)
     record = pipeline.latest_record(args.out, storage_options=options)
     print_tables(pipeline.write_report(args.out, record, storage_options=options), args.out)
     return 0
@@ -184,9 +189,10 @@ def command_report(args: argparse.Namespace) -> int:
 def command_demo(args: argparse.Namespace) -> int:
     from crossemo.synthetic import make_demo_corpora
 
+    out = Path(args.out).resolve()
+    storage.check_writable(str(out))
     banner = "SYNTHETIC DEMO: tones shaped like emotions, not speech. Its numbers mean NOTHING about emotion recognition."
     print("=" * len(banner), banner, "=" * len(banner), sep="\n")
-    out = Path(args.out).resolve()
     manifests = make_demo_corpora(out / "corpora")
     config = pipeline.RunConfig(
         out=str(out / "run"),

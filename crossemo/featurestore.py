@@ -426,9 +426,14 @@ def load_features(features_uri: str, *, storage_options: storage.StorageOptions 
         a DataFrame per corpus name.
 
     Raises:
-        FileNotFoundError: no feature table, or a requested corpus missing.
+        FileNotFoundError: ``features_uri`` is a file, holds no feature table,
+            or lacks a requested corpus.
         ValueError: the tables come from different feature sets.
     """
+    fs, path = storage.filesystem(features_uri, storage_options=storage_options)
+    if fs.isfile(path):
+        # Listing a file yields the file itself, which would pass for a store of one corpus.
+        raise FileNotFoundError(f"{features_uri} is a file, not a feature store folder (<out>/features of `crossemo features`)")
     files = [uri for uri in storage.list_files(features_uri, suffix=".parquet", storage_options=storage_options) if not uri.rsplit("/", 1)[-1].startswith("_")]
     available = {uri.rsplit("/", 1)[-1].removesuffix(".parquet"): uri for uri in files}
     if not available:

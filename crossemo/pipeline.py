@@ -1,9 +1,10 @@
 """One run of crossemo, end to end: corpora → features → protocol → results → tables.
 
 :class:`RunConfig` holds every setting (from flags, a TOML file, or both);
-:func:`validate` checks everything that can be checked before Ray starts, so
-bad input fails in a second with one line; :func:`run` does the work and
-records it under ``<out>/runs/<run id>/``.
+:func:`prepare` (with :func:`check_settings`) checks everything that can be
+checked before Ray starts, so bad input fails in a second with one line and
+writes nothing; :func:`run` does the work and records it under
+``<out>/runs/<run id>/``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import re
 import subprocess
 import time
 import tomllib
@@ -22,13 +25,32 @@ from typing import Any
 import pandas as pd
 
 import crossemo
-from crossemo import audio, corpora, featurestore, protocol, storage
+from crossemo import audio, corpora, featurestore, methods, protocol, storage
 from crossemo.features import FeatureExtractor
 from crossemo.report import tables
 
 
 class ConfigError(ValueError):
     """A setting is wrong; the message names it."""
+
+
+SEED_LIMIT = 2**32
+"""Seeds run from 0 to ``SEED_LIMIT - 1``: numpy and scikit-learn refuse others, but only inside a task."""
+
+SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "out": (str,), "corpora": (dict,), "feature_set": (str,), "pairs": (str, list), "methods": (str, list),
+    "seed": (int,), "address": (str,), "storage_options": (dict,), "method_params": (dict,),
+    "analysis_rate": (int,), "channel": (str, int),
+}
+"""The settings a config file may hold, and the TOML types each accepts (lists hold strings)."""
+
+RUN_PARAMS = {"random_state": "every method takes the run's seed", "source_model": "the run trains it on the source"}
+"""Method parameters the run passes itself (see :func:`crossemo.protocol.run_task`); set twice, a task would fail."""
+
+TYPE_NAMES = {str: "a string", list: "a list of strings", int: "a whole number", dict: "a table"}
+
+HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:(?P<port>[0-9]{1,5}))?")
+"""A host name, IPv4 or ``[IPv6]`` address, and an optional port."""
 
 
 @dataclass
@@ -82,7 +104,8 @@ class RunConfig:
         """Read a config file; see ``configs/`` for documented examples.
 
         Raises:
-            ConfigError: the file is missing, not TOML, or has unknown keys.
+            ConfigError: the file is missing, is not TOML, has unknown keys, or
+                has a setting or corpus entry of the wrong kind.
         """
         try:
             with open(path, "rb") as handle:
@@ -91,13 +114,21 @@ class RunConfig:
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
-        known = {f for f in cls.__dataclass_fields__} - {"progress"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - set(SETTING_TYPES))
         if unknown:
-            raise ConfigError(f"config file {path} has unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"config file {path} has unknown setting {unknown[0]!r}; known: {', '.join(sorted(SETTING_TYPES))}")
+        for key, value in data.items():
+            types = SETTING_TYPES[key]
+            if not isinstance(value, types) or (isinstance(value, list) and not all(isinstance(item, str) for item in value)):
+                raise ConfigError(f"config file {path}: {key} must be {' or '.join(TYPE_NAMES[t] for t in types)}, not {value!r}")
         base = Path(path).resolve().parent
         specs = []
-        for name, value in (data.pop("corpora", {}) or {}).items():
+        for name, value in data.pop("corpora", {}).items():
+            if not (isinstance(value, str) or (isinstance(value, dict) and isinstance(value.get("uri"), str))):
+                raise ConfigError(f"config file {path}: corpus {name!r} must be a URI or a table with a uri, such as {{ recipe = \"manifest\", uri = \"mine.csv\" }}")
+            if isinstance(value, dict) and "corpus" in value:
+                # prepare() passes the corpus name to the manifest recipe as its `corpus` option.
+                raise ConfigError(f"config file {path}: corpus {name!r} is named with name = …, not corpus = …")
             entry = {"recipe": name, "uri": value} if isinstance(value, str) else {"recipe": name, **value}
             spec = CorpusSpec(recipe=entry.pop("recipe"), uri=_relative_to(base, entry.pop("uri")), name=entry.pop("name", name if not isinstance(value, str) else ""), options=entry)
             specs.append(spec)
@@ -163,16 +194,60 @@ class Prepared:
     feature_set_id: str
 
 
+def check_settings(config: RunConfig) -> None:
+    """Check the settings that need no corpus: output location, seed, Ray address, method parameters.
+
+    Writes nothing: the output location is probed and the probe removed.
+
+    Raises:
+        ConfigError: a bad seed, Ray address, method parameter, analysis rate
+            or channel rule, or no output.
+        storage.StorageError: the output location cannot be written.
+    """
+    if not config.out:
+        raise ConfigError("no output given (--out)")
+    config.analysis_settings()
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < SEED_LIMIT:
+        raise ConfigError(f"seed must be a whole number from 0 to {SEED_LIMIT - 1}, not {config.seed!r}")
+    # Without an address, connect() takes RAY_ADDRESS, which would fail as late as a bad --address.
+    source, address = ("address", config.address) if config.address else ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS"))
+    if address and not is_ray_address(address):
+        raise ConfigError(f"{source} {address!r} is not a Ray address: use host:port, ray://host[:port], auto or local")
+    for method, params in config.method_params.items():
+        if not isinstance(params, dict):
+            raise ConfigError(f"method_params.{method} must be a table of parameter = value, not {params!r}")
+        taken = sorted(set(params) & set(RUN_PARAMS))
+        if taken:
+            raise ConfigError(f"method_params.{method}.{taken[0]} cannot be set: {RUN_PARAMS[taken[0]]}")
+        try:
+            methods.make_method(method, **params)
+        except ValueError as error:
+            raise ConfigError(f"method_params: {error}") from None
+    # Last: the only check that touches storage.
+    storage.check_writable(config.out, storage_options=config.fs_options)
+
+
+def is_ray_address(address: str) -> bool:
+    """Whether ``ray.init`` can take ``address``: ``auto``, ``local``, ``host:port`` or ``ray://host[:port]``."""
+    if address in ("auto", "local"):
+        return True
+    client = address.startswith("ray://")
+    match = HOST_PORT.fullmatch(address.removeprefix("ray://"))
+    if not match or (match["port"] is None and not client):
+        return False
+    return match["port"] is None or 0 < int(match["port"]) < 65536
+
+
 def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     """Check every setting and list every corpus, before Ray starts.
 
     Raises:
         ConfigError: a bad setting (unknown recipe, corpus given twice, unknown
-            method or feature set, bad pair …).
+            method or feature set, bad pair …; see also :func:`check_settings`).
+        storage.StorageError: the output location cannot be written.
         corpora.CorpusError: a corpus cannot be read as its recipe expects.
     """
-    if not config.out:
-        raise ConfigError("no output given (--out)")
+    check_settings(config)
     if not config.corpora:
         raise ConfigError("no corpus given (--corpus NAME=URI)")
     names = [spec.name for spec in config.corpora]
@@ -183,7 +258,6 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     same = sorted({u for u in uris if uris.count(u) > 1})
     if same:
         raise ConfigError(f"the same corpus location {same[0]} is given twice")
-    config.analysis_settings()
     try:
         feature_set_id = FeatureExtractor(config.feature_set, storage_options=config.fs_options).feature_set_id
     except ValueError as error:
@@ -322,10 +396,10 @@ def write_report(out: str, record: dict[str, Any], *, storage_options: dict | No
     result_tables = tables.write_tables(results, pairs, report_uri, storage_options=storage_options)
     features_uri = record["settings"].get("features") or storage.join(out, "features")
     side = {}
-    for name in ("manifest", "rejected"):
+    for name in ("manifest", "rejected", "duplicates"):
         uri = storage.join(features_uri, f"_{name}.parquet")
         side[name] = storage.read_frame(uri, storage_options=storage_options) if storage.exists(uri, storage_options=storage_options) else None
-    html.write_html_report(results, pairs, report_uri, manifest=side["manifest"], rejected=side["rejected"], run=record, storage_options=storage_options)
+    html.write_html_report(results, pairs, report_uri, manifest=side["manifest"], rejected=side["rejected"], duplicates=side["duplicates"], run=record, storage_options=storage_options)
     return result_tables
 
 

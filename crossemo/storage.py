@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import tempfile
 import uuid
 from typing import Any
 
@@ -31,6 +32,10 @@ S3_DEFAULTS: StorageOptions = {
 
 class StorageError(RuntimeError):
     """A storage location cannot be reached, read or written."""
+
+
+WRITE_CHECK_PREFIX = ".crossemo-write-check-"
+"""Name prefix of the probe :func:`check_writable` writes and deletes at once."""
 
 
 def filesystem(uri: str, *, storage_options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -142,3 +147,56 @@ def exists(uri: str, *, storage_options: StorageOptions | None = None) -> bool:
     """Whether a file or folder exists at ``uri``."""
     fs, path = filesystem(uri, storage_options=storage_options)
     return fs.exists(path)
+
+
+def check_writable(uri: str, *, storage_options: StorageOptions | None = None) -> None:
+    """Refuse an output location crossemo could not write to, before any work and leaving nothing behind.
+
+    A local ``uri`` must be a folder or a path whose nearest existing ancestor is
+    a folder; a probe file created and removed there proves that entries can be
+    made. An object-store ``uri`` must lie in an existing bucket that accepts
+    writes; a tiny probe object under the prefix is written and deleted.
+
+    Args:
+        uri: the output folder or prefix, local or ``s3://bucket/prefix``.
+        storage_options: filesystem options for ``uri``.
+
+    Raises:
+        StorageError: ``uri`` is an existing file, lies below a file, or cannot
+            be written; the one-line message says which.
+    """
+    if is_local(uri):
+        _check_local_folder(uri, os.path.abspath(filesystem(uri)[1]))
+        return
+    try:
+        fs, path = filesystem(uri, storage_options=storage_options)
+        probe = posixpath.join(path, f"{WRITE_CHECK_PREFIX}{uuid.uuid4().hex}")
+        fs.pipe_file(probe, b"")
+    except Exception as error:  # s3fs and botocore raise many kinds (no bucket, denied, unreachable); each means "cannot write here"
+        raise StorageError(f"output location {uri} cannot be written: {describe_error(error)}") from None
+    try:
+        fs.rm_file(probe)
+    except Exception:
+        # crossemo itself never deletes on object stores, so a location that
+        # takes writes but refuses deletes still works; an empty probe left
+        # behind is the smaller harm than refusing it.
+        pass
+
+
+def _check_local_folder(uri: str, path: str) -> None:
+    """The local half of :func:`check_writable`; ``path`` is ``uri`` as an absolute path."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise StorageError(f"output location {uri} is an existing file, not a folder")
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise StorageError(f"output location {uri} cannot be created: {existing} is a file, not a folder")
+    # A real file rather than os.access: root passes os.access everywhere,
+    # even where the filesystem refuses writes (read-only mounts, /proc, /sys).
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=WRITE_CHECK_PREFIX)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise StorageError(f"output location {uri} cannot be written: cannot create files in {existing} ({error.strerror or error})") from None

@@ -136,10 +136,10 @@ def test_tables_average_folds_and_use_scenario2_for_baseline():
     table2, table3 = tables.build_tables(folds, [("s", "t")])
     assert table2.iloc[0].to_dict() == {"source": "s", "target": "t", "majority": 25.0, "scenario1": 30.0, "scenario2": 60.0, "scenario3": 50.0}
     assert table3.loc[0, "rf"] == 60.0 and table3.loc[0, "fcnn"] == 90.0
-    assert np.isnan(table3.loc[0, "dbn"])
     _, uar3 = tables.build_tables(folds, [("s", "t")], metric="uar")
     assert uar3.loc[0, "fcnn"] == 80.0
-    assert list(table3.columns) == ["source", "target", "majority", "rf", "dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm"]
+    # Only the methods that ran get a column.
+    assert list(table3.columns) == ["source", "target", "majority", "rf", "fcnn"]
 
 
 def test_speaker_missing_a_class_runs_and_says_so(datasets):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -14,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from crossemo import pipeline
 from crossemo.labels import EMOTIONS
 from crossemo.protocol import RESULT_COLUMNS
-from crossemo.report import figures
-from crossemo.report.html import write_html_report
+from crossemo.report import figures, tables
+from crossemo.report.html import DUPLICATE_COLUMNS, write_html_report
 
 CORPORA = {"emodb": ["03", "08", "09"], "emovo": ["f1", "m1", "<script>alert(1)</script>"]}
 PAIRS = [("emodb", "emovo"), ("emovo", "emodb")]
@@ -27,11 +30,11 @@ TAKES = (4, 3, 2, 3)
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def _utterances(corpus: str) -> pd.DataFrame:
+def _utterances(corpus: str, corpora: dict[str, list[str]] = CORPORA) -> pd.DataFrame:
     """Per speaker, unequal numbers of utterances per emotion (as in the study's Table 1), so UAR differs from accuracy."""
     rows = [
         {"corpus": corpus, "speaker": speaker, "emotion": emotion, "uri": f"/data/{corpus}/{speaker}/{emotion}{take}.wav"}
-        for speaker in CORPORA[corpus] for emotion, takes in zip(EMOTIONS, TAKES) for take in range(takes)
+        for speaker in corpora[corpus] for emotion, takes in zip(EMOTIONS, TAKES) for take in range(takes)
     ]
     return pd.DataFrame(rows)
 
@@ -54,23 +57,23 @@ def _task(rows: pd.DataFrame, *, source: str, target: str, scenario: int, method
     })[RESULT_COLUMNS]
 
 
-def _results() -> pd.DataFrame:
-    """Per-utterance results of every scenario for both pairs, as the protocol would write them."""
+def _results(s3_methods: list[str] = S3_METHODS, corpora: dict[str, list[str]] = CORPORA, pairs: list[tuple[str, str]] = PAIRS) -> pd.DataFrame:
+    """Per-utterance results of every scenario for ``pairs``, as the protocol would write them."""
     rng = np.random.default_rng(7)
     frames = []
-    for target in CORPORA:
-        data = _utterances(target)
-        for speaker in CORPORA[target]:
+    for target in corpora:
+        data = _utterances(target, corpora)
+        for speaker in corpora[target]:
             test = data[data["speaker"] != speaker]
             fold = f"{target}/{speaker}"
             frames.append(_task(test, source="", target=target, scenario=2, method="majority", fold=fold, predicted=np.full(len(test), "anger"), n_train=12))
             frames.append(_task(test, source="", target=target, scenario=2, method="rf", fold=fold, predicted=_predict(test["emotion"].to_numpy(), rng, skill=0.5), n_train=12))
-    for source, target in PAIRS:
-        data = _utterances(target)
+    for source, target in pairs:
+        data = _utterances(target, corpora)
         frames.append(_task(data, source=source, target=target, scenario=1, method="rf", fold="all", predicted=_predict(data["emotion"].to_numpy(), rng, skill=0.2), n_train=36))
-        for speaker in CORPORA[target]:
+        for speaker in corpora[target]:
             test = data[data["speaker"] != speaker]
-            for skill, method in zip((0.4, 0.55, 0.7), S3_METHODS):
+            for skill, method in zip(np.linspace(0.4, 0.7, len(s3_methods)), s3_methods):
                 predicted = _predict(test["emotion"].to_numpy(), rng, skill=skill)
                 frames.append(_task(test, source=source, target=target, scenario=3, method=method, fold=f"{target}/{speaker}", predicted=predicted, n_train=48))
     return pd.concat(frames, ignore_index=True)
@@ -199,7 +202,7 @@ def test_tables_2_and_3_in_both_metrics(page, results):
             assert table3["baseline RF (S2)"] == table2["RF scenario 2"]
             assert table3["DBN"] == _cell_text(pair.loc[pair["method"] == "dbn", metric])
             assert table3["norm. distribution"] == _cell_text(pair.loc[pair["method"] == "norm_distribution", metric])
-            assert table3["FCNN"] == ""
+            assert "FCNN" not in table3  # not run: no column
     # Unequal classes: the UAR tables are not copies of the accuracy ones.
     assert parsed.tables["table3-uar"] != parsed.tables["table3-accuracy"]
 
@@ -289,9 +292,13 @@ def test_writes_to_s3(results, s3):
     assert matplotlib.image.imread(io.BytesIO(fs.cat_file(f"{s3['bucket']}/runs/report/figures/emodb-to-emovo_methods.png"))).size
 
 
-def test_renders_in_headless_chromium(report, tmp_path):
+def _need_chromium() -> None:
     if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
         pytest.skip(f"{CHROMIUM} is not installed; the page is checked by parsing only")
+
+
+def test_renders_in_headless_chromium(report, tmp_path):
+    _need_chromium()
     shot = tmp_path / "page.png"
     command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1280,4000", (report / "index.html").as_uri()]
     subprocess.run(command, check=True, capture_output=True, timeout=30)
@@ -299,3 +306,102 @@ def test_renders_in_headless_chromium(report, tmp_path):
     assert image.shape[:2] == (4000, 1280)
     # A blank page would be one colour; a rendered one has text, tables and figures.
     assert len(np.unique(image.reshape(-1, image.shape[-1])[::97], axis=0)) > 50
+
+
+def test_tables_show_only_the_methods_that_ran(tmp_path):
+    results = _results(["rf", "speaker_norm"])
+    expected = ["source", "target", "majority", "rf", "speaker_norm"]
+    written = tables.write_tables(results, PAIRS, str(tmp_path))
+    for stem in ("table3", "table3_uar"):
+        assert list(written[stem].columns) == expected
+        csv = pd.read_csv(tmp_path / f"{stem}.csv")
+        assert list(csv.columns) == expected and not csv.isna().any().any()
+    markdown = (tmp_path / "tables.md").read_text(encoding="utf-8")
+    assert markdown.count("| source | target | majority | rf | speaker_norm |") == 2
+    write_html_report(results, PAIRS, str(tmp_path))
+    parsed = _parse((tmp_path / "index.html").read_text(encoding="utf-8"))
+    for metric in ("accuracy", "uar"):
+        header, *rows = parsed.tables[f"table3-{metric}"]
+        assert header == ["source", "target", "majority", "baseline RF (S2)", "speaker norm."]
+        assert all(all(cell for cell in row) for row in rows)
+
+
+MEASURE = """<script>
+document.addEventListener("DOMContentLoaded", () => {
+  const tables = [...document.querySelectorAll("table")].map((t) => ({id: t.id, right: t.getBoundingClientRect().right, scrollWidth: t.scrollWidth}));
+  document.body.dataset.layout = JSON.stringify({viewport: document.documentElement.clientWidth, page: document.documentElement.scrollWidth, tables});
+});
+</script>"""
+"""Added to a copy of the page only (the page itself has no script): writes the layout into the DOM for --dump-dom."""
+
+
+def test_table3_fits_1280_pixels(tmp_path):
+    _need_chromium()
+    # The widest Table 3 a run makes: every method, long corpus names, two-digit fold counts.
+    corpora = {"iemocap-improvised": [f"s{i:02d}" for i in range(24)], "my-own-recordings": [f"spk{i}" for i in range(12)]}
+    pairs = [("my-own-recordings", "iemocap-improvised"), ("iemocap-improvised", "my-own-recordings")]
+    write_html_report(_results(["rf", *tables.TABLE3_METHODS[2:]], corpora, pairs), pairs, str(tmp_path))
+    measured = tmp_path / "measured.html"
+    measured.write_text((tmp_path / "index.html").read_text(encoding="utf-8").replace("</body>", f"{MEASURE}</body>"), encoding="utf-8")
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,800", "--dump-dom", measured.as_uri()]
+    dom = subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout
+    layout = json.loads(html.unescape(re.search(r'data-layout="([^"]*)"', dom).group(1)))
+    assert layout["viewport"] == 1280
+    table3 = [t for t in layout["tables"] if t["id"].startswith("table3-")]
+    assert len(table3) == 2
+    for table in table3:
+        assert table["scrollWidth"] <= layout["viewport"] and table["right"] <= layout["viewport"], table
+    assert layout["page"] <= layout["viewport"]
+
+
+WARNINGS = ["emovo: 3 files skipped: emotion code <dis> is not among the four classes", "emodb:emovo: class joy is only in the target"]
+
+
+def _duplicates() -> pd.DataFrame:
+    """Two groups of identical audio in the feature store's ``_duplicates.parquet`` layout."""
+    return pd.DataFrame({
+        "group": [1, 1, 2, 2, 2],
+        "sha256": ["aa"] * 2 + ["bb"] * 3,
+        "corpus": ["emodb", "emovo", "emovo", "emovo", "emovo"],
+        "speaker": ["03", "f1", "m1", "m1", "<b>m2</b>"],
+        "emotion": ["anger", "anger", "joy", "joy", "sadness"],
+        "uri": ["/data/emodb/03/anger0.wav", "/data/emovo/f1/anger0.wav", "/data/emovo/m1/joy0.wav", "/data/emovo/m1/joy1.wav", "/data/emovo/m2/sadness0.wav"],
+        "action": ["kept", "dropped", "kept", "dropped", "dropped"],
+    })
+
+
+def test_warnings_are_listed_near_the_top(results, tmp_path):
+    write_html_report(results, PAIRS[:1], str(tmp_path), run={"run_id": "r1", "warnings": WARNINGS})
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="warnings">(.*?)</section>', text, re.S).group(1)
+    assert [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", section)] == WARNINGS
+    assert text.index('id="warnings"') < text.index('id="corpora"') < text.index('id="tables"')
+    assert 'href="#warnings"' in text
+    write_html_report(results, PAIRS[:1], str(tmp_path), run={"run_id": "r2", "warnings": []})
+    assert "The run recorded no warnings." in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_duplicate_recordings_section(results, tmp_path):
+    write_html_report(results, PAIRS[:1], str(tmp_path), duplicates=_duplicates())
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="duplicates">(.*?)</section>', text, re.S).group(1)
+    assert "2 groups of files with identical audio" in section and "5 files" in section
+    header, *rows = _parse(text).tables["duplicates-table"]
+    assert header == DUPLICATE_COLUMNS
+    assert rows[0] == ["1", "emodb", "03", "anger", "/data/emodb/03/anger0.wav", "kept"]
+    assert ["2", "emovo", "<b>m2</b>", "sadness", "/data/emovo/m2/sadness0.wav", "dropped"] in rows and len(rows) == 5
+    assert 'href="#duplicates"' in text
+    write_html_report(results, PAIRS[:1], str(tmp_path))
+    assert 'id="duplicates"' not in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_report_reads_warnings_and_duplicates_of_the_run(results, tmp_path):
+    features = tmp_path / "out" / "features"
+    features.mkdir(parents=True)
+    _duplicates().to_parquet(features / "_duplicates.parquet")
+    results.to_parquet(tmp_path / "results.parquet")
+    record = {"run_id": "r1", "result_uris": [str(tmp_path / "results.parquet")], "pairs": [list(PAIRS[0])], "settings": {}, "warnings": WARNINGS}
+    pipeline.write_report(str(tmp_path / "out"), record, storage_options=None)
+    text = (tmp_path / "out" / "report" / "index.html").read_text(encoding="utf-8")
+    assert len(_parse(text).tables["duplicates-table"]) == 1 + 5
+    assert html.escape(WARNINGS[0]) in text

@@ -1,4 +1,4 @@
-"""One self-contained HTML page that shows a run's corpora, tables and figures.
+"""One self-contained HTML page that shows a run's warnings, corpora, tables and figures.
 
 ``<report>/index.html`` needs nothing but a browser: styles are inline, there
 is no script, and every figure is embedded as a base64 PNG data URI, so the
@@ -40,6 +40,12 @@ METHOD_RANK = {name: rank for rank, name in enumerate(tables.TABLE3_METHODS)}
 BASELINE_LABEL = "S2 RF"
 REJECTED_ROWS = 40
 """At most this many (corpus, stage, reason) rows; unique reasons such as decoder messages could be thousands."""
+DUPLICATE_COLUMNS = ["group", "corpus", "speaker", "emotion", "uri", "action"]
+"""The columns of ``_duplicates.parquet`` the page shows (its ``sha256`` is the group's identity already)."""
+DUPLICATE_ROWS = 200
+"""At most this many duplicate files on the page; a corpus copied twice could list thousands."""
+SECTIONS = [("warnings", "Warnings"), ("corpora", "Corpora"), ("duplicates", "Duplicate recordings"), ("tables", "Tables 2 and 3")]
+"""The page's sections before the pairs, in order: (id, title in the contents), linked when present."""
 
 TABLE2_HEADERS = {"source": "source", "target": "target", "majority": "majority (S2)", "scenario1": "RF scenario 1", "scenario2": "RF scenario 2", "scenario3": "RF scenario 3"}
 TABLE3_HEADERS = {"source": "source", "target": "target", "rf": "baseline RF (S2)", **{m: METHOD_NAMES[m] for m in tables.TABLE3_METHODS if m != "rf"}}
@@ -71,6 +77,7 @@ def write_html_report(
     *,
     manifest: pd.DataFrame | None = None,
     rejected: pd.DataFrame | None = None,
+    duplicates: pd.DataFrame | None = None,
     run: dict[str, Any] | None = None,
     storage_options: storage.StorageOptions | None = None,
 ) -> str:
@@ -84,7 +91,10 @@ def write_html_report(
             Without it the corpus counts come from the results' test rows, which
             cover the target corpora only.
         rejected: the feature store's ``_rejected.parquet`` (uri, corpus, stage, reason).
-        run: the run record (run_id, started, code_version, feature_set_id, settings).
+        duplicates: the feature store's ``_duplicates.parquet`` (group, sha256, corpus,
+            speaker, emotion, uri, action); without it the page has no such section.
+        run: the run record (run_id, started, code_version, feature_set_id, settings,
+            warnings).
         storage_options: filesystem options for ``report_uri``.
 
     Returns:
@@ -108,7 +118,9 @@ def write_html_report(
         results=results,
         pairs=pairs,
         body=[
+            _warnings_section(run),
             _corpora_section(manifest, rejected, results),
+            _duplicates_section(duplicates),
             _tables_section(folds, pairs),
             *pair_sections,
             _compute_section(results),
@@ -437,6 +449,37 @@ def _rejected_html(rejected: pd.DataFrame | None) -> str:
     return f"<h3>Rejected files</h3>{html_table(summary, table_id='rejected', caption=caption, label_columns=len(summary.columns) - 1)}{note}"
 
 
+def _warnings_section(run: dict[str, Any] | None) -> str:
+    """Every warning of the run: what did not stop it but bears on reading its numbers."""
+    if not run or "warnings" not in run:
+        return ""
+    warnings = run["warnings"]
+    if not warnings:
+        return '<section id="warnings"><h2>Warnings</h2><p>The run recorded no warnings.</p></section>'
+    items = "".join(f"<li>{_esc(warning)}</li>" for warning in warnings)
+    count = f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
+    return f'<section id="warnings"><h2>Warnings</h2><p>{count}, also in the run record <code>runs/&lt;run id&gt;/run.json</code>.</p><ul>{items}</ul></section>'
+
+
+def _duplicates_section(duplicates: pd.DataFrame | None) -> str:
+    """Files with byte-identical audio, by group, and what was done with each."""
+    if duplicates is None:
+        return ""
+    parts = ['<section id="duplicates"><h2>Duplicate recordings</h2>']
+    if duplicates.empty:
+        parts.append("<p>No two files have identical audio.</p></section>")
+        return "\n".join(parts)
+    groups = duplicates["group"].nunique()
+    rows = duplicates.sort_values(["group", "corpus", "uri"], kind="stable")[DUPLICATE_COLUMNS].reset_index(drop=True)
+    parts.append(f"<p>{groups} group{'s' if groups != 1 else ''} of files with identical audio (the same SHA-256), {len(rows)} files; "
+                 "<em>action</em> says what the run did with each file.</p>")
+    if len(rows) > DUPLICATE_ROWS:
+        parts.append(f"<p>The first {DUPLICATE_ROWS} files are shown; all {len(rows)} are in <code>features/_duplicates.parquet</code>.</p>")
+    parts.append(html_table(rows.iloc[:DUPLICATE_ROWS], table_id="duplicates-table", caption="Duplicate files by group", label_columns=len(DUPLICATE_COLUMNS)))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
 def _pair_section(results: pd.DataFrame, folds: pd.DataFrame, source: str, target: str, names: _FigureNames) -> tuple[str, list[Rendered]]:
     """One pair's figures and per-fold numbers, and the figures to write as files."""
     anchor = _anchor("pair", _pair_slug(source, target))
@@ -486,13 +529,18 @@ def _header(run: dict[str, Any] | None, results: pd.DataFrame, pairs: list[tuple
     return f"<header><h1>crossemo report</h1><dl>{known}</dl><p>{_esc(summary)}</p>{settings}</header>"
 
 
-def _contents(pairs: list[tuple[str, str]]) -> str:
-    links = [('corpora', 'Corpora'), ('tables', 'Tables 2 and 3')]
+def _contents(pairs: list[tuple[str, str]], body: str) -> str:
+    """Links to the sections present in ``body``, then to every pair."""
+    links = [(anchor, title) for anchor, title in SECTIONS if f'<section id="{anchor}">' in body]
     links += [(_anchor("pair", _pair_slug(s, t)), f"{s} → {t}") for s, t in pairs]
     items = "".join(f'<li><a href="#{_esc(anchor)}">{_esc(text)}</a></li>' for anchor, text in links)
     return f"<nav><ul>{items}</ul></nav>"
 
 
+# Headers and numeric cells may wrap: Table 3's up to ten columns of "mean ± std (n)"
+# are wider than a 1280 px screen on one line each. A table that fits is laid out
+# on single lines as before; one that does not wraps instead of being cut. Long
+# object-store URIs of duplicate files may break anywhere, for the same reason.
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0 auto;max-width:1200px;padding:1rem 1.5rem;color:#1d1d1f;line-height:1.45}
 h1{margin:.2rem 0 .6rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}h3{margin:1.4rem 0 .5rem}
@@ -500,8 +548,9 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem;margin:.4r
 nav ul{display:flex;flex-wrap:wrap;gap:.3rem 1rem;list-style:none;padding:.5rem .8rem;background:#f4f5f7;border-radius:6px}
 nav a{color:#1f5fa8;text-decoration:none}nav a:hover{text-decoration:underline}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.9rem}caption{text-align:left;font-weight:600;padding:.3rem 0}
-th,td{border:1px solid #d6d6d6;padding:.25rem .55rem;text-align:left;vertical-align:top}thead th{background:#f0f2f5}
-.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}tbody tr:nth-child(even){background:#fafafa}
+th,td{border:1px solid #d6d6d6;padding:.25rem .45rem;text-align:left;vertical-align:top}thead th{background:#f0f2f5}
+.num{text-align:right;font-variant-numeric:tabular-nums}tbody tr:nth-child(even){background:#fafafa}
+#duplicates-table td{overflow-wrap:anywhere}
 .row{display:flex;flex-wrap:wrap;gap:0 1.5rem;align-items:flex-start}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:1rem}
 figure{margin:.5rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85rem;color:#555}
@@ -512,16 +561,17 @@ pre{background:#f4f5f7;padding:.6rem;overflow:auto;font-size:.8rem}details{margi
 
 def _page(*, run: dict[str, Any] | None, results: pd.DataFrame, pairs: list[tuple[str, str]], body: list[str]) -> str:
     title = f"crossemo report {run.get('run_id', '')}".strip() if run else "crossemo report"
+    sections = [part for part in body if part]
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>",
         _header(run, results, pairs),
-        _contents(pairs),
+        _contents(pairs, "\n".join(sections)),
         '<p class="legend">Methods by scenario: <b>S1</b> trains on the source only and tests on the whole target; '
         "<b>S2</b> trains on one target speaker and tests on the others (S2 RF is the study's baseline); "
         "<b>S3</b> trains on the source plus one target speaker and tests on the others.</p>",
-        *[part for part in body if part],
+        *sections,
         "</body></html>",
     ])

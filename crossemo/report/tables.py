@@ -14,7 +14,7 @@ from crossemo import storage
 
 TABLE2_COLUMNS = ["source", "target", "majority", "scenario1", "scenario2", "scenario3"]
 TABLE3_METHODS = ["majority", "rf", "dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm"]
-TABLE3_COLUMNS = ["source", "target", *TABLE3_METHODS]
+"""Table 3's method columns in the study's order; a table shows those that ran."""
 FOLD_KEYS = ["source", "target", "scenario", "method", "fold"]
 
 
@@ -49,15 +49,19 @@ def build_tables(folds: pd.DataFrame, pairs: list[tuple[str, str]], *, metric: s
         spread: render cells as text ``mean ± std (n folds)`` instead of numbers.
 
     Returns:
-        ``(table2, table3)``; a method that was not run leaves its cell empty.
+        ``(table2, table3)``. Table 3 has a column only for the methods in
+        ``folds`` (a run of some methods shows no empty columns for the
+        others); a method without results for one pair leaves that cell empty.
     """
+    ran = set(folds["method"])
+    methods3 = [m for m in TABLE3_METHODS if m in ran]
     rows2, rows3 = [], []
     for source, target in pairs:
         cells = {name: values * 100 for name, values in _cells(folds, source, target, metric).items()}
         render = _text if spread else _mean
         rows2.append({"source": source, "target": target, **{c: render(cells[c]) for c in TABLE2_COLUMNS[2:]}})
-        rows3.append({"source": source, "target": target, **{c: render(cells[c]) for c in TABLE3_METHODS}})
-    return pd.DataFrame(rows2, columns=TABLE2_COLUMNS), pd.DataFrame(rows3, columns=TABLE3_COLUMNS)
+        rows3.append({"source": source, "target": target, **{c: render(cells[c]) for c in methods3}})
+    return pd.DataFrame(rows2, columns=TABLE2_COLUMNS), pd.DataFrame(rows3, columns=["source", "target", *methods3])
 
 
 def _mean(values: pd.Series) -> float:

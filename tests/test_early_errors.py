@@ -1,0 +1,194 @@
+"""Bad settings fail before any Ray work: one line on stderr, exit status 2, nothing written.
+
+Each test runs the real command line on otherwise valid input (the real corpora
+in ``../shared``) with one bad setting, and checks that the run stopped at once:
+Ray never started and the folder the test works in is exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import ray
+
+from crossemo import cli, storage
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path below ``folder`` with its size and modification time: what "nothing written" compares."""
+    return {str(path.relative_to(folder)): (path.lstat().st_size, path.lstat().st_mtime_ns) for path in folder.rglob("*")}
+
+
+def refuse(args: list[str], capsys, *, says: str, untouched: Path) -> str:
+    """Run the CLI, check it refused in one line without Ray and without writing below ``untouched``; return the line."""
+    before = tree(untouched)
+    status = cli.main(args)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert status == 2, err
+    assert len(lines) == 1 and lines[0].strip(), err
+    assert says in err
+    assert not ray.is_initialized()
+    assert tree(untouched) == before
+    return lines[0]
+
+
+@pytest.fixture
+def corpora(shared_corpora) -> list[str]:
+    """Two valid corpus arguments."""
+    return ["--corpus", f"emovo={shared_corpora}/emovo", "--corpus", f"ravdess={shared_corpora}/ravdess"]
+
+
+def write_config(folder: Path, shared_corpora: Path, text: str, *, corpora: str | None = None) -> str:
+    """A config file with a valid output and corpora unless ``corpora`` replaces them; ``text`` adds settings."""
+    if corpora is None:
+        corpora = f'[corpora]\nemovo = "{shared_corpora}/emovo"\nravdess = "{shared_corpora}/ravdess"\n'
+    path = folder / "run.toml"
+    path.write_text(f'out = "{folder / "out"}"\n{text}\n{corpora}')
+    return str(path)
+
+
+# --- output locations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["features", "run", "evaluate", "report", "demo"])
+def test_out_that_is_a_file(command, corpora, tmp_path, capsys):
+    existing = tmp_path / "results.txt"
+    existing.write_text("keep me")
+    args = {
+        "features": ["features", *corpora, "--out", str(existing)],
+        "run": ["run", *corpora, "--out", str(existing)],
+        "evaluate": ["evaluate", "--features", str(tmp_path / "features"), "--out", str(existing)],
+        "report": ["report", str(existing)],
+        "demo": ["demo", "--out", str(existing)],
+    }[command]
+    line = refuse(args, capsys, says=f"output location {existing}", untouched=tmp_path)
+    assert "file" in line
+    assert existing.read_text() == "keep me"
+
+
+def test_out_below_a_file(corpora, tmp_path, capsys):
+    existing = tmp_path / "results.txt"
+    existing.write_text("keep me")
+    refuse(["run", *corpora, "--out", str(existing / "out")], capsys, says=f"{existing} is a file, not a folder", untouched=tmp_path)
+
+
+@pytest.fixture(params=["proc", "read-only folder"])
+def unwritable(request, tmp_path) -> Path:
+    """An output folder nobody can create.
+
+    Tests run as root, which chmod does not stop; /proc refuses new entries
+    even to root. The read-only folder is the case a normal user meets.
+    """
+    if request.param == "proc":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc on this system")
+        return Path("/proc") / f"crossemo-{uuid.uuid4().hex}"
+    if os.geteuid() == 0:
+        pytest.skip("running as root, which writes into a chmod 0o500 folder anyway; the /proc case covers root")
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)
+    request.addfinalizer(lambda: folder.chmod(0o700))
+    return folder / "out"
+
+
+def test_out_that_cannot_be_written(unwritable, corpora, tmp_path, capsys):
+    refuse(["run", *corpora, "--out", str(unwritable)], capsys, says="cannot be written", untouched=tmp_path)
+    assert not unwritable.exists()
+
+
+def test_s3_out_without_bucket(s3, corpora, tmp_path, capsys):
+    missing = f"{s3['bucket']}-missing"
+    args = ["run", *corpora, "--out", f"s3://{missing}/out", "--storage-option", f"endpoint_url={s3['endpoint']}"]
+    refuse(args, capsys, says=f"output location s3://{missing}/out cannot be written", untouched=tmp_path)
+    buckets = boto3.client("s3", endpoint_url=s3["endpoint"], region_name="us-east-1").list_buckets()["Buckets"]
+    assert missing not in {bucket["Name"] for bucket in buckets}
+
+
+def test_s3_check_leaves_nothing_behind(s3):
+    storage.check_writable(f"s3://{s3['bucket']}/runs/out", storage_options=s3["storage_options"])
+    listing = boto3.client("s3", endpoint_url=s3["endpoint"], region_name="us-east-1").list_objects_v2(Bucket=s3["bucket"])
+    assert listing.get("KeyCount", 0) == 0
+
+
+def test_local_check_leaves_nothing_behind(tmp_path):
+    storage.check_writable(str(tmp_path / "a" / "b"))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- other settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seed_out_of_range(seed, corpora, tmp_path, capsys):
+    refuse(["run", *corpora, "--out", str(tmp_path / "out"), "--seed", seed], capsys, says=f"seed must be a whole number from 0 to {2**32 - 1}", untouched=tmp_path)
+
+
+def test_seed_that_is_not_a_number(shared_corpora, tmp_path, capsys):
+    config = write_config(tmp_path, shared_corpora, "seed = true")
+    refuse(["run", "--config", config], capsys, says="seed must be a whole number", untouched=tmp_path)
+
+
+@pytest.mark.parametrize("address", ["head node:6379", "head:99999", "head", "http://head:8265"])
+def test_malformed_address(address, corpora, tmp_path, capsys):
+    refuse(["run", *corpora, "--out", str(tmp_path / "out"), "--address", address], capsys, says=f"address {address!r} is not a Ray address", untouched=tmp_path)
+
+
+def test_malformed_ray_address_variable(corpora, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "head")
+    refuse(["run", *corpora, "--out", str(tmp_path / "out")], capsys, says="RAY_ADDRESS 'head' is not a Ray address", untouched=tmp_path)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[method_params.gan]\nn_estimators = 5", "unknown method 'gan'"),
+    ("[method_params.rf]\ntrees = 5", "method 'rf' has no parameter(s) trees"),
+    ("[method_params.rf]\nrandom_state = 5", "method_params.rf.random_state cannot be set"),
+    ("[method_params]\nrf = 5", "method_params.rf must be a table"),
+], ids=["unknown-method", "unknown-parameter", "seed-parameter", "not-a-table"])
+def test_bad_method_params(text, says, shared_corpora, tmp_path, capsys):
+    config = write_config(tmp_path, shared_corpora, text)
+    refuse(["run", "--config", config], capsys, says=says, untouched=tmp_path)
+
+
+@pytest.mark.parametrize("text, corpora, says", [
+    ("", 'corpora = "emovo"', "corpora must be a table"),
+    ("", 'corpora = ["emovo", "ravdess"]', "corpora must be a table"),
+    ("", "[corpora]\nemovo = 5", "corpus 'emovo' must be a URI or a table with a uri"),
+    ("", '[corpora]\nown = { recipe = "manifest" }', "corpus 'own' must be a URI or a table with a uri"),
+    ("", '[corpora]\nown = { recipe = "manifest", uri = "own.csv", corpus = "mine" }', "is named with name = …, not corpus = …"),
+    ('storage_options = "anon"', None, "storage_options must be a table"),
+    ("pairs = 3", None, "pairs must be a string or a list of strings"),
+], ids=["corpora-string", "corpora-list", "corpus-number", "corpus-without-uri", "corpus-option", "storage-options", "pairs"])
+def test_config_file_of_the_wrong_shape(text, corpora, says, shared_corpora, tmp_path, capsys):
+    config = write_config(tmp_path, shared_corpora, text, corpora=corpora)
+    refuse(["run", "--config", config], capsys, says=says, untouched=tmp_path)
+
+
+def test_config_file_out_that_is_not_a_path(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text("out = 5\n")
+    refuse(["run", "--config", str(config)], capsys, says="out must be a string", untouched=tmp_path)
+
+
+# --- evaluate: the feature store --------------------------------------------------------------------
+
+
+def test_features_that_is_a_file(tmp_path, capsys):
+    table = tmp_path / "emovo.parquet"
+    table.write_bytes(b"not a feature store")
+    refuse(["evaluate", "--features", str(table), "--out", str(tmp_path / "out")], capsys, says="is a file, not a feature store folder", untouched=tmp_path)
+
+
+def test_features_with_a_table_that_is_not_parquet(tmp_path, capsys):
+    store = tmp_path / "features"
+    store.mkdir()
+    (store / "emovo.parquet").write_bytes(b"not parquet")
+    refuse(["evaluate", "--features", str(store), "--out", str(tmp_path / "out")], capsys, says=f"--features {store}:", untouched=tmp_path)
+
+
+def test_evaluate_checks_its_settings(tmp_path, capsys):
+    refuse(["evaluate", "--features", str(tmp_path), "--out", str(tmp_path / "out"), "--seed", "-1"], capsys, says="seed must be", untouched=tmp_path)
