@@ -133,6 +133,19 @@ def test_seed_that_is_not_a_number(shared_corpora, tmp_path, capsys):
     refuse(["run", "--config", config], capsys, says="seed must be a whole number", untouched=tmp_path)
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--analysis-rate", "1000"], "analysis rate 1000 must be a whole number of Hz from 8000 to 192000"),
+    (["--channel", "left"], "channel 'left' must be one of loudest, first, mean or a channel index"),
+])
+def test_unusable_decode_rules(flags, says, corpora, tmp_path, capsys):
+    refuse(["features", *corpora, "--out", str(tmp_path / "out"), *flags], capsys, says=says, untouched=tmp_path)
+
+
+def test_decode_rule_of_the_wrong_type_in_a_config_file(shared_corpora, tmp_path, capsys):
+    config = write_config(tmp_path, shared_corpora, 'analysis_rate = "16k"')
+    refuse(["run", "--config", config], capsys, says="analysis_rate must be a whole number", untouched=tmp_path)
+
+
 @pytest.mark.parametrize("address", ["head node:6379", "head:99999", "head", "http://head:8265"])
 def test_malformed_address(address, corpora, tmp_path, capsys):
     refuse(["run", *corpora, "--out", str(tmp_path / "out"), "--address", address], capsys, says=f"address {address!r} is not a Ray address", untouched=tmp_path)
