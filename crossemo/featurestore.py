@@ -139,8 +139,9 @@ def extract_shard(
     files: pd.DataFrame,
     *,
     extractor: FeatureExtractor,
-    settings: audio.AnalysisSettings,
     store: FeatureStore,
+    settings: audio.AnalysisSettings | None = None,
+    generation: CacheGeneration | None = None,
     cached: frozenset[str] = frozenset(),
     claim: Callable[[str], bool] | None = None,
     storage_options: storage.StorageOptions | None = None,
@@ -155,8 +156,11 @@ def extract_shard(
         files: ``uri`` and ``fingerprint`` per file.
         extractor: the feature set, built once where its config is readable
             (a custom config travels inside it to every worker).
-        settings: the decode rules.
         store: the feature store to write the cache shard to.
+        settings: the decode rules (the defaults when ``None``).
+        generation: the cache generation to write to; computed here from
+            ``extractor`` and ``settings`` when ``None`` (a driver passes its
+            own, so every worker writes where the driver reads).
         cached: content keys already in the cache.
         claim: asks whether this shard is the one to extract a content key
             (true for exactly one shard per key in a run); every new key is
@@ -167,7 +171,8 @@ def extract_shard(
         the shard's outcome; the features themselves go to the cache.
     """
     started = time.process_time()
-    generation = CacheGeneration.of(extractor, settings)
+    settings = settings or audio.AnalysisSettings()
+    generation = generation or CacheGeneration.of(extractor, settings)
     key_rows, rejected, vectors, facts = [], [], [], []
     for uri, fingerprint in zip(files["uri"], files["fingerprint"]):
         try:

@@ -80,10 +80,13 @@ class _ContentClaims:
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
-def _extract_shard(files: pd.DataFrame, extractor: FeatureExtractor, settings: audio.AnalysisSettings, store: featurestore.FeatureStore, cached: frozenset[str], claims: Any) -> featurestore.ShardOutcome:
+def _extract_shard(
+    files: pd.DataFrame, extractor: FeatureExtractor, settings: audio.AnalysisSettings, generation: featurestore.CacheGeneration,
+    store: featurestore.FeatureStore, cached: frozenset[str], claims: Any,
+) -> featurestore.ShardOutcome:
     shard = hashlib.sha256("\n".join(files["uri"]).encode()).hexdigest()
     return featurestore.extract_shard(
-        files, extractor=extractor, settings=settings, store=store, cached=cached,
+        files, extractor=extractor, store=store, settings=settings, generation=generation, cached=cached,
         claim=lambda sha256: ray.get(claims.claim.remote(sha256, shard)),
     )
 
@@ -137,7 +140,7 @@ def extract_features(
     outcomes: list[featurestore.ShardOutcome] = []
     if shards:
         cached_ref, extractor_ref, claims = ray.put(cached), ray.put(extractor), _ContentClaims.remote()
-        pending = [_extract_shard.remote(s, extractor_ref, settings, store, cached_ref, claims) for s in shards]
+        pending = [_extract_shard.remote(s, extractor_ref, settings, generation, store, cached_ref, claims) for s in shards]
         sizes = {ref: len(s) for ref, s in zip(pending, shards)}
         with tqdm(total=len(todo), desc="features", unit="file", disable=not progress) as bar:
             while pending:

@@ -7,6 +7,7 @@ Blank rows, byte-order marks, UTF-16 "Unicode text", Windows-1252 bytes,
 from __future__ import annotations
 
 import codecs
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -149,3 +150,24 @@ def test_cli_refuses_a_windows_1252_manifest_before_ray(recordings, tmp_path, ca
     assert len(err.strip().splitlines()) == 1
     assert str(bad) in err and "save it as 'CSV UTF-8'" in err
     assert not ray.is_initialized()
+
+
+def test_symlinked_files_and_folders_are_found_and_a_dangling_link_says_so(shared_corpora, tmp_path):
+    """A manifest listing files through links: a linked file, a file in a linked folder, a link to nothing."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "anna").mkdir(parents=True)
+    real = sorted((shared_corpora / "emovo" / "f1").glob("*.flac"))[:3]
+    for path in real:
+        (elsewhere / "anna" / path.name).write_bytes(path.read_bytes())
+    own = tmp_path / "own"
+    (own / "ben").mkdir(parents=True)
+    os.symlink(elsewhere / "anna", own / "anna")
+    os.symlink(elsewhere / "anna" / real[0].name, own / "ben" / "linked.flac")
+    os.symlink(elsewhere / "gone.flac", own / "ben" / "gone.flac")
+    (own / "list.csv").write_text(
+        "path,speaker,emotion\n"
+        f"anna/{real[1].name},anna,joy\nanna/{real[2].name},anna,sad\nben/linked.flac,ben,angry\nben/gone.flac,ben,neutral\n"
+    )
+    result = manifest.prepare_manifest(str(own / "list.csv"))
+    assert sorted(Path(uri).relative_to(own).as_posix() for uri in result.utterances["uri"]) == sorted([f"anna/{real[1].name}", f"anna/{real[2].name}", "ben/linked.flac"])
+    assert result.skipped["reason"].tolist() == [f"dangling symbolic link (its target {elsewhere / 'gone.flac'} does not exist)"]

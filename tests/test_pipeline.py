@@ -147,3 +147,26 @@ def test_features_on_s3_equal_local(corpora_dir, tmp_path, s3):
     ours = featurestore.load_features(str(local / "features"))
     for corpus, frame in ours.items():
         pd.testing.assert_frame_equal(theirs[corpus], frame)
+
+
+def test_a_changed_decode_rule_or_opensmile_version_never_reuses_features(corpora_dir, tmp_path, monkeypatch):
+    import json
+
+    import opensmile
+
+    out = tmp_path / "out"
+    first, _, _ = pipeline.run(config_for(corpora_dir, out), evaluate=False)
+    generation = first.cache_generation
+    assert generation["opensmile"] == opensmile.__version__ and generation["decode"]["analysis_rate"] == 16000
+    recorded = json.loads((out / "runs" / first.run_id / "run.json").read_text())
+    assert recorded["cache_generation"]["id"] == generation["id"]
+    for change in ({"analysis_rate": 22050}, {"channel": "first"}):
+        record, summary, _ = pipeline.run(config_for(corpora_dir, out, **change), evaluate=False)
+        assert (summary.extracted, summary.reused) == (32, 0), change
+        assert record.cache_generation["id"] != generation["id"]
+    monkeypatch.setattr(opensmile, "__version__", "99.0.0")
+    record, summary, _ = pipeline.run(config_for(corpora_dir, out), evaluate=False)
+    assert (summary.extracted, summary.reused) == (32, 0) and record.cache_generation["opensmile"] == "99.0.0"
+    monkeypatch.undo()
+    _, summary, _ = pipeline.run(config_for(corpora_dir, out), evaluate=False)
+    assert (summary.extracted, summary.reused) == (0, 32)

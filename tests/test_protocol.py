@@ -151,3 +151,20 @@ def test_speaker_missing_a_class_runs_and_says_so(datasets):
     task = next(t for t in protocol.plan({"a": datasets["a"], "c": target}, [("a", "c")], ["rf"], overrides={"rf": {"n_estimators": 5}}) if t.scenario == 2 and t.fold == "c/u1")
     frame = protocol.run_task(task, None, target)
     assert set(frame["true"]) == set(EMOTIONS) and "joy" not in set(frame["predicted"])
+
+
+def test_a_recording_the_target_holds_is_left_out_of_the_source():
+    source_frame = make_frame("a", ["s1", "s2"]).assign(sha256=lambda f: [f"a{i}" for i in range(len(f))])
+    target_frame = make_frame("b", ["t1", "t2"], seed=1).assign(sha256=lambda f: [f"b{i}" for i in range(len(f))])
+    shared_uri = target_frame.loc[5, "uri"]
+    source_frame.loc[7, "sha256"] = target_frame.loc[5, "sha256"]  # the same bytes in both corpora
+    source, target = protocol.Dataset.from_frame(source_frame), protocol.Dataset.from_frame(target_frame)
+    leaked = source_frame.loc[7, "uri"]
+    for scenario, fold in ((1, "all"), (3, "b/t1"), (3, "b/t2")):
+        train, test = protocol.split(protocol.Task(scenario, "rf", "a", "b", fold), source, target)
+        source_rows = train["X"][~train["is_target"]]
+        assert len(source_rows) == len(source_frame) - 1
+        assert not any((source_rows == source.X[list(source.uris).index(leaked)]).all(axis=1))
+        assert shared_uri in set(test["uris"]) or fold == "b/" + target_frame.loc[5, "speaker"]
+    # Nothing shared: the source is used whole, as the same object.
+    assert protocol.usable_source(source, protocol.Dataset.from_frame(make_frame("c", ["u1", "u2"]))) is source

@@ -170,6 +170,11 @@ def is_audio_like(path: str) -> bool:
     return path.lower().endswith(AUDIO_LIKE_SUFFIXES)
 
 
+def dangling_link_reason(path: str) -> str:
+    """The rejection reason of a local symbolic link whose target is missing."""
+    return f"dangling symbolic link (its target {os.readlink(path)} does not exist)"
+
+
 def _walk_local(base: str) -> tuple[dict[str, dict], list[dict]]:
     """Every file below a local folder, through links, each folder once.
 
@@ -192,7 +197,7 @@ def _walk_local(base: str) -> tuple[dict[str, dict], list[dict]]:
             try:
                 target = os.stat(path)
             except FileNotFoundError:
-                broken.append({"uri": path, "reason": f"dangling symbolic link (its target {os.readlink(path)} does not exist)"})
+                broken.append({"uri": path, "reason": dangling_link_reason(path)})
                 continue
             if stat.S_ISREG(target.st_mode):
                 found[path] = {"size": target.st_size, "mtime": target.st_mtime}

@@ -60,6 +60,7 @@ import codecs
 import csv
 import io
 import math
+import os
 import posixpath
 import re
 from collections.abc import Iterable
@@ -70,7 +71,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from crossemo import storage
-from crossemo.corpora.base import CorpusError, Manifest, Skip, Utterance, build_manifest, fingerprint
+from crossemo.corpora.base import CorpusError, Manifest, Skip, Utterance, build_manifest, dangling_link_reason, fingerprint
 from crossemo.labels import EMOTIONS
 
 NAME = "manifest"
@@ -208,7 +209,8 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
     for target, verdict in rows:
         info = infos.get((id(target.fs), target.path)) if isinstance(verdict, Utterance) else None
         if isinstance(verdict, Utterance) and info is None:
-            verdict = Skip(NOT_FOUND)
+            dangling = storage.is_local(target.uri) and os.path.islink(target.path)
+            verdict = Skip(dangling_link_reason(target.path) if dangling else NOT_FOUND)
         if isinstance(verdict, Skip):
             skipped.append({"uri": target.uri, "corpus": name, "reason": verdict.reason})
         else:
