@@ -190,7 +190,7 @@ def test_every_warning_is_printed(extracted):
         "WAV header declared no audio data; recovered",
         "float samples at 16-bit integer scale",
         "groups of identical recordings",
-        "recordings in more than one corpus",
+        "1 recording in more than one corpus",
     ):
         assert expected in stdout, expected
     assert "dangling symbolic link" in stdout and "no speech" in stdout
