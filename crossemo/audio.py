@@ -518,10 +518,14 @@ class _SpeechBandMeter:
     def __init__(self, channels: int, sampling_rate: int) -> None:
         high = min(SPEECH_BAND[1], 0.45 * sampling_rate)
         self._sos = dsp.butter(4, (SPEECH_BAND[0], high), btype="bandpass", fs=sampling_rate, output="sos")
-        self._state = np.zeros((self._sos.shape[0], 2, channels))
+        self._state: np.ndarray | None = None
         self._energies = np.zeros(channels, dtype=np.float64)
 
     def add(self, block: np.ndarray) -> None:
+        if self._state is None:
+            # Start as if the first sample had always been there: a channel
+            # that opens on a DC bias must not ring the filter like a step.
+            self._state = dsp.sosfilt_zi(self._sos)[:, :, None] * block[0].astype(np.float64)
         filtered, self._state = dsp.sosfilt(self._sos, block, axis=0, zi=self._state)
         self._energies += channel_energies(filtered)
 
