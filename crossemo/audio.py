@@ -43,11 +43,12 @@ order :func:`prepare` applies them, each for a reason:
   speech** (:func:`check_speech`): a peak below :data:`MIN_PEAK_DBFS`, or a
   frame level that never varies by :data:`MIN_LEVEL_RANGE_DB` (dither, steady
   noise). Functionals of such a signal describe nothing about an emotion.
-* **DC is removed** (:func:`remove_dc`): an offset of 0.01 moves mean F0 of a
-  real utterance from 139 to 147 Hz (openSMILE alone does the same).
+* **DC is removed** (:func:`remove_dc`): an offset of 0.01 moves the mean F0
+  of real utterances by a median 8 Hz (``benchmarks/decode_rules.py``).
 * **One analysis rate** (:func:`resample`, audresample): openSMILE's
-  functionals depend on the sampling rate (the same utterance gives a mean
-  F0 of 139 Hz at 48 kHz and 159 Hz at 16 kHz), so every corpus is analysed
+  functionals depend on the sampling rate (the same utterance stored at 16
+  and at 48 kHz differs by a median 8 % of its IS10 features and 6 Hz of
+  mean F0, ``benchmarks/decode_rules.py``), so every corpus is analysed
   at the same rate, or every cross-corpus pair carries a silent domain
   shift. A file below the analysis rate is upsampled (its upper band stays
   empty) with a note; the original rate is kept in the feature store.
@@ -358,8 +359,8 @@ def remove_dc(signal: np.ndarray) -> np.ndarray:
     """The signal minus its mean, in ``float32``.
 
     A constant offset is no part of speech, yet it moves openSMILE's pitch and
-    energy functionals (an offset of 0.01 moves mean F0 of a RAVDESS utterance
-    by about 8 Hz); subtracting the mean removes exactly the offset and
+    energy functionals (an offset of 0.01 moves the mean F0 of real
+    utterances by a median 8 Hz); subtracting the mean removes exactly the offset and
     leaves every other frequency as it was.
     """
     return (signal - np.float32(signal.mean(dtype=np.float64))).astype(np.float32, copy=False)
