@@ -50,6 +50,7 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", help="all (default) or SRC:TGT,SRC:TGT")
     parser.add_argument("--methods", help="all (default) or m1,m2 (majority and rf always run)")
     parser.add_argument("--seed", type=int, help="random seed for every model (default 0)")
+    parser.add_argument("--seeds", type=int, help="run every stochastic method under this many seeds, from --seed on, each as its own tasks; the tables show the spread over seeds (default 1)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +89,7 @@ def config_from(args: argparse.Namespace) -> pipeline.RunConfig:
     config = pipeline.RunConfig.from_toml(args.config) if getattr(args, "config", None) else pipeline.RunConfig()
     if getattr(args, "corpus", None):
         config.corpora = [pipeline.CorpusSpec.parse(text) for text in args.corpus]
-    for name in ("out", "feature_set", "analysis_rate", "channel", "pairs", "methods", "seed", "address"):
+    for name in ("out", "feature_set", "analysis_rate", "channel", "pairs", "methods", "seed", "seeds", "address"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(config, name, value)

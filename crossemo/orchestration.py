@@ -175,8 +175,8 @@ def _prepare_shared(method: str, source: protocol.Dataset, target: protocol.Data
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
-def _run_task(task: protocol.Task, source: protocol.Dataset | None, target: protocol.Dataset, seed: int, uri: str, storage_options: dict | None, shared: tuple[Any, float] | None = None) -> dict[str, float]:
-    frame = protocol.run_task(task, source, target, seed=seed, shared_model=shared[0] if shared else None)
+def _run_task(task: protocol.Task, source: protocol.Dataset | None, target: protocol.Dataset, uri: str, storage_options: dict | None, shared: tuple[Any, float] | None = None) -> dict[str, float]:
+    frame = protocol.run_task(task, source, target, shared_model=shared[0] if shared else None)
     storage.write_frame(frame, uri, storage_options=storage_options)
     return {"cpu_seconds": float(frame["cpu_seconds"].iloc[0]), "wall_seconds": float(frame["wall_seconds"].iloc[0])}
 
@@ -193,33 +193,33 @@ class EvaluationSummary:
     result_uris: list[str]
 
 
-def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], results_uri: str, *, seed: int = 0, storage_options: dict | None = None, progress: bool = True) -> EvaluationSummary:
+def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], results_uri: str, *, storage_options: dict | None = None, progress: bool = True) -> EvaluationSummary:
     """Run every task whose result is not written yet; each writes its own Parquet file.
 
     The datasets go into the object store once; every task gets references,
     never copies. Work shared by folds (the fcnn's source network) runs once
-    per source corpus and is passed along as a reference too.
+    per source corpus and seed and is passed along as a reference too.
     """
     started = time.perf_counter()
     uris = {task.key: storage.join(results_uri, task.result_path()) for task in tasks}
     done = set(storage.list_files(results_uri, suffix=".parquet", storage_options=storage_options))
     todo = [task for task in tasks if uris[task.key] not in done]
     refs = {name: ray.put(data) for name, data in datasets.items()}
-    shared: dict[tuple[str, str, str | None], Any] = {}
+    shared: dict[tuple[str, str, str | None, int], Any] = {}
 
-    def shared_key(task: protocol.Task) -> tuple[str, str, str | None]:
-        # One preparation per source, unless the target holds some of the
-        # source's recordings: then that pair needs its own, without them.
+    def shared_key(task: protocol.Task) -> tuple[str, str, str | None, int]:
+        # One preparation per source and seed, unless the target holds some
+        # of the source's recordings: then that pair needs its own, without them.
         source = datasets[task.source]
-        return (task.shared, task.source, None if protocol.usable_source(source, datasets[task.target]) is source else task.target)
+        return (task.shared, task.source, None if protocol.usable_source(source, datasets[task.target]) is source else task.target, task.seed)
 
     for task in todo:
         if task.shared and shared_key(task) not in shared:
             key = shared_key(task)
-            shared[key] = _prepare_shared.remote(task.shared, refs[task.source], refs[key[2]] if key[2] else None, seed, task.params)
+            shared[key] = _prepare_shared.remote(task.shared, refs[task.source], refs[key[2]] if key[2] else None, task.seed, task.params)
     remaining = [
         _run_task.remote(
-            task, refs[task.source] if task.source else None, refs[task.target], seed, uris[task.key], storage_options,
+            task, refs[task.source] if task.source else None, refs[task.target], uris[task.key], storage_options,
             shared.get(shared_key(task)) if task.shared else None,
         )
         for task in todo

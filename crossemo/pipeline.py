@@ -39,10 +39,13 @@ SEED_LIMIT = 2**32
 
 SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "out": (str,), "corpora": (dict,), "feature_set": (str,), "pairs": (str, list), "methods": (str, list),
-    "seed": (int,), "address": (str,), "storage_options": (dict,), "method_params": (dict,),
+    "seed": (int,), "seeds": (int,), "address": (str,), "storage_options": (dict,), "method_params": (dict,),
     "analysis_rate": (int,), "channel": (str, int),
 }
 """The settings a config file may hold, and the TOML types each accepts (lists hold strings)."""
+
+MAX_SEEDS = 100
+"""More seeds than this multiply the grid's cost for no visible gain in the spread."""
 
 RUN_PARAMS = {"random_state": "every method takes the run's seed", "source_model": "the run trains it on the source"}
 """Method parameters the run passes itself (see :func:`crossemo.protocol.run_task`); set twice, a task would fail."""
@@ -94,6 +97,7 @@ class RunConfig:
     pairs: str = "all"
     methods: str = "all"
     seed: int = 0
+    seeds: int = 1
     address: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -209,6 +213,8 @@ def check_settings(config: RunConfig) -> None:
     config.analysis_settings()
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < SEED_LIMIT:
         raise ConfigError(f"seed must be a whole number from 0 to {SEED_LIMIT - 1}, not {config.seed!r}")
+    if isinstance(config.seeds, bool) or not isinstance(config.seeds, int) or not 1 <= config.seeds <= MAX_SEEDS or config.seed + config.seeds > SEED_LIMIT:
+        raise ConfigError(f"seeds must be a whole number from 1 to {MAX_SEEDS} (seed + seeds at most {SEED_LIMIT}), not {config.seeds!r}")
     # Without an address, connect() takes RAY_ADDRESS, which would fail as late as a bad --address.
     source, address = ("address", config.address) if config.address else ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS"))
     if address and not is_ray_address(address):
@@ -361,7 +367,7 @@ def plan_evaluation(datasets: dict[str, protocol.Dataset], config: RunConfig) ->
         warnings = [w for s, t in pairs for w in protocol.check_pair(datasets[s], datasets[t])]
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None
-    tasks = protocol.plan(datasets, pairs, method_names, seed=config.seed, overrides=config.method_params)
+    tasks = protocol.plan(datasets, pairs, method_names, seed=config.seed, seeds=config.seeds, overrides=config.method_params)
     return pairs, tasks, warnings
 
 
@@ -377,7 +383,7 @@ def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig
     options = config.fs_options
     pairs, tasks, warnings = plan_evaluation(datasets, config)
     record.warnings += warnings
-    summary = orchestration.evaluate(datasets, tasks, storage.join(config.out, "results"), seed=config.seed, storage_options=options, progress=config.progress)
+    summary = orchestration.evaluate(datasets, tasks, storage.join(config.out, "results"), storage_options=options, progress=config.progress)
     record.pairs = [list(p) for p in pairs]
     record.result_uris = summary.result_uris
     record.counts.update(tasks=summary.tasks, tasks_reused=summary.reused, fits=summary.fits)

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import recall_score
 
 import crossemo
 from crossemo import methods
-from crossemo.labels import EMOTIONS, METADATA_COLUMNS
+from crossemo.labels import METADATA_COLUMNS
+from crossemo.metrics import score, target_classes
 
 BASELINES = ("majority", "rf")
 """Always evaluated: the tables compare every method against them."""
@@ -42,9 +42,12 @@ TRANSFER_METHODS = ("dbn", "fcnn", "multitask", "norm_neutral", "norm_distributi
 """Run in scenario 3's folds; ``rf`` runs there too, as scenario 3 itself."""
 
 RESULT_COLUMNS = [
-    "key", "source", "target", "scenario", "method", "fold", "uri", "speaker", "true", "predicted",
+    "key", "source", "target", "scenario", "method", "fold", "seed", "uri", "speaker", "true", "predicted",
     "accuracy", "uar", "n_train", "n_test", "cpu_seconds", "wall_seconds",
 ]
+
+DETERMINISTIC_METHODS = frozenset({"majority"})
+"""Methods whose result does not depend on the seed: with several seeds they still run once."""
 
 
 class ProtocolError(ValueError):
@@ -103,6 +106,7 @@ class Task:
     target: str
     fold: str
     params: tuple[tuple[str, Any], ...] = ()
+    seed: int = 0
     key: str = ""
     shared: str | None = field(default=None, compare=False)
 
@@ -113,7 +117,7 @@ class Task:
     def result_path(self) -> str:
         """Path of this task's result below ``<out>/results``: readable, and unique by key."""
         fold = re.sub(r"[^A-Za-z0-9._-]+", "-", self.fold)
-        return f"{self.pair}/s{self.scenario}/{self.method}/{fold}.{self.key[:16]}.parquet"
+        return f"{self.pair}/s{self.scenario}/{self.method}/{fold}.seed{self.seed}.{self.key[:16]}.parquet"
 
 
 def parse_pairs(spec: str | Iterable[str], corpora: list[str]) -> list[tuple[str, str]]:
@@ -183,7 +187,9 @@ def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
 
     Returns:
         warnings: classes only in the target, target speakers lacking a class
-        (their folds run and train without it).
+        (the fold training on one goes without it), and folds whose test
+        speakers together lack a class (its recall counts as 0 in that
+        fold's UAR; see :func:`score`).
 
     Raises:
         ProtocolError: the corpora share no class, or the target has fewer than two speakers.
@@ -195,18 +201,26 @@ def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
     if len(speakers) < 2:
         raise ProtocolError(f"target {target.corpus} has {len(speakers)} speaker; scenarios 2 and 3 need at least two (one to train on, the rest to test)")
     warnings = [f"{source.corpus}:{target.corpus}: class {c} is only in the target" for c in sorted(set(target.y) - set(source.y))]
-    classes = [e for e in EMOTIONS if e in set(target.y)]
+    classes = target_classes(target.y)
     for speaker in speakers:
         missing = [c for c in classes if c not in set(target.y[target.speakers == speaker])]
         if missing:
             warnings.append(f"{source.corpus}:{target.corpus}: speaker {speaker} has no {', '.join(missing)}; the fold training on it goes without")
+        tested = target.speakers != speaker
+        absent = [c for c in classes if c not in set(target.y[tested])]
+        if absent:
+            others = ", ".join(sorted(set(target.speakers[tested])))
+            warnings.append(
+                f"{source.corpus}:{target.corpus}: the fold training on {speaker} tests on {others}, who have no {', '.join(absent)}; "
+                f"that fold's UAR counts {'it' if len(absent) == 1 else 'them'} as recall 0 (the pooled UAR does not depend on it)"
+            )
     return warnings
 
 
-def task_key(task: Task, datasets: dict[str, Dataset], seed: int) -> str:
+def task_key(task: Task, datasets: dict[str, Dataset]) -> str:
     """Everything a task's result depends on, hashed."""
     payload = {
-        "scenario": task.scenario, "method": task.method, "fold": task.fold, "params": task.params, "seed": seed,
+        "scenario": task.scenario, "method": task.method, "fold": task.fold, "params": task.params, "seed": task.seed,
         "source": datasets[task.source].digest if task.source else None,
         "target": datasets[task.target].digest, "version": crossemo.__version__,
     }
@@ -218,8 +232,30 @@ def method_params(method: str, overrides: dict[str, dict[str, Any]] | None) -> t
     return tuple(sorted((overrides or {}).get(method, {}).items()))
 
 
-def plan(datasets: dict[str, Dataset], pairs: list[tuple[str, str]], method_names: list[str], *, seed: int = 0, overrides: dict[str, dict[str, Any]] | None = None) -> list[Task]:
+def run_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of a run: ``count`` consecutive seeds from ``seed``."""
+    return list(range(seed, seed + count))
+
+
+def plan(
+    datasets: dict[str, Dataset],
+    pairs: list[tuple[str, str]],
+    method_names: list[str],
+    *,
+    seed: int = 0,
+    seeds: int = 1,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> list[Task]:
     """Every task of the protocol for these pairs and methods, each exactly once.
+
+    Args:
+        datasets: the corpora.
+        pairs: (source, target) pairs.
+        method_names: methods to run (baselines included).
+        seed: the first seed.
+        seeds: how many seeds every stochastic method runs under, each a task
+            of its own; :data:`DETERMINISTIC_METHODS` run under ``seed`` only.
+        overrides: non-default parameters per method.
 
     Returns:
         tasks in a good submission order: the slowest kinds first.
@@ -227,8 +263,9 @@ def plan(datasets: dict[str, Dataset], pairs: list[tuple[str, str]], method_name
     tasks: list[Task] = []
 
     def add(scenario: int, method: str, source: str | None, target: str, fold: str) -> None:
-        task = Task(scenario, method, source, target, fold, method_params(method, overrides), shared=method if method in SHARED_PREPARATIONS and scenario == 3 else None)
-        tasks.append(Task(**{**task.__dict__, "key": task_key(task, datasets, seed)}))
+        for task_seed in run_seeds(seed, 1 if method in DETERMINISTIC_METHODS else seeds):
+            task = Task(scenario, method, source, target, fold, method_params(method, overrides), seed=task_seed, shared=method if method in SHARED_PREPARATIONS and scenario == 3 else None)
+            tasks.append(Task(**{**task.__dict__, "key": task_key(task, datasets)}))
 
     for target in dict.fromkeys(t for _, t in pairs):
         for speaker in datasets[target].speaker_ids():
@@ -291,22 +328,24 @@ SHARED_PREPARATIONS: dict[str, Callable[..., Any]] = {"fcnn": prepare_fcnn_sourc
 """Fold-independent work per source corpus, passed to the method as ``source_model``."""
 
 
-def run_task(task: Task, source: Dataset | None, target: Dataset, *, seed: int = 0, shared_model: Any = None) -> pd.DataFrame:
+def run_task(task: Task, source: Dataset | None, target: Dataset, *, shared_model: Any = None) -> pd.DataFrame:
     """Fit one method on a task's training rows and score it on its test rows.
 
     Returns:
-        one row per test utterance with :data:`RESULT_COLUMNS`.
+        one row per test utterance with :data:`RESULT_COLUMNS`; ``accuracy``
+        and ``uar`` are the fold's (see :func:`score`), over the target's classes.
     """
     started, cpu_started = time.perf_counter(), time.process_time()
     train, test = split(task, source, target)
     extra = {"source_model": shared_model} if shared_model is not None else {}
-    model = methods.make_method(task.method, random_state=seed, **dict(task.params), **extra)
+    model = methods.make_method(task.method, random_state=task.seed, **dict(task.params), **extra)
     model.fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"])
     predicted = np.asarray(model.predict(test["X"], speakers=test["speakers"])).astype(str)
-    accuracy, uar = score(test["y"], predicted)
+    accuracy, uar = score(test["y"], predicted, classes=target_classes(target.y))
     frame = pd.DataFrame({
         "uri": test["uris"], "speaker": test["speakers"], "true": test["y"], "predicted": predicted,
     })
+    frame.insert(0, "seed", task.seed)
     frame.insert(0, "fold", task.fold)
     frame.insert(0, "method", task.method)
     frame.insert(0, "scenario", task.scenario)
@@ -318,13 +357,3 @@ def run_task(task: Task, source: Dataset | None, target: Dataset, *, seed: int =
     frame["cpu_seconds"] = time.process_time() - cpu_started
     frame["wall_seconds"] = time.perf_counter() - started
     return frame[RESULT_COLUMNS]
-
-
-def score(true: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
-    """Accuracy (the study's figure) and UAR, the mean recall over the classes present."""
-    if len(true) == 0:
-        return float("nan"), float("nan")
-    accuracy = float(np.mean(true == predicted))
-    present = [e for e in EMOTIONS if e in set(true)]
-    uar = float(recall_score(true, predicted, labels=present, average="macro", zero_division=0))
-    return accuracy, uar

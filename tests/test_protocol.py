@@ -92,9 +92,11 @@ def test_predict_never_sees_test_labels(datasets, monkeypatch):
 def test_score_is_accuracy_and_unweighted_recall():
     true = np.array(["neutral"] * 8 + ["anger"] * 2)
     predicted = np.array(["neutral"] * 10)
-    accuracy, uar = protocol.score(true, predicted)
+    accuracy, uar = protocol.score(true, predicted, classes=["neutral", "anger"])
     assert accuracy == pytest.approx(0.8)
     assert uar == pytest.approx(0.5)
+    # Over the target's four classes, the two absent ones count as recall 0.
+    assert protocol.score(true, predicted, classes=list(EMOTIONS))[1] == pytest.approx(0.25)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -124,22 +126,30 @@ def test_single_speaker_target_and_disjoint_classes_are_refused(datasets):
         protocol.check_pair(protocol.Dataset.from_frame(source), protocol.Dataset.from_frame(frame))
 
 
+def _utterances(source: str, scenario: int, method: str, fold: str, correct: int, *, seed: int = 0, total: int = 8) -> list[dict]:
+    """``total`` test utterances, two per class, the first ``correct`` of them predicted right."""
+    rows = []
+    for index in range(total):
+        true = EMOTIONS[index % 4]
+        predicted = true if index < correct else EMOTIONS[(index + 1) % 4]
+        rows.append(dict(source=source, target="t", scenario=scenario, method=method, fold=fold, seed=seed, speaker="t/x", true=true, predicted=predicted))
+    return rows
+
+
 def test_tables_average_folds_and_use_scenario2_for_baseline():
     rows = []
-    for fold, acc in (("t/1", 0.5), ("t/2", 0.7)):
-        rows.append(dict(source="", target="t", scenario=2, method="rf", fold=fold, accuracy=acc, uar=acc, n_test=10))
-        rows.append(dict(source="", target="t", scenario=2, method="majority", fold=fold, accuracy=0.25, uar=0.25, n_test=10))
-        rows.append(dict(source="s", target="t", scenario=3, method="rf", fold=fold, accuracy=acc - 0.1, uar=acc, n_test=10))
-        rows.append(dict(source="s", target="t", scenario=3, method="fcnn", fold=fold, accuracy=0.9, uar=0.8, n_test=10))
-    rows.append(dict(source="s", target="t", scenario=1, method="rf", fold="all", accuracy=0.3, uar=0.3, n_test=20))
-    folds = pd.DataFrame(rows)
-    table2, table3 = tables.build_tables(folds, [("s", "t")])
-    assert table2.iloc[0].to_dict() == {"source": "s", "target": "t", "majority": 25.0, "scenario1": 30.0, "scenario2": 60.0, "scenario3": 50.0}
-    assert table3.loc[0, "rf"] == 60.0 and table3.loc[0, "fcnn"] == 90.0
-    _, uar3 = tables.build_tables(folds, [("s", "t")], metric="uar")
-    assert uar3.loc[0, "fcnn"] == 80.0
-    # Only the methods that ran get a column.
-    assert list(table3.columns) == ["source", "target", "majority", "rf", "fcnn"]
+    for fold, correct in (("t/1", 4), ("t/2", 6)):
+        rows += _utterances("", 2, "rf", fold, correct)
+        rows += _utterances("", 2, "majority", fold, 2)
+        rows += _utterances("s", 3, "rf", fold, correct - 1)
+        rows += _utterances("s", 3, "fcnn", fold, 7)
+    rows += _utterances("s", 1, "rf", "all", 3)
+    figures = tables.Figures.of(pd.DataFrame(rows))
+    table2, table3 = tables.build_tables(figures, [("s", "t")])
+    assert table2.iloc[0].to_dict() == {"source": "s", "target": "t", "majority": 25.0, "chance": 25.0, "scenario1": 37.5, "scenario2": 62.5, "scenario3": 50.0}
+    assert table3.loc[0, "rf"] == 62.5 and table3.loc[0, "fcnn"] == 87.5
+    # Only the methods that ran get a column; chance stands beside majority.
+    assert list(table3.columns) == ["source", "target", "majority", "chance", "rf", "fcnn"]
 
 
 def test_speaker_missing_a_class_runs_and_says_so(datasets):
@@ -147,7 +157,10 @@ def test_speaker_missing_a_class_runs_and_says_so(datasets):
     frame = frame[~((frame["speaker"] == "u1") & (frame["emotion"] == "joy"))]
     target = protocol.Dataset.from_frame(frame)
     warnings = protocol.check_pair(datasets["a"], target)
-    assert warnings == ["a:c: speaker c/u1 has no joy; the fold training on it goes without"]
+    assert warnings == [
+        "a:c: speaker c/u1 has no joy; the fold training on it goes without",
+        "a:c: the fold training on c/u2 tests on c/u1, who have no joy; that fold's UAR counts it as recall 0 (the pooled UAR does not depend on it)",
+    ]
     task = next(t for t in protocol.plan({"a": datasets["a"], "c": target}, [("a", "c")], ["rf"], overrides={"rf": {"n_estimators": 5}}) if t.scenario == 2 and t.fold == "c/u1")
     frame = protocol.run_task(task, None, target)
     assert set(frame["true"]) == set(EMOTIONS) and "joy" not in set(frame["predicted"])

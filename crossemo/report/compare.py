@@ -43,7 +43,7 @@ def result_changes(results_a: pd.DataFrame, pairs_a: list, results_b: pd.DataFra
     """
     frames = []
     for label, results, pairs in (("before", results_a, pairs_a), ("after", results_b, pairs_b)):
-        table2, table3 = tables.build_tables(tables.fold_metrics(results), [tuple(p) for p in pairs], metric=metric)
+        table2, table3 = tables.build_tables(tables.Figures.of(results), [tuple(p) for p in pairs], metric=metric)
         for name, table in (("table2", table2), ("table3", table3)):
             long = table.melt(id_vars=["source", "target"], var_name="column", value_name=label)
             long.insert(0, "table", name)

@@ -102,8 +102,8 @@ def method_bars(folds: pd.DataFrame, *, title: str, metrics: Sequence[tuple[str,
     for ax, (column, axis_label) in zip(axes, metrics):
         groups = [folds.loc[folds["label"] == label, column].dropna().to_numpy(dtype=float) for label in labels]
         means = np.array([g.mean() if len(g) else np.nan for g in groups])
-        # Population std (ddof=0) over folds, the same spread the tables print.
-        spreads = np.array([g.std() if len(g) > 1 else 0.0 for g in groups])
+        # Sample std (ddof=1) over folds, the same spread the tables print.
+        spreads = np.array([g.std(ddof=1) if len(g) > 1 else 0.0 for g in groups])
         ax.barh(positions, np.nan_to_num(means), xerr=spreads, color=BAR_COLOR, alpha=0.75, height=0.6, capsize=3, error_kw={"elinewidth": 1})
         for y, values in zip(positions, groups):
             ax.scatter(values, y + _offsets(len(values), width=0.4), s=12, color=POINT_COLOR, zorder=3, linewidths=0)

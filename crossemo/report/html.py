@@ -47,8 +47,8 @@ DUPLICATE_ROWS = 200
 SECTIONS = [("warnings", "Warnings"), ("corpora", "Corpora"), ("duplicates", "Duplicate recordings"), ("tables", "Tables 2 and 3")]
 """The page's sections before the pairs, in order: (id, title in the contents), linked when present."""
 
-TABLE2_HEADERS = {"source": "source", "target": "target", "majority": "majority (S2)", "scenario1": "RF scenario 1", "scenario2": "RF scenario 2", "scenario3": "RF scenario 3"}
-TABLE3_HEADERS = {"source": "source", "target": "target", "rf": "baseline RF (S2)", **{m: METHOD_NAMES[m] for m in tables.TABLE3_METHODS if m != "rf"}}
+TABLE2_HEADERS = {"source": "source", "target": "target", "majority": "majority (S2)", "chance": "chance", "scenario1": "RF scenario 1", "scenario2": "RF scenario 2", "scenario3": "RF scenario 3"}
+TABLE3_HEADERS = {"source": "source", "target": "target", "chance": "chance", "rf": "baseline RF (S2)", **{m: METHOD_NAMES[m] for m in tables.TABLE3_METHODS if m != "rf"}}
 SECRET_WORDS = ("secret", "token", "password", "key", "credential")
 NUM_CLASS = ' class="num"'
 
@@ -106,7 +106,9 @@ def write_html_report(
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
     if missing:
         raise ValueError(f"results lack the columns {', '.join(missing)}")
-    folds = tables.fold_metrics(results) if len(results) else pd.DataFrame(columns=[*tables.FOLD_KEYS, "accuracy", "uar", "n_test"])
+    figures = tables.Figures.of(results)
+    # The per-pair charts and grids show each fold once, averaged over seeds.
+    folds = tables.seed_averaged(figures.folds)
     names = _FigureNames()
     pair_sections, rendered = [], []
     for source, target in pairs:
@@ -121,7 +123,7 @@ def write_html_report(
             _warnings_section(run),
             _corpora_section(manifest, rejected, results),
             _duplicates_section(duplicates),
-            _tables_section(folds, pairs),
+            _tables_section(figures, pairs),
             *pair_sections,
             _compute_section(results),
         ],
@@ -348,7 +350,7 @@ def _cell(value: Any) -> str:
     return _esc(value)
 
 
-def html_table(frame: pd.DataFrame, *, table_id: str | None = None, caption: str | None = None, label_columns: int = 1, bold: set[tuple[int, str]] | None = None) -> str:
+def html_table(frame: pd.DataFrame, *, table_id: str | None = None, caption: str | None = None, label_columns: int = 1) -> str:
     """An HTML table of ``frame``; the first ``label_columns`` columns are text, the rest numbers.
 
     Args:
@@ -356,20 +358,16 @@ def html_table(frame: pd.DataFrame, *, table_id: str | None = None, caption: str
         table_id: the table's ``id``.
         caption: a caption above the table.
         label_columns: how many leading columns are left-aligned labels.
-        bold: (row position, column) cells to emphasise.
 
     Returns:
         the ``<table>`` element.
     """
-    bold = bold or set()
     head = "".join(f"<th{NUM_CLASS if i >= label_columns else ''} scope=col>{_esc(c)}</th>" for i, c in enumerate(frame.columns))
     body = []
-    for position, row in enumerate(frame.itertuples(index=False)):
+    for row in frame.itertuples(index=False):
         cells = []
-        for i, (column, value) in enumerate(zip(frame.columns, row)):
+        for i, value in enumerate(row):
             text = _cell(value)
-            if (position, column) in bold:
-                text = f"<strong>{text}</strong>"
             tag = "th scope=row" if i == 0 else "td"
             cells.append(f"<{tag}{NUM_CLASS if i >= label_columns else ''}>{text}</{tag.split()[0]}>")
         body.append(f"<tr>{''.join(cells)}</tr>")
@@ -386,31 +384,15 @@ def _figure(rendered: Rendered, *, wide: bool = False) -> str:
     )
 
 
-def _best_cells(numbers: pd.DataFrame, columns: list[str]) -> set[tuple[int, str]]:
-    """The highest cell of each row among ``columns``; ties are all marked."""
-    best = set()
-    for position, row in enumerate(numbers[columns].itertuples(index=False)):
-        values = np.array(row, dtype=float)
-        if np.isfinite(values).any():
-            top = np.nanmax(values)
-            best |= {(position, columns[i]) for i, v in enumerate(values) if v == top}
-    return best
-
-
-def _tables_section(folds: pd.DataFrame, pairs: list[tuple[str, str]]) -> str:
-    """Tables 2 and 3 in accuracy and UAR, each cell ``mean ± std (folds)`` in percent."""
-    parts = ['<section id="tables"><h2>Tables 2 and 3</h2>',
-             "<p>Each cell is the mean over folds in percent, ± the standard deviation over folds, with the number of folds in brackets; "
-             "the best cell of each row is in bold. Table 3 compares the scenario 2 Random Forest (the study's baseline) "
-             "with the transfer methods, which run in scenario 3's folds.</p>"]
+def _tables_section(figures: tables.Figures, pairs: list[tuple[str, str]]) -> str:
+    """Tables 2 and 3 in accuracy and UAR, each cell ``mean ± sd (folds) [pooled]`` in percent."""
+    parts = ['<section id="tables"><h2>Tables 2 and 3</h2>', f"<p>{_esc(tables.DEFINITIONS)}</p>",
+             "<p>Table 3 compares the scenario 2 Random Forest (the study's baseline) with the transfer methods, which run in scenario 3's folds.</p>"]
     for metric, title in (("accuracy", "accuracy"), ("uar", "UAR (unweighted average recall)")):
-        numbers2, numbers3 = tables.build_tables(folds, pairs, metric=metric)
-        text2, text3 = tables.build_tables(folds, pairs, metric=metric, spread=True)
-        for number, (numbers, text, headers) in enumerate(((numbers2, text2, TABLE2_HEADERS), (numbers3, text3, TABLE3_HEADERS)), start=2):
-            value_columns = list(text.columns[2:])
-            bold = {(row, headers[column]) for row, column in _best_cells(numbers, value_columns)}
+        text2, text3 = tables.build_tables(figures, pairs, metric=metric, spread=True)
+        for number, (text, headers) in enumerate(((text2, TABLE2_HEADERS), (text3, TABLE3_HEADERS)), start=2):
             name = "majority and Random Forest per scenario" if number == 2 else "baseline RF and transfer methods"
-            parts.append(html_table(text.rename(columns=headers), table_id=f"table{number}-{metric}", caption=f"Table {number}: {name}, {title}", label_columns=2, bold=bold))
+            parts.append(html_table(text.rename(columns=headers), table_id=f"table{number}-{metric}", caption=f"Table {number}: {name}, {title}", label_columns=2))
     parts.append("</section>")
     return "\n".join(parts)
 

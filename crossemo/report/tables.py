@@ -3,77 +3,241 @@
 Table 2 compares the majority classifier and the Random Forest in the three
 scenarios; Table 3 compares the Random Forest of scenario 2 (the study's
 "Baseline RF") with every transfer method in scenario 3's folds. Each cell is
-the mean over folds, in percent, of accuracy (the study's figure) or UAR.
+the mean over folds (and seeds), in percent, of accuracy (the study's figure)
+or UAR; every figure is defined in :mod:`crossemo.metrics`.
+
+Every fold's figures are recomputed here from its utterances (true and
+predicted labels), never read from a stored summary, so ``crossemo report``
+gives existing runs the current definitions without recomputing a model.
+
+Beside the mean of folds:
+
+* ``majority`` is the most frequent class of the one training speaker (ties
+  go to the first class in the order neutral, anger, joy, sadness); with
+  balanced speakers it is one fixed class, *not* a chance level, so
+  ``chance`` (100 / the target's classes) stands beside it;
+* the pooled UAR over all test utterances of a cell (``*_pooled_uar.csv``);
+* the spread: sample standard deviation over folds and over seeds;
+* a Table 3 method's difference from the Baseline RF, marked ▲ or ▼ only when
+  its 95 % paired interval over folds excludes zero (``table3_vs_baseline.csv``).
+  No cell is called best: choosing a method by its test results is exactly
+  what a table must not invite.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
-from crossemo import storage
+from crossemo import metrics, storage
 
-TABLE2_COLUMNS = ["source", "target", "majority", "scenario1", "scenario2", "scenario3"]
+TABLE2_COLUMNS = ["source", "target", "majority", "chance", "scenario1", "scenario2", "scenario3"]
 TABLE3_METHODS = ["majority", "rf", "dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm"]
 """Table 3's method columns in the study's order; a table shows those that ran."""
-FOLD_KEYS = ["source", "target", "scenario", "method", "fold"]
+FOLD_KEYS = ["source", "target", "scenario", "method", "fold", "seed"]
+CELL_KEYS = ["source", "target", "scenario", "method", "seed"]
+REFERENCE = "rf"
+"""The Baseline RF: scenario 2's forest, what every transfer method is compared with."""
+BASELINE_COLUMNS = ["source", "target", "method", "metric", "difference", "ci_low", "ci_high", "folds", "marked"]
+
+
+def with_seed(results: pd.DataFrame) -> pd.DataFrame:
+    """Results with a ``seed`` column (files written before runs had several seeds ran under seed 0)."""
+    return results if "seed" in results.columns else results.assign(seed=0)
+
+
+def classes_by_target(results: pd.DataFrame) -> dict[str, list[str]]:
+    """Every target's classes, from the true labels of all its test utterances."""
+    return {target: metrics.target_classes(rows["true"]) for target, rows in results.groupby("target", sort=False)}
 
 
 def fold_metrics(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per task: accuracy, UAR and test count of each fold."""
-    return results.groupby(FOLD_KEYS, as_index=False).agg(accuracy=("accuracy", "first"), uar=("uar", "first"), n_test=("n_test", "first"))
+    """One row per task (fold and seed): accuracy, UAR and test count, recomputed from its utterances."""
+    results = with_seed(results)
+    classes = classes_by_target(results)
+    rows = []
+    for keys, group in results.groupby(FOLD_KEYS, sort=True):
+        accuracy, uar = metrics.score(group["true"].to_numpy(), group["predicted"].to_numpy(), classes=classes[keys[1]])
+        rows.append({**dict(zip(FOLD_KEYS, keys)), "accuracy": accuracy, "uar": uar, "n_test": len(group)})
+    return pd.DataFrame(rows, columns=[*FOLD_KEYS, "accuracy", "uar", "n_test"])
 
 
-def _cells(folds: pd.DataFrame, source: str, target: str, metric: str) -> dict[str, pd.Series]:
-    """Fold values per table column for one pair."""
+def pooled_metrics(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell and seed: accuracy and UAR over all its folds' test utterances at once."""
+    results = with_seed(results)
+    classes = classes_by_target(results)
+    rows = []
+    for keys, group in results.groupby(CELL_KEYS, sort=True):
+        accuracy, uar = metrics.score(group["true"].to_numpy(), group["predicted"].to_numpy(), classes=classes[keys[1]])
+        rows.append({**dict(zip(CELL_KEYS, keys)), "accuracy": accuracy, "uar": uar})
+    return pd.DataFrame(rows, columns=[*CELL_KEYS, "accuracy", "uar"])
+
+
+def seed_averaged(folds: pd.DataFrame) -> pd.DataFrame:
+    """:func:`fold_metrics` with one row per fold: figures averaged over seeds."""
+    keys = [k for k in FOLD_KEYS if k != "seed"]
+    return folds.groupby(keys, as_index=False, sort=True)[["accuracy", "uar", "n_test"]].mean()
+
+
+def degenerate_folds(results: pd.DataFrame) -> pd.DataFrame:
+    """Folds whose test utterances lack some of the target's classes.
+
+    Returns:
+        one row per (target, fold): ``target``, ``fold`` (the training
+        speaker), ``test_speakers`` and ``missing`` classes, comma-joined.
+    """
+    classes = classes_by_target(results)
+    rows = []
+    for (target, fold), group in with_seed(results).groupby(["target", "fold"], sort=True):
+        if fold == "all":
+            continue
+        missing = [c for c in classes[target] if c not in set(group["true"])]
+        if missing:
+            rows.append({"target": target, "fold": fold, "test_speakers": ", ".join(sorted(set(group["speaker"]))), "missing": ", ".join(missing)})
+    return pd.DataFrame(rows, columns=["target", "fold", "test_speakers", "missing"])
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Everything the tables are built from, computed once from the per-utterance results.
+
+    Attributes:
+        folds: :func:`fold_metrics`.
+        pooled: :func:`pooled_metrics`.
+        classes: every target's classes (:func:`classes_by_target`).
+    """
+
+    folds: pd.DataFrame
+    pooled: pd.DataFrame
+    classes: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, results: pd.DataFrame) -> Figures:
+        return cls(fold_metrics(results), pooled_metrics(results), classes_by_target(results))
+
+
+def _cell_folds(folds: pd.DataFrame, source: str, target: str) -> dict[str, pd.DataFrame]:
+    """The fold rows behind every table column of one pair."""
     s2 = folds[(folds["scenario"] == 2) & (folds["target"] == target)]
     pair = folds[(folds["source"] == source) & (folds["target"] == target)]
     cells = {
-        "majority": s2.loc[s2["method"] == "majority", metric],
-        "scenario1": pair.loc[(pair["scenario"] == 1) & (pair["method"] == "rf"), metric],
-        "scenario2": s2.loc[s2["method"] == "rf", metric],
-        "scenario3": pair.loc[(pair["scenario"] == 3) & (pair["method"] == "rf"), metric],
-        "rf": s2.loc[s2["method"] == "rf", metric],
+        "majority": s2[s2["method"] == "majority"],
+        "scenario1": pair[(pair["scenario"] == 1) & (pair["method"] == "rf")],
+        "scenario2": s2[s2["method"] == REFERENCE],
+        "scenario3": pair[(pair["scenario"] == 3) & (pair["method"] == "rf")],
+        "rf": s2[s2["method"] == REFERENCE],
     }
     for method in TABLE3_METHODS[2:]:
-        cells[method] = pair.loc[(pair["scenario"] == 3) & (pair["method"] == method), metric]
+        cells[method] = pair[(pair["scenario"] == 3) & (pair["method"] == method)]
     return cells
 
 
-def build_tables(folds: pd.DataFrame, pairs: list[tuple[str, str]], *, metric: str = "accuracy", spread: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tables 2 and 3 for ``metric``, as mean percent per cell.
+def _per_fold(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Fold values averaged over seeds, by fold."""
+    return rows.groupby("fold")[metric].mean()
 
-    Args:
-        folds: :func:`fold_metrics` output.
-        pairs: the (source, target) rows, in order.
-        metric: ``accuracy`` or ``uar``.
-        spread: render cells as text ``mean ± std (n folds)`` instead of numbers.
+
+def _per_seed(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Cell values (mean over folds) by seed."""
+    return rows.groupby("seed")[metric].mean()
+
+
+def baseline_comparison(folds: pd.DataFrame, pairs: list[tuple[str, str]], *, metric: str = "uar") -> pd.DataFrame:
+    """Each Table 3 method against the Baseline RF, paired by fold.
+
+    A fold of scenario 3 and the fold of scenario 2 with the same training
+    speaker test on the same utterances; their difference (each averaged over
+    seeds) is one paired observation.
 
     Returns:
-        ``(table2, table3)``. Table 3 has a column only for the methods in
-        ``folds`` (a run of some methods shows no empty columns for the
-        others); a method without results for one pair leaves that cell empty.
+        ``BASELINE_COLUMNS`` in percentage points; ``marked`` is ``+1``/``-1``
+        when the 95 % interval lies above/below zero, else 0.
     """
-    ran = set(folds["method"])
-    methods3 = [m for m in TABLE3_METHODS if m in ran]
+    rows = []
+    for source, target in pairs:
+        cells = _cell_folds(folds, source, target)
+        reference = _per_fold(cells["rf"], metric)
+        for method in TABLE3_METHODS[2:]:
+            if cells[method].empty:
+                continue
+            paired = pd.concat([_per_fold(cells[method], metric), reference], axis=1, keys=["method", "reference"]).dropna()
+            differences = (paired["method"] - paired["reference"]).to_numpy() * 100
+            low, high = metrics.paired_interval(differences)
+            marked = 1 if low > 0 else -1 if high < 0 else 0
+            rows.append({
+                "source": source, "target": target, "method": method, "metric": metric,
+                "difference": round(float(differences.mean()), 2) if differences.size else float("nan"),
+                "ci_low": round(low, 2), "ci_high": round(high, 2), "folds": len(differences), "marked": marked,
+            })
+    return pd.DataFrame(rows, columns=BASELINE_COLUMNS)
+
+
+def build_tables(figures: Figures, pairs: list[tuple[str, str]], *, metric: str = "accuracy", spread: bool = False, pooled: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tables 2 and 3 for ``metric``, in percent.
+
+    Args:
+        figures: the run's figures (:meth:`Figures.of`).
+        pairs: the (source, target) rows, in order.
+        metric: ``accuracy`` or ``uar``.
+        spread: render cells as text ``mean ± sd (n folds[, ± sd over k seeds]) [pooled p]``
+            with Table 3's marks, instead of numbers.
+        pooled: numeric cells give the pooled figure (mean over seeds)
+            instead of the mean of folds.
+
+    Returns:
+        ``(table2, table3)``. Table 3 has a column only for the methods that
+        ran; a method without results for one pair leaves that cell empty.
+        ``chance`` is 100 / the target's classes.
+    """
+    folds = figures.folds
+    methods3 = [m for m in TABLE3_METHODS if m in set(folds["method"])]
+    marks = _marks(folds, pairs, metric) if spread else {}
     rows2, rows3 = [], []
     for source, target in pairs:
-        cells = {name: values * 100 for name, values in _cells(folds, source, target, metric).items()}
-        render = _text if spread else _mean
-        rows2.append({"source": source, "target": target, **{c: render(cells[c]) for c in TABLE2_COLUMNS[2:]}})
-        rows3.append({"source": source, "target": target, **{c: render(cells[c]) for c in methods3}})
-    return pd.DataFrame(rows2, columns=TABLE2_COLUMNS), pd.DataFrame(rows3, columns=["source", "target", *methods3])
+        cells = _cell_folds(folds, source, target)
+        pooled_cells = _pooled_cells(figures.pooled, source, target, metric)
+
+        def render(column: str) -> float | str:
+            rows = cells[column]
+            if spread:
+                return _text(rows, metric, pooled_cells.get(column), marks.get((source, target, column), 0))
+            if pooled:
+                return round(pooled_cells[column] * 100, 1) if column in pooled_cells else float("nan")
+            return round(float(rows[metric].mean()) * 100, 1) if len(rows) else float("nan")
+
+        chance = round(metrics.chance(figures.classes.get(target, [])) * 100, 1)
+        rows2.append({"source": source, "target": target, **{c: chance if c == "chance" else render(c) for c in TABLE2_COLUMNS[2:]}})
+        rows3.append({"source": source, "target": target, "chance": chance, **{c: render(c) for c in methods3}})
+    leading = methods3[:1] if methods3[:1] == ["majority"] else []
+    columns3 = ["source", "target", *leading, "chance", *methods3[len(leading):]]
+    return pd.DataFrame(rows2, columns=TABLE2_COLUMNS), pd.DataFrame(rows3, columns=columns3)
 
 
-def _mean(values: pd.Series) -> float:
-    return round(float(values.mean()), 1) if len(values) else float("nan")
+def _pooled_cells(pooled: pd.DataFrame, source: str, target: str, metric: str) -> dict[str, float]:
+    """Pooled figures (mean over seeds) per table column of one pair."""
+    cells = _cell_folds(pooled.assign(fold="pooled"), source, target)
+    return {column: float(rows[metric].mean()) for column, rows in cells.items() if len(rows)}
 
 
-def _text(values: pd.Series) -> str:
-    if not len(values):
+def _marks(folds: pd.DataFrame, pairs: list[tuple[str, str]], metric: str) -> dict[tuple[str, str, str], int]:
+    comparison = baseline_comparison(folds, pairs, metric=metric)
+    return {(r.source, r.target, r.method): int(r.marked) for r in comparison.itertuples()}
+
+
+def _text(rows: pd.DataFrame, metric: str, pooled: float | None, mark: int) -> str:
+    if not len(rows):
         return ""
-    if len(values) == 1:
-        return f"{values.mean():.1f}"
-    return f"{values.mean():.1f} ± {values.std(ddof=0):.1f} ({len(values)})"
+    by_fold, by_seed = _per_fold(rows, metric) * 100, _per_seed(rows, metric) * 100
+    text = f"{by_fold.mean():.1f}"
+    if len(by_fold) > 1:
+        text += f" ± {metrics.sample_std(by_fold.to_numpy()):.1f} ({len(by_fold)} folds"
+        text += f", ± {metrics.sample_std(by_seed.to_numpy()):.1f} over {len(by_seed)} seeds)" if len(by_seed) > 1 else ")"
+    elif len(by_seed) > 1:
+        text += f" (± {metrics.sample_std(by_seed.to_numpy()):.1f} over {len(by_seed)} seeds)"
+    if pooled is not None and len(by_fold) > 1:
+        text += f" [pooled {pooled * 100:.1f}]"
+    return text + {1: " ▲", -1: " ▼"}.get(mark, "")
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
@@ -84,22 +248,37 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+DEFINITIONS = (
+    "Cells: mean over folds in percent (a fold is a held-out training speaker; with several seeds, each fold is first averaged over them), "
+    "± the sample standard deviation over folds (ddof = 1) with their number, ± the sample standard deviation of the cell over seeds "
+    "where a run has several, and the pooled figure over all test utterances of the cell in brackets. "
+    "UAR is the mean recall over the target's classes; a class absent from a fold's test speakers counts as recall 0, so chance is the "
+    "`chance` column in every fold. `majority` is the most frequent class of the training speaker (ties go to neutral, anger, joy, "
+    "sadness in that order): not a chance level. In Table 3, ▲/▼ mark a method whose 95 % paired bootstrap interval of the difference "
+    "from the Baseline RF over folds lies above/below zero (see table3_vs_baseline.csv); no cell is marked best."
+)
+
+
 def write_tables(results: pd.DataFrame, pairs: list[tuple[str, str]], report_uri: str, *, storage_options: storage.StorageOptions | None = None) -> dict[str, pd.DataFrame]:
-    """Write table2/table3 (accuracy) and their ``_uar`` twins as CSV, and ``tables.md``.
+    """Write the tables as CSV (accuracy and ``_uar``; mean of folds and ``_pooled``), ``table3_vs_baseline.csv`` and ``tables.md``.
 
     Returns:
-        the four numeric tables by file stem.
+        the numeric tables by file stem.
     """
-    folds = fold_metrics(results)
+    figures = Figures.of(results)
     tables: dict[str, pd.DataFrame] = {}
-    sections = ["# crossemo results", "", "Mean over folds in percent; the Markdown cells also give the standard deviation over folds and the number of folds.", ""]
+    sections = ["# crossemo results", "", DEFINITIONS, ""]
     for metric, suffix, title in (("accuracy", "", "accuracy"), ("uar", "_uar", "UAR (unweighted average recall)")):
-        table2, table3 = build_tables(folds, pairs, metric=metric)
-        text2, text3 = build_tables(folds, pairs, metric=metric, spread=True)
-        tables[f"table2{suffix}"], tables[f"table3{suffix}"] = table2, table3
+        tables[f"table2{suffix}"], tables[f"table3{suffix}"] = build_tables(figures, pairs, metric=metric)
+        tables[f"table2{suffix}_pooled"], tables[f"table3{suffix}_pooled"] = build_tables(figures, pairs, metric=metric, pooled=True)
+        text2, text3 = build_tables(figures, pairs, metric=metric, spread=True)
         sections += [f"## Table 2: majority and Random Forest per scenario, {title}", "", to_markdown(text2), ""]
         sections += [f"## Table 3: Baseline RF (scenario 2) and transfer methods (scenario 3), {title}", "", to_markdown(text3), ""]
-    for stem, table in tables.items():
+    degenerate = degenerate_folds(results)
+    if len(degenerate):
+        sections += ["## Folds whose test speakers lack a class", "", "Their UAR counts the missing classes as recall 0; the pooled figures do not depend on them.", "", to_markdown(degenerate), ""]
+    comparison = pd.concat([baseline_comparison(figures.folds, pairs, metric=m) for m in ("accuracy", "uar")], ignore_index=True)
+    for stem, table in {**tables, "table3_vs_baseline": comparison}.items():
         storage.write_bytes(table.to_csv(index=False).encode(), storage.join(report_uri, f"{stem}.csv"), storage_options=storage_options)
     storage.write_bytes("\n".join(sections).encode(), storage.join(report_uri, "tables.md"), storage_options=storage_options)
     return tables
