@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossemo import pipeline
+from crossemo import metrics, pipeline
 from crossemo.labels import EMOTIONS
 from crossemo.protocol import RESULT_COLUMNS
 from crossemo.report import figures, tables
@@ -47,11 +47,10 @@ def _predict(true: np.ndarray, rng: np.random.Generator, *, skill: float) -> np.
 
 def _task(rows: pd.DataFrame, *, source: str, target: str, scenario: int, method: str, fold: str, predicted: np.ndarray, n_train: int) -> pd.DataFrame:
     true = rows["emotion"].to_numpy()
-    accuracy = float(np.mean(true == predicted))
-    uar = float(np.mean([np.mean(predicted[true == e] == e) for e in EMOTIONS if (true == e).any()]))
+    accuracy, uar = metrics.score(true, predicted, classes=list(EMOTIONS))
     return pd.DataFrame({
         "key": f"{source}-{target}-{scenario}-{method}-{fold}", "source": source, "target": target, "scenario": scenario,
-        "method": method, "fold": fold, "uri": rows["uri"].to_numpy(), "speaker": (target + "/" + rows["speaker"]).to_numpy(),
+        "method": method, "fold": fold, "seed": 0, "uri": rows["uri"].to_numpy(), "speaker": (target + "/" + rows["speaker"]).to_numpy(),
         "true": true, "predicted": predicted, "accuracy": accuracy, "uar": uar, "n_train": n_train, "n_test": len(rows),
         "cpu_seconds": 0.5, "wall_seconds": 0.6,
     })[RESULT_COLUMNS]
@@ -127,10 +126,11 @@ def _parse(text: str) -> _Page:
     return page
 
 
-def _cell_text(values: pd.Series) -> str:
-    """What a table cell shows for these fold values (population std, as the study's averaging implies)."""
-    percent = values * 100
-    return f"{percent.mean():.1f} ± {percent.std(ddof=0):.1f} ({len(percent)})"
+def _cell_text(cell: pd.DataFrame, metric: str) -> str:
+    """What a table cell shows for these utterances: mean ± sample std over folds, and the pooled figure."""
+    percent = cell.groupby("fold")[metric].first() * 100
+    pooled = metrics.score(cell["true"].to_numpy(), cell["predicted"].to_numpy(), classes=list(EMOTIONS))[metric == "uar"] * 100
+    return f"{percent.mean():.1f} ± {percent.std(ddof=1):.1f} ({len(percent)} folds) [pooled {pooled:.1f}]"
 
 
 def _row(table: list[list[str]], source: str, target: str) -> dict[str, str]:
@@ -188,20 +188,21 @@ def test_header_shows_the_run_and_hides_secrets(page):
 
 def test_tables_2_and_3_in_both_metrics(page, results):
     _, parsed = page
-    folds = results.groupby(["source", "target", "scenario", "method", "fold"], as_index=False)[["accuracy", "uar"]].first()
     for metric in ("accuracy", "uar"):
         for source, target in PAIRS:
-            pair = folds[(folds["source"] == source) & (folds["target"] == target)]
-            s2 = folds[(folds["scenario"] == 2) & (folds["target"] == target)]
+            pair = results[(results["source"] == source) & (results["target"] == target)]
+            s2 = results[(results["scenario"] == 2) & (results["target"] == target)]
             table2 = _row(parsed.tables[f"table2-{metric}"], source, target)
-            assert table2["majority (S2)"] == _cell_text(s2.loc[s2["method"] == "majority", metric])
+            assert table2["majority (S2)"] == _cell_text(s2[s2["method"] == "majority"], metric)
+            assert table2["chance"] == "25.0"
             assert table2["RF scenario 1"] == f"{pair.loc[pair['scenario'] == 1, metric].iloc[0] * 100:.1f}"
-            assert table2["RF scenario 2"] == _cell_text(s2.loc[s2["method"] == "rf", metric])
-            assert table2["RF scenario 3"] == _cell_text(pair.loc[(pair["scenario"] == 3) & (pair["method"] == "rf"), metric])
+            assert table2["RF scenario 2"] == _cell_text(s2[s2["method"] == "rf"], metric)
+            assert table2["RF scenario 3"] == _cell_text(pair[(pair["scenario"] == 3) & (pair["method"] == "rf")], metric)
             table3 = _row(parsed.tables[f"table3-{metric}"], source, target)
             assert table3["baseline RF (S2)"] == table2["RF scenario 2"]
-            assert table3["DBN"] == _cell_text(pair.loc[pair["method"] == "dbn", metric])
-            assert table3["norm. distribution"] == _cell_text(pair.loc[pair["method"] == "norm_distribution", metric])
+            # A transfer method's cell may end in a mark (▲/▼) when its interval excludes zero.
+            assert table3["DBN"].removesuffix(" ▲").removesuffix(" ▼") == _cell_text(pair[pair["method"] == "dbn"], metric)
+            assert table3["norm. distribution"].removesuffix(" ▲").removesuffix(" ▼") == _cell_text(pair[pair["method"] == "norm_distribution"], metric)
             assert "FCNN" not in table3  # not run: no column
     # Unequal classes: the UAR tables are not copies of the accuracy ones.
     assert parsed.tables["table3-uar"] != parsed.tables["table3-accuracy"]
@@ -310,19 +311,19 @@ def test_renders_in_headless_chromium(report, tmp_path):
 
 def test_tables_show_only_the_methods_that_ran(tmp_path):
     results = _results(["rf", "speaker_norm"])
-    expected = ["source", "target", "majority", "rf", "speaker_norm"]
+    expected = ["source", "target", "majority", "chance", "rf", "speaker_norm"]
     written = tables.write_tables(results, PAIRS, str(tmp_path))
     for stem in ("table3", "table3_uar"):
         assert list(written[stem].columns) == expected
         csv = pd.read_csv(tmp_path / f"{stem}.csv")
         assert list(csv.columns) == expected and not csv.isna().any().any()
     markdown = (tmp_path / "tables.md").read_text(encoding="utf-8")
-    assert markdown.count("| source | target | majority | rf | speaker_norm |") == 2
+    assert markdown.count("| source | target | majority | chance | rf | speaker_norm |") == 2
     write_html_report(results, PAIRS, str(tmp_path))
     parsed = _parse((tmp_path / "index.html").read_text(encoding="utf-8"))
     for metric in ("accuracy", "uar"):
         header, *rows = parsed.tables[f"table3-{metric}"]
-        assert header == ["source", "target", "majority", "baseline RF (S2)", "speaker norm."]
+        assert header == ["source", "target", "majority", "chance", "baseline RF (S2)", "speaker norm."]
         assert all(all(cell for cell in row) for row in rows)
 
 

@@ -206,7 +206,9 @@ def build_tables(figures: Figures, pairs: list[tuple[str, str]], *, metric: str 
                 return round(pooled_cells[column] * 100, 1) if column in pooled_cells else float("nan")
             return round(float(rows[metric].mean()) * 100, 1) if len(rows) else float("nan")
 
-        chance = round(metrics.chance(figures.classes.get(target, [])) * 100, 1)
+        chance: float | str = round(metrics.chance(figures.classes.get(target, [])) * 100, 1)
+        if spread:
+            chance = f"{chance:.1f}"
         rows2.append({"source": source, "target": target, **{c: chance if c == "chance" else render(c) for c in TABLE2_COLUMNS[2:]}})
         rows3.append({"source": source, "target": target, "chance": chance, **{c: render(c) for c in methods3}})
     leading = methods3[:1] if methods3[:1] == ["majority"] else []
