@@ -8,7 +8,10 @@ number of model fits against the minimum the protocol needs, and
 
 (target ≥ 0.85 on 2 cores), then Tables 2 and 3 in accuracy and UAR.
 
-    python benchmarks/grid.py [--corpora ../shared/corpora] [--out DIR] [--cpus 2] [--methods all]
+    python benchmarks/grid.py [--corpora ../shared/corpora] [--out DIR] [--cpus 2] [--methods all] [--seeds N]
+
+With ``--seeds N`` every stochastic method runs under N seeds, and the
+spread over seeds of every Table 3 cell (UAR, mean over folds) is printed.
 
 A second run with the same --out reuses every feature and every result.
 """
@@ -21,7 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from crossemo import orchestration, pipeline, protocol
+from crossemo import metrics, orchestration, pipeline, protocol
+from crossemo.report import tables as report_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,12 +45,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "out" / "grid"))
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--methods", default="all")
+    parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args()
 
     config = pipeline.RunConfig(
         out=args.out,
         corpora=[pipeline.CorpusSpec("emovo", f"{args.corpora}/emovo"), pipeline.CorpusSpec("ravdess", f"{args.corpora}/ravdess")],
         methods=args.methods,
+        seeds=args.seeds,
         progress=False,
     )
     orchestration.connect(num_cpus=args.cpus)
@@ -71,6 +77,22 @@ def main() -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         for name, table in tables.items():
             print(f"\n{name}:\n{table.to_string(index=False)}")
+        if args.seeds > 1:
+            print(f"\nspread over {args.seeds} seeds (sample sd, pp) of each cell's UAR:\n{seed_spread(record).to_string(index=False)}")
+
+
+def seed_spread(record: pipeline.RunRecord) -> pd.DataFrame:
+    """Per pair and Table 3 column, the sample sd over seeds of the cell's UAR (mean over folds)."""
+    figures = report_tables.Figures.of(pipeline.read_results(record.result_uris, storage_options=None))
+    rows = []
+    for source, target in [tuple(p) for p in record.pairs]:
+        s2 = figures.folds[(figures.folds["scenario"] == 2) & (figures.folds["target"] == target)]
+        s3 = figures.folds[(figures.folds["scenario"] == 3) & (figures.folds["source"] == source) & (figures.folds["target"] == target)]
+        cells = {"Baseline RF": s2[s2["method"] == "rf"], **{m: s3[s3["method"] == m] for m in sorted(set(s3["method"]))}}
+        rows.append({"source": source, "target": target, **{
+            name: round(metrics.sample_std(rows_.groupby("seed")["uar"].mean().to_numpy() * 100), 2) for name, rows_ in cells.items()
+        }})
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":
