@@ -54,24 +54,24 @@ def classes_by_target(results: pd.DataFrame) -> dict[str, list[str]]:
 
 def fold_metrics(results: pd.DataFrame) -> pd.DataFrame:
     """One row per task (fold and seed): accuracy, UAR and test count, recomputed from its utterances."""
-    results = with_seed(results)
-    classes = classes_by_target(results)
-    rows = []
-    for keys, group in results.groupby(FOLD_KEYS, sort=True):
-        accuracy, uar = metrics.score(group["true"].to_numpy(), group["predicted"].to_numpy(), classes=classes[keys[1]])
-        rows.append({**dict(zip(FOLD_KEYS, keys)), "accuracy": accuracy, "uar": uar, "n_test": len(group)})
-    return pd.DataFrame(rows, columns=[*FOLD_KEYS, "accuracy", "uar", "n_test"])
+    return _scores(results, FOLD_KEYS)
 
 
 def pooled_metrics(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell and seed: accuracy and UAR over all its folds' test utterances at once."""
+    """One row per cell and seed: accuracy, UAR and test count over all its folds' test utterances at once."""
+    return _scores(results, CELL_KEYS)
+
+
+def _scores(results: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Accuracy and UAR (over each target's classes) of every group of utterances sharing ``keys``."""
     results = with_seed(results)
     classes = classes_by_target(results)
     rows = []
-    for keys, group in results.groupby(CELL_KEYS, sort=True):
-        accuracy, uar = metrics.score(group["true"].to_numpy(), group["predicted"].to_numpy(), classes=classes[keys[1]])
-        rows.append({**dict(zip(CELL_KEYS, keys)), "accuracy": accuracy, "uar": uar})
-    return pd.DataFrame(rows, columns=[*CELL_KEYS, "accuracy", "uar"])
+    for values, group in results.groupby(keys, sort=True):
+        named = dict(zip(keys, values))
+        accuracy, uar = metrics.score(group["true"].to_numpy(), group["predicted"].to_numpy(), classes=classes[named["target"]])
+        rows.append({**named, "accuracy": accuracy, "uar": uar, "n_test": len(group)})
+    return pd.DataFrame(rows, columns=[*keys, "accuracy", "uar", "n_test"])
 
 
 def seed_averaged(folds: pd.DataFrame) -> pd.DataFrame:
