@@ -18,15 +18,22 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import ray
 from tqdm.auto import tqdm
 
-from crossemo import audio, featurestore, protocol, storage
+from crossemo import audio, featurestore, storage
 from crossemo.corpora import Manifest
 from crossemo.features import FeatureExtractor
+
+if TYPE_CHECKING:
+    from crossemo import protocol
+
+# Why protocol is imported inside the evaluation functions: a worker imports
+# this module to run any task, and protocol imports every method, torch
+# among them (seconds per worker). Extraction workers never need it.
 
 TASK_RETRIES = 3
 
@@ -169,6 +176,8 @@ def extract_features(
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
 def _prepare_shared(method: str, source: protocol.Dataset, target: protocol.Dataset | None, seed: int, params: tuple) -> tuple[Any, float]:
+    from crossemo import protocol  # see the note on imports at the top of this module
+
     started = time.process_time()
     model = protocol.SHARED_PREPARATIONS[method](protocol.usable_source(source, target) if target is not None else source, seed=seed, params=params)
     return model, time.process_time() - started
@@ -176,6 +185,8 @@ def _prepare_shared(method: str, source: protocol.Dataset, target: protocol.Data
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
 def _run_task(task: protocol.Task, source: protocol.Dataset | None, target: protocol.Dataset, uri: str, storage_options: dict | None, shared: tuple[Any, float] | None = None) -> dict[str, float]:
+    from crossemo import protocol  # see the note on imports at the top of this module
+
     frame = protocol.run_task(task, source, target, shared_model=shared[0] if shared else None)
     storage.write_frame(frame, uri, storage_options=storage_options)
     return {"cpu_seconds": float(frame["cpu_seconds"].iloc[0]), "wall_seconds": float(frame["wall_seconds"].iloc[0])}
@@ -200,6 +211,8 @@ def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], 
     never copies. Work shared by folds (the fcnn's source network) runs once
     per source corpus and seed and is passed along as a reference too.
     """
+    from crossemo import protocol  # see the note on imports at the top of this module
+
     started = time.perf_counter()
     uris = {task.key: storage.join(results_uri, task.result_path()) for task in tasks}
     done = set(storage.list_files(results_uri, suffix=".parquet", storage_options=storage_options))
