@@ -153,7 +153,9 @@ def extract_shard(
     degenerate files are rejected with their reason; the shard goes on.
 
     Args:
-        files: ``uri`` and ``fingerprint`` per file.
+        files: ``uri`` and ``fingerprint`` per file, and optionally
+            ``may_repeat``: whether another file of the run could have the
+            same content (only those are claimed; every file when absent).
         extractor: the feature set, built once where its config is readable
             (a custom config travels inside it to every worker).
         store: the feature store to write the cache shard to.
@@ -174,7 +176,8 @@ def extract_shard(
     settings = settings or audio.AnalysisSettings()
     generation = generation or CacheGeneration.of(extractor, settings)
     key_rows, rejected, vectors, facts = [], [], [], []
-    for uri, fingerprint in zip(files["uri"], files["fingerprint"]):
+    may_repeat = files["may_repeat"] if "may_repeat" in files else pd.Series(True, index=files.index)
+    for uri, fingerprint, repeatable in zip(files["uri"], files["fingerprint"], may_repeat):
         try:
             data = audio.read(uri, storage_options=storage_options if storage_options is not None else store.storage_options)
         except OSError as error:
@@ -183,7 +186,7 @@ def extract_shard(
             continue
         sha = content_key(data)
         key_rows.append({"uri": uri, "fingerprint": fingerprint, "sha256": sha})
-        if sha in cached or any(row["sha256"] == sha for row in facts) or (claim is not None and not claim(sha)):
+        if sha in cached or any(row["sha256"] == sha for row in facts) or (claim is not None and repeatable and not claim(sha)):
             continue
         try:
             analysis = audio.prepare(data, settings=settings)
@@ -270,6 +273,15 @@ def update_fingerprints(store: FeatureStore, keys: pd.DataFrame) -> None:
         keys = pd.concat([old, keys])
     keys = keys.drop_duplicates(["uri", "fingerprint"], keep="last").sort_values("uri").reset_index(drop=True)
     storage.write_frame(keys, store.fingerprints_uri, storage_options=store.storage_options)
+
+
+def may_repeat(fingerprints: pd.Series) -> pd.Series:
+    """Whether each file could share its content with another: only files of equal size can.
+
+    Files whose size the listing did not give are assumed to be able to.
+    """
+    sizes = fingerprints.astype(str).str.split(":").str[0]
+    return sizes.duplicated(keep=False) | (sizes == "")
 
 
 def shard(frame: pd.DataFrame, *, workers: int, max_size: int = 64) -> list[pd.DataFrame]:

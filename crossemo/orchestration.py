@@ -143,6 +143,9 @@ def extract_features(
     cached = featurestore.cached_keys(store, generation)
     hits = utterances["sha256"].isin(cached)
     todo = utterances.loc[~hits, ["uri", "fingerprint"]].drop_duplicates("uri").reset_index(drop=True)
+    # Asking the claims actor costs a round trip per file; a file whose size
+    # no other file has cannot repeat another's content, so it need not ask.
+    todo["may_repeat"] = featurestore.may_repeat(todo["fingerprint"])
     shards = featurestore.shard(todo, workers=cluster_cpus())
     outcomes: list[featurestore.ShardOutcome] = []
     if shards:
