@@ -28,7 +28,8 @@ order :func:`prepare` applies them, each for a reason:
   *negatively* correlated; averaging them cancels part of the speech (the
   plain mean keeps a median 44 % of one channel's energy, down to 22 %), so
   one real microphone signal is taken whole. ``"first"``, ``"mean"`` and a
-  channel index are the other rules.
+  channel index (negative counts from the last) are the other rules; an
+  index applies to multi-channel files, a mono file is its one channel.
 * **Float files keep their scale unless it is impossible**: a float file
   whose peak is above 1 but at most :data:`MAX_FLOAT_OVERSHOOT` is scaled
   down to peak 1 (clipping would garble it); one far beyond full scale whose
@@ -294,7 +295,7 @@ def decode_file(data: bytes, *, channel: Channel = "loudest", min_duration: floa
             raise AudioError(f"invalid header ({channels} channels at {sampling_rate} Hz)")
         if not MIN_SAMPLING_RATE <= sampling_rate <= MAX_SAMPLING_RATE:
             raise AudioError(f"implausible sampling rate {sampling_rate} Hz (accepted: {MIN_SAMPLING_RATE} to {MAX_SAMPLING_RATE} Hz)")
-        if isinstance(channel, int) and not -channels <= channel < channels:
+        if isinstance(channel, int) and channels > 1 and not -channels <= channel < channels:
             raise AudioError(f"has {channels} channel{'s' if channels > 1 else ''}, no channel {channel}")
         known = 0 < claimed < _UNKNOWN_FRAMES
         if known and claimed / sampling_rate < min_duration:
@@ -310,7 +311,7 @@ def decode_file(data: bytes, *, channel: Channel = "loudest", min_duration: floa
     if not np.any(energies > 0):
         raise AudioError("silent (all samples zero)")
     if output is not None:
-        signal, chosen = output[:frames], 0
+        signal, chosen = output[:frames], 0  # a mono file is its one channel, whatever the rule
     else:
         chosen = _choose_channel(channel, band_energies if band_energies is not None else energies)
         with _open(data) as handle:

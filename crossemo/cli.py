@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="run the protocol on a feature store and write the tables")
     evaluate.add_argument("--features", required=True, help="a feature store folder (<out>/features of `crossemo features`)")
     evaluate.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    evaluate.add_argument("--config", help="a TOML file with the run's settings (method_params, seeds …; flags override it); see configs/")
     _add_evaluation_options(evaluate)
     _add_common(evaluate)
     run = commands.add_parser("run", help="features, evaluation and tables in one go")
@@ -108,7 +109,7 @@ def print_extraction(summary, seconds: float) -> None:
     """The one-screen summary of a feature extraction."""
     print()
     analysis_rate = summary.generation.decode["analysis_rate"]
-    print(f"feature set {summary.feature_set_id} at {analysis_rate} Hz (cache generation {summary.generation.id}): {summary.extracted} files extracted, {summary.reused} reused from the cache, in {seconds:.1f} s")
+    print(f"feature set {summary.feature_set_id} at {analysis_rate} Hz (cache generation {summary.generation.id}): {_count(summary.extracted, 'file')} extracted, {summary.reused} reused from the cache (features or a cached rejection), in {seconds:.1f} s")
     rows = []
     for corpus, frame in summary.features.items():
         counts = frame["emotion"].value_counts()
@@ -125,6 +126,10 @@ def print_extraction(summary, seconds: float) -> None:
             print(grouped.sort_values(["files", "corpus"], ascending=[False, True]).head(MAX_REASON_LINES).to_string(index=False))
         if len(grouped) > MAX_REASON_LINES:
             print(f"… and {len(grouped) - MAX_REASON_LINES} more kinds of reason")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def print_tables(result_tables: dict[str, pd.DataFrame], out: str) -> None:

@@ -349,10 +349,28 @@ def assemble(store: FeatureStore, manifests: list[Manifest], extractor: FeatureE
         frame = pd.concat([rows[list(METADATA_COLUMNS)].reset_index(drop=True), pd.DataFrame(values, columns=extractor.names)], axis=1)
         storage.write_frame(frame, storage.join(store.features_uri, f"{manifest.corpus}.parquet"), storage_options=store.storage_options, metadata=metadata)
         written[manifest.corpus] = frame
+    stale = remove_stale_tables(store, set(written))
     storage.write_frame(utterances, storage.join(store.features_uri, "_manifest.parquet"), storage_options=store.storage_options, metadata=metadata)
     storage.write_frame(rejected_frame.reset_index(drop=True), storage.join(store.features_uri, "_rejected.parquet"), storage_options=store.storage_options, metadata=metadata)
     storage.write_frame(duplicates, storage.join(store.features_uri, "_duplicates.parquet"), storage_options=store.storage_options, metadata=metadata)
-    return Assembled(written, rejected_frame, duplicates, utterances, audio_warnings(kept, duplicates, analysis_rate=int(generation.decode.get("analysis_rate", 0))))
+    warnings = [f"removed features/{name}.parquet, left by an earlier run with other corpora (its features stay in the cache)" for name in stale]
+    warnings += audio_warnings(kept, duplicates, analysis_rate=int(generation.decode.get("analysis_rate", 0)))
+    return Assembled(written, rejected_frame, duplicates, utterances, warnings)
+
+
+def remove_stale_tables(store: FeatureStore, corpora: set[str]) -> list[str]:
+    """Delete per-corpus tables of corpora this run does not have, so the store describes one run.
+
+    Returns:
+        the corpus names whose tables were removed.
+    """
+    stale = []
+    for uri in storage.list_files(store.features_uri, suffix=".parquet", storage_options=store.storage_options):
+        name = uri.rsplit("/", 1)[-1].removesuffix(".parquet")
+        if not name.startswith("_") and name not in corpora:
+            storage.remove(uri, storage_options=store.storage_options)
+            stale.append(name)
+    return stale
 
 
 def find_duplicates(utterances: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -229,6 +229,11 @@ def check_settings(config: RunConfig) -> None:
             methods.make_method(method, **params)
         except ValueError as error:
             raise ConfigError(f"method_params: {error}") from None
+        try:
+            protocol.dry_run(method, params)
+        except Exception as error:  # any estimator's own check of a value; name it and stop
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"method_params.{method}: {detail}") from None
     # Last: the only check that touches storage.
     storage.check_writable(config.out, storage_options=config.fs_options)
 

@@ -12,19 +12,21 @@ target's speakers:
 
 :func:`plan` lists every task a run needs, each with a deterministic key made
 from everything its result depends on (the data, the method and its
-parameters, the fold, the seed, the code version), so a re-run skips finished
+parameters, the fold, the seed, the code of the protocol, metrics and methods), so a re-run skips finished
 tasks and a changed input recomputes only what it touches. :func:`run_task`
 fits and scores one task; it is plain Python, and Ray only schedules it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,7 @@ import pandas as pd
 
 import crossemo
 from crossemo import methods
-from crossemo.labels import METADATA_COLUMNS
+from crossemo.labels import EMOTIONS, METADATA_COLUMNS
 from crossemo.metrics import score, target_classes
 
 BASELINES = ("majority", "rf")
@@ -201,6 +203,13 @@ def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
     if len(speakers) < 2:
         raise ProtocolError(f"target {target.corpus} has {len(speakers)} speaker; scenarios 2 and 3 need at least two (one to train on, the rest to test)")
     warnings = [f"{source.corpus}:{target.corpus}: class {c} is only in the target" for c in sorted(set(target.y) - set(source.y))]
+    if isinstance(source, Dataset) and isinstance(target, Dataset):
+        left = len(usable_source(source, target).y)
+        if left < len(source.y):
+            warnings.append(
+                f"{source.corpus}:{target.corpus}: {len(source.y) - left} of the source's {len(source.y)} utterances are also in the target "
+                f"and are left out of its source, which trains on {left}"
+            )
     classes = target_classes(target.y)
     for speaker in speakers:
         missing = [c for c in classes if c not in set(target.y[target.speakers == speaker])]
@@ -217,12 +226,27 @@ def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
     return warnings
 
 
+@functools.cache
+def evaluation_code_digest() -> str:
+    """SHA-256 of the code a task's result depends on: this module, the metrics and every method.
+
+    In every task key, so a changed method or definition recomputes its
+    results while a change elsewhere (the report, the docs) reuses them.
+    """
+    package = Path(__file__).parent
+    files = [package / "protocol.py", package / "metrics.py", *sorted((package / "methods").glob("*.py"))]
+    hasher = hashlib.sha256()
+    for path in files:
+        hasher.update(path.name.encode() + b"\0" + path.read_bytes())
+    return hasher.hexdigest()[:16]
+
+
 def task_key(task: Task, datasets: dict[str, Dataset]) -> str:
     """Everything a task's result depends on, hashed."""
     payload = {
         "scenario": task.scenario, "method": task.method, "fold": task.fold, "params": task.params, "seed": task.seed,
         "source": datasets[task.source].digest if task.source else None,
-        "target": datasets[task.target].digest, "version": crossemo.__version__,
+        "target": datasets[task.target].digest, "version": crossemo.__version__, "code": evaluation_code_digest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -326,6 +350,28 @@ def prepare_fcnn_source(source: Dataset, *, seed: int, params: tuple[tuple[str, 
 
 SHARED_PREPARATIONS: dict[str, Callable[..., Any]] = {"fcnn": prepare_fcnn_source}
 """Fold-independent work per source corpus, passed to the method as ``source_model``."""
+
+
+def dry_run(method: str, params: dict[str, Any]) -> None:
+    """Fit and apply ``method`` with ``params`` on a tiny made-up pair, through :func:`run_task`.
+
+    Parameter *values* are checked only when a model is fitted; this finds a
+    bad one (``n_estimators = 0``) before any real work, in well under a second.
+
+    Raises:
+        Exception: whatever the method raises for these parameters.
+    """
+    rng = np.random.default_rng(0)
+    rows = [
+        {"corpus": corpus, "speaker": speaker, "emotion": emotion, "uri": f"{corpus}/{speaker}/{emotion}{n}", **{f"f{d}": rng.normal() for d in range(4)}}
+        for corpus in ("source", "target") for speaker in ("a", "b") for emotion in EMOTIONS for n in range(2)
+    ]
+    frame = pd.DataFrame(rows)
+    datasets = {name: Dataset.from_frame(frame[frame["corpus"] == name]) for name in ("source", "target")}
+    scenario = 2 if method in BASELINES else 3
+    task = Task(scenario, method, "source" if scenario == 3 else None, "target", "target/a", tuple(sorted(params.items())))
+    shared = SHARED_PREPARATIONS[method](datasets["source"], seed=0, params=task.params) if method in SHARED_PREPARATIONS else None
+    run_task(task, datasets["source"] if scenario == 3 else None, datasets["target"], shared_model=shared)
 
 
 def run_task(task: Task, source: Dataset | None, target: Dataset, *, shared_model: Any = None) -> pd.DataFrame:

@@ -143,6 +143,12 @@ def list_files(uri: str, *, suffix: str = "", storage_options: StorageOptions | 
     return sorted(unstrip(fs, item, uri) for item in found if item.endswith(suffix))
 
 
+def remove(uri: str, *, storage_options: StorageOptions | None = None) -> None:
+    """Delete one file."""
+    fs, path = filesystem(uri, storage_options=storage_options)
+    fs.rm_file(path)
+
+
 def exists(uri: str, *, storage_options: StorageOptions | None = None) -> bool:
     """Whether a file or folder exists at ``uri``."""
     fs, path = filesystem(uri, storage_options=storage_options)

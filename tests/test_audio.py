@@ -353,3 +353,10 @@ def test_analysis_settings_refuse_unusable_rules():
         audio.AnalysisSettings(channel="left")
     assert audio.AnalysisSettings().key() != audio.AnalysisSettings(analysis_rate=22050).key()
     assert audio.AnalysisSettings().key() != audio.AnalysisSettings(channel="first").key()
+
+
+def test_a_channel_index_applies_to_multichannel_files_and_a_mono_file_is_its_one_channel(shared_corpora):
+    data = (shared_corpora / "formats" / MONO).read_bytes()
+    expected, _ = sf.read(shared_corpora / "formats" / MONO, dtype="float32")
+    for channel in (1, 5, -1, "first", "mean"):
+        np.testing.assert_array_equal(audio.decode_file(data, channel=channel).signal, expected)

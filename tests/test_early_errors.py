@@ -141,6 +141,15 @@ def test_unusable_decode_rules(flags, says, corpora, tmp_path, capsys):
     refuse(["features", *corpora, "--out", str(tmp_path / "out"), *flags], capsys, says=says, untouched=tmp_path)
 
 
+@pytest.mark.parametrize("text, says", [
+    ("[method_params.rf]\nn_estimators = 0", "method_params.rf: The 'n_estimators' parameter"),
+    ("[method_params.speaker_norm]\nmax_depth = -3", "method_params.speaker_norm: The 'max_depth' parameter"),
+])
+def test_method_parameter_values_are_checked_before_any_work(text, says, shared_corpora, tmp_path, capsys):
+    config = write_config(tmp_path, shared_corpora, text)
+    refuse(["run", "--config", config], capsys, says=says, untouched=tmp_path)
+
+
 def test_decode_rule_of_the_wrong_type_in_a_config_file(shared_corpora, tmp_path, capsys):
     config = write_config(tmp_path, shared_corpora, 'analysis_rate = "16k"')
     refuse(["run", "--config", config], capsys, says="analysis_rate must be a whole number", untouched=tmp_path)

@@ -170,3 +170,12 @@ def test_a_changed_decode_rule_or_opensmile_version_never_reuses_features(corpor
     monkeypatch.undo()
     _, summary, _ = pipeline.run(config_for(corpora_dir, out), evaluate=False)
     assert (summary.extracted, summary.reused) == (0, 32)
+
+
+def test_a_store_reused_with_other_corpora_describes_only_this_run(corpora_dir, tmp_path):
+    out = tmp_path / "out"
+    studio, phone = (pipeline.CorpusSpec(recipe="manifest", uri=str(corpora_dir[name])) for name in ("synth_studio", "synth_phone"))
+    pipeline.run(pipeline.RunConfig(out=str(out), corpora=[studio], progress=False), evaluate=False)
+    record, summary, _ = pipeline.run(pipeline.RunConfig(out=str(out), corpora=[phone], progress=False), evaluate=False)
+    assert sorted(path.name for path in (out / "features").glob("[!_]*.parquet")) == ["synth_phone.parquet"]
+    assert "removed features/synth_studio.parquet, left by an earlier run with other corpora (its features stay in the cache)" in record.warnings

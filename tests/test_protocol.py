@@ -181,3 +181,18 @@ def test_a_recording_the_target_holds_is_left_out_of_the_source():
         assert shared_uri in set(test["uris"]) or fold == "b/" + target_frame.loc[5, "speaker"]
     # Nothing shared: the source is used whole, as the same object.
     assert protocol.usable_source(source, protocol.Dataset.from_frame(make_frame("c", ["u1", "u2"]))) is source
+
+
+def test_a_pair_whose_source_shrinks_says_by_how_much(datasets):
+    source_frame = make_frame("a", ["s1", "s2"]).assign(sha256=lambda f: [f"x{i}" for i in range(len(f))])
+    target_frame = make_frame("b", ["t1", "t2"], seed=1).assign(sha256=lambda f: [f"x{i}" for i in range(len(f))])
+    source, target = protocol.Dataset.from_frame(source_frame), protocol.Dataset.from_frame(pd.concat([target_frame.iloc[:5], target_frame.iloc[-5:]]))
+    warnings = protocol.check_pair(source, target)
+    assert f"a:b: 10 of the source's {len(source_frame)} utterances are also in the target and are left out of its source, which trains on {len(source_frame) - 10}" in warnings
+
+
+def test_task_keys_follow_the_evaluation_code(datasets, monkeypatch):
+    pairs = protocol.parse_pairs("all", sorted(datasets))
+    before = {t.key for t in protocol.plan(datasets, pairs, ["rf"])}
+    monkeypatch.setattr(protocol, "evaluation_code_digest", lambda: "changed")
+    assert not before & {t.key for t in protocol.plan(datasets, pairs, ["rf"])}

@@ -480,7 +480,7 @@ def _pair_section(results: pd.DataFrame, folds: pd.DataFrame, source: str, targe
             parts.append(html_table(grid, table_id=f"{anchor}-folds-{metric}", caption=f"{title} per training speaker"))
         parts.append("</details>")
     parts += ["<h3>Confusion matrices</h3>",
-              "<p>Rows are the true class, columns the prediction, summed over all folds; colour and percentages are shares of the true class, counts in brackets.</p>",
+              "<p>Rows are the true class, columns the prediction, summed over all folds (and seeds, where a run has several); colour and percentages are shares of the true class, counts in brackets.</p>",
               '<div class="grid">', *(_figure(c) for c in confusions), "</div></section>"]
     return "\n".join(parts), [bars, *([heatmap] if heatmap else []), *confusions]
 
