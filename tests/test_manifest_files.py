@@ -171,3 +171,9 @@ def test_symlinked_files_and_folders_are_found_and_a_dangling_link_says_so(share
     result = manifest.prepare_manifest(str(own / "list.csv"))
     assert sorted(Path(uri).relative_to(own).as_posix() for uri in result.utterances["uri"]) == sorted([f"anna/{real[1].name}", f"anna/{real[2].name}", "ben/linked.flac"])
     assert result.skipped["reason"].tolist() == [f"dangling symbolic link (its target {elsewhere / 'gone.flac'} does not exist)"]
+
+
+def test_speaker_names_in_two_unicode_forms_are_warned_about():
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    assert composed != decomposed
+    assert manifest.speaker_key(composed) == manifest.speaker_key(decomposed)

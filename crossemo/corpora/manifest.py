@@ -63,6 +63,7 @@ import math
 import os
 import posixpath
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -112,10 +113,11 @@ def normalize_emotion(text: object) -> str | None:
 def speaker_key(speaker: str) -> str:
     """The form in which speaker ids that differ only in spelling look alike.
 
-    Lower-cased, and a whole number written plainly: ``03``, ``+3`` and
-    ``3.0`` all become ``3``.
+    Unicode-normalised (NFC: a name typed on macOS, ``José`` with a
+    combining accent, looks like the same name typed elsewhere), lower-cased,
+    and a whole number written plainly: ``03``, ``+3`` and ``3.0`` all become ``3``.
     """
-    folded = speaker.strip().casefold()
+    folded = unicodedata.normalize("NFC", speaker.strip()).casefold()
     if _WHOLE_NUMBER.fullmatch(folded):
         return str(int(folded.partition(".")[0]))
     return folded
