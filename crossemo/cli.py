@@ -109,7 +109,7 @@ def print_extraction(summary, seconds: float) -> None:
     """The one-screen summary of a feature extraction."""
     print()
     analysis_rate = summary.generation.decode["analysis_rate"]
-    print(f"feature set {summary.feature_set_id} at {analysis_rate} Hz (cache generation {summary.generation.id}): {_count(summary.extracted, 'file')} extracted, {summary.reused} reused from the cache (features or a cached rejection), in {seconds:.1f} s")
+    print(f"feature set {summary.feature_set_id} at {analysis_rate} Hz (cache generation {summary.generation.id}): {featurestore.count(summary.extracted, 'file')} extracted, {summary.reused} reused from the cache (features or a cached rejection), in {seconds:.1f} s")
     rows = []
     for corpus, frame in summary.features.items():
         counts = frame["emotion"].value_counts()
@@ -126,10 +126,6 @@ def print_extraction(summary, seconds: float) -> None:
             print(grouped.sort_values(["files", "corpus"], ascending=[False, True]).head(MAX_REASON_LINES).to_string(index=False))
         if len(grouped) > MAX_REASON_LINES:
             print(f"… and {len(grouped) - MAX_REASON_LINES} more kinds of reason")
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def print_tables(result_tables: dict[str, pd.DataFrame], out: str) -> None:

@@ -413,6 +413,11 @@ def find_duplicates(utterances: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     return pd.DataFrame(rows, columns=DUPLICATE_COLUMNS), pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """``number`` and the noun, singular or plural as the number needs."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
 def audio_warnings(kept: pd.DataFrame, duplicates: pd.DataFrame, *, analysis_rate: int) -> list[str]:
     """One line per thing a user should know: low rates, repaired files, duplicates.
 
@@ -435,9 +440,9 @@ def audio_warnings(kept: pd.DataFrame, duplicates: pd.DataFrame, *, analysis_rat
         counts = duplicates["action"].str.split(":").str[0].value_counts()
         across = duplicates[duplicates["action"].str.startswith("kept; also in")]
         warnings.append(
-            f"{duplicates['group'].nunique()} groups of identical recordings ({len(duplicates)} files): "
-            f"{int(counts.get('rejected', 0))} copies rejected (exact copies kept once, conflicting labels rejected), "
-            f"{across['group'].nunique()} {'recording' if across['group'].nunique() == 1 else 'recordings'} in more than one corpus (left out of a pair's source when its target holds them); "
+            f"{count(duplicates['group'].nunique(), 'group')} of identical recordings ({count(len(duplicates), 'file')}): "
+            f"{count(int(counts.get('rejected', 0)), 'copy', 'copies')} rejected (exact copies kept once, conflicting labels rejected), "
+            f"{count(across['group'].nunique(), 'recording')} in more than one corpus (left out of a pair's source when its target holds them); "
             "see features/_duplicates.parquet"
         )
     return warnings

@@ -255,7 +255,7 @@ DEFINITIONS = (
     "± the sample standard deviation over folds (ddof = 1) with their number, ± the sample standard deviation of the cell over seeds "
     "where a run has several, and the pooled figure over all test utterances of the cell in brackets. "
     "UAR is the mean recall over the target's classes; a class absent from a fold's test speakers counts as recall 0, so chance is the "
-    "`chance` column in every fold. `majority` is the most frequent class of the training speaker (ties go to neutral, anger, joy, "
+    "chance column in every fold. The majority column is the most frequent class of the training speaker (ties go to neutral, anger, joy, "
     "sadness in that order): not a chance level. In Table 3, ▲/▼ mark a method whose 95 % paired bootstrap interval of the difference "
     "from the Baseline RF over folds lies above/below zero (see table3_vs_baseline.csv); no cell is marked best."
 )
