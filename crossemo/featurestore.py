@@ -176,6 +176,7 @@ def extract_shard(
     settings = settings or audio.AnalysisSettings()
     generation = generation or CacheGeneration.of(extractor, settings)
     key_rows, rejected, vectors, facts = [], [], [], []
+    handled: set[str] = set()  # contents this shard extracted or rejected
     may_repeat = files["may_repeat"] if "may_repeat" in files else pd.Series(True, index=files.index)
     for uri, fingerprint, repeatable in zip(files["uri"], files["fingerprint"], may_repeat):
         try:
@@ -186,8 +187,9 @@ def extract_shard(
             continue
         sha = content_key(data)
         key_rows.append({"uri": uri, "fingerprint": fingerprint, "sha256": sha})
-        if sha in cached or any(row["sha256"] == sha for row in facts) or (claim is not None and repeatable and not claim(sha)):
+        if sha in cached or sha in handled or (claim is not None and repeatable and not claim(sha)):
             continue
+        handled.add(sha)
         try:
             analysis = audio.prepare(data, settings=settings)
             vectors.append(extractor.extract(analysis.signal, analysis.sampling_rate))

@@ -222,12 +222,14 @@ def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], 
     todo = [task for task in tasks if uris[task.key] not in done]
     refs = {name: ray.put(data) for name, data in datasets.items()}
     shared: dict[tuple[str, str, str | None, int], Any] = {}
+    # One preparation per source and seed, unless the target holds some of
+    # the source's recordings: then that pair needs its own, without them.
+    # Whether it does is a property of the pair, so it is decided once per pair.
+    pairs = {(task.source, task.target) for task in todo if task.shared}
+    own_source = {(source, target): protocol.usable_source(datasets[source], datasets[target]) is not datasets[source] for source, target in pairs}
 
     def shared_key(task: protocol.Task) -> tuple[str, str, str | None, int]:
-        # One preparation per source and seed, unless the target holds some
-        # of the source's recordings: then that pair needs its own, without them.
-        source = datasets[task.source]
-        return (task.shared, task.source, None if protocol.usable_source(source, datasets[task.target]) is source else task.target, task.seed)
+        return (task.shared, task.source, task.target if own_source[(task.source, task.target)] else None, task.seed)
 
     for task in todo:
         if task.shared and shared_key(task) not in shared:
