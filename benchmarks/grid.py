@@ -60,7 +60,7 @@ def main() -> None:
     record, extraction, tables = pipeline.run(config)
     total = time.perf_counter() - started
     datasets = pipeline.datasets_from(extraction.features)
-    pairs, _, _ = pipeline.plan_evaluation(datasets, config)
+    datasets, pairs, _, _ = pipeline.plan_evaluation(datasets, config)
     cpus = orchestration.cluster_cpus()
     wall = record.timings["evaluation_wall_seconds"]
     cpu = record.timings["evaluation_task_cpu_seconds"]

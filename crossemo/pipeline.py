@@ -283,7 +283,8 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     labels = {m.corpus: protocol.Labels.from_manifest(m.corpus, m.utterances) for m in manifests}
     try:
         for source, target in pairs:
-            protocol.check_pair(labels[source], labels[target])
+            pooled = labels[source] if source in labels else protocol.Labels.union([labels[c] for c in protocol.source_corpora(source)])
+            protocol.check_pair(pooled, labels[target])
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None
     return Prepared(config=config, manifests=manifests, feature_set_id=feature_set_id)
@@ -364,16 +365,21 @@ def datasets_from(features: dict[str, pd.DataFrame]) -> dict[str, protocol.Datas
     return {name: protocol.Dataset.from_frame(frame) for name, frame in features.items()}
 
 
-def plan_evaluation(datasets: dict[str, protocol.Dataset], config: RunConfig) -> tuple[list[tuple[str, str]], list[protocol.Task], list[str]]:
-    """Pairs, tasks and warnings; raises ConfigError for pairs that cannot run."""
+def plan_evaluation(datasets: dict[str, protocol.Dataset], config: RunConfig) -> tuple[dict[str, protocol.Dataset], list[tuple[str, str]], list[protocol.Task], list[str]]:
+    """Datasets (with every multi-source pair's pooled source), pairs, tasks and warnings.
+
+    Raises:
+        ConfigError: pairs or methods that cannot run.
+    """
     try:
         pairs = protocol.parse_pairs(config.pairs, sorted(datasets))
+        datasets = protocol.with_sources(datasets, pairs)
         method_names = protocol.parse_methods(config.methods)
         warnings = [w for s, t in pairs for w in protocol.check_pair(datasets[s], datasets[t])]
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None
     tasks = protocol.plan(datasets, pairs, method_names, seed=config.seed, seeds=config.seeds, overrides=config.method_params)
-    return pairs, tasks, warnings
+    return datasets, pairs, tasks, warnings
 
 
 def read_results(result_uris: list[str], *, storage_options: dict | None) -> pd.DataFrame:
@@ -386,7 +392,7 @@ def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig
     from crossemo import orchestration
 
     options = config.fs_options
-    pairs, tasks, warnings = plan_evaluation(datasets, config)
+    datasets, pairs, tasks, warnings = plan_evaluation(datasets, config)
     record.warnings += warnings
     summary = orchestration.evaluate(datasets, tasks, storage.join(config.out, "results"), storage_options=options, progress=config.progress)
     record.pairs = [list(p) for p in pairs]

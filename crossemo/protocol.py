@@ -1,12 +1,14 @@
 """The study's evaluation protocol: pairs, scenarios and held-out speaker folds.
 
-A *pair* is an ordered (source corpus, target corpus). The folds are the
-target's speakers:
+A *pair* is an ordered (source, target). The source is one corpus or
+several pooled (``emovo+ravdess``: their union, each utterance keeping its
+corpus-prefixed speaker id). The folds are the target's speakers:
 
 - scenario 1: train on the whole source, test on the whole target (one fold);
 - scenario 2: train on one target speaker, test on the other target speakers;
   it does not depend on the source, so it runs once per target and every pair
-  with that target shares it;
+  with that target shares it. Besides the baselines, the target-only twins of
+  the transfer families (:data:`TARGET_ONLY_METHODS`) run here;
 - scenario 3: train on the whole source plus one target speaker, test on the
   other target speakers. The transfer methods run in these folds.
 
@@ -40,8 +42,23 @@ from crossemo.metrics import score, target_classes
 BASELINES = ("majority", "rf")
 """Always evaluated: the tables compare every method against them."""
 
-TRANSFER_METHODS = ("dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm")
+STUDY_METHODS = ("dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution")
+"""The study's five transfer methods."""
+
+TRANSFER_METHODS = (*STUDY_METHODS, "speaker_norm", "speaker_norm_linear", "coral", "subspace_alignment", "kmm_reweight", "self_training", "dann")
 """Run in scenario 3's folds; ``rf`` runs there too, as scenario 3 itself."""
+
+TARGET_ONLY_METHODS = ("speaker_norm", "speaker_norm_linear", "self_training", "dann")
+"""Target-only twins: besides ``rf``, these also run in scenario 2 (the target's training speaker alone).
+
+One per classifier family of the transfer methods (the z-normalised forest,
+the linear family with and without pseudo-labels, the network), so a
+transfer method is compared with the same pipeline trained without any
+source. Each runs in scenario 2 whenever it runs in scenario 3.
+"""
+
+SOURCE_SEPARATOR = "+"
+"""Joins the corpora of a multi-source pair's source: ``emovo+ravdess``."""
 
 RESULT_COLUMNS = [
     "key", "source", "target", "scenario", "method", "fold", "seed", "uri", "speaker", "true", "predicted",
@@ -97,6 +114,19 @@ class Dataset:
     def speaker_ids(self) -> list[str]:
         return sorted(set(self.speakers))
 
+    @classmethod
+    def union(cls, parts: list[Dataset]) -> Dataset:
+        """Several corpora pooled as one source, named by their names joined with ``+``.
+
+        Speaker ids keep their corpus prefix, so methods that treat corpora
+        apart still can. The digest is made of the parts' digests.
+        """
+        digest = hashlib.sha256("\n".join(part.digest for part in parts).encode()).hexdigest()
+        return cls(
+            SOURCE_SEPARATOR.join(part.corpus for part in parts), np.concatenate([part.X for part in parts]),
+            *(np.concatenate([getattr(part, name) for part in parts]) for name in ("y", "speakers", "uris", "content")), digest,
+        )
+
 
 @dataclass(frozen=True)
 class Task:
@@ -125,8 +155,14 @@ class Task:
 def parse_pairs(spec: str | Iterable[str], corpora: list[str]) -> list[tuple[str, str]]:
     """Turn ``all`` or ``SRC:TGT,…`` into ordered pairs of known corpora.
 
+    A source may pool corpora: ``emovo+ravdess:emodb``; its name is written in
+    the order of ``corpora``, so ``b+a`` and ``a+b`` are one pair. ``all``
+    gives every ordered pair of two corpora and, with three corpora or more,
+    one more pair per target whose source is all the others together.
+
     Raises:
-        ProtocolError: a pair names an unknown corpus, or a corpus with itself.
+        ProtocolError: a pair names an unknown corpus, a corpus twice, or the
+            target among its sources.
     """
     if isinstance(spec, str):
         spec = [part.strip() for part in spec.split(",") if part.strip()]
@@ -135,19 +171,35 @@ def parse_pairs(spec: str | Iterable[str], corpora: list[str]) -> list[tuple[str
         pairs = [(s, t) for s in corpora for t in corpora if s != t]
         if not pairs:
             raise ProtocolError(f"need at least two corpora to form a pair; have {', '.join(corpora) or 'none'}")
+        if len(corpora) >= 3:
+            pairs += [(SOURCE_SEPARATOR.join(c for c in corpora if c != t), t) for t in corpora]
         return pairs
     pairs = []
     for item in spec:
         source, sep, target = item.partition(":")
         if not sep or not source or not target:
             raise ProtocolError(f"pair {item!r} is not SOURCE:TARGET")
-        for name in (source, target):
+        sources = [name.strip() for name in source.split(SOURCE_SEPARATOR)]
+        for name in (*sources, target):
             if name not in corpora:
                 raise ProtocolError(f"pair {item!r} names corpus {name!r}, which is not among {', '.join(corpora)}")
-        if source == target:
-            raise ProtocolError(f"pair {item!r} uses one corpus as both source and target")
-        pairs.append((source, target))
+        if len(set(sources)) < len(sources):
+            raise ProtocolError(f"pair {item!r} names a source corpus twice")
+        if target in sources:
+            raise ProtocolError(f"pair {item!r} uses {target} as both source and target")
+        pairs.append((SOURCE_SEPARATOR.join(c for c in corpora if c in sources), target))
     return list(dict.fromkeys(pairs))
+
+
+def source_corpora(source: str) -> list[str]:
+    """The corpora of a pair's source name (``"emovo+ravdess"`` → ``["emovo", "ravdess"]``)."""
+    return source.split(SOURCE_SEPARATOR)
+
+
+def with_sources(datasets: dict[str, Dataset], pairs: list[tuple[str, str]]) -> dict[str, Dataset]:
+    """``datasets`` plus the pooled source of every multi-source pair, under its joined name."""
+    pooled = {s: Dataset.union([datasets[c] for c in source_corpora(s)]) for s, _ in pairs if s not in datasets}
+    return {**datasets, **pooled}
 
 
 def parse_methods(spec: str | Iterable[str]) -> list[str]:
@@ -182,6 +234,11 @@ class Labels:
     @classmethod
     def from_manifest(cls, corpus: str, utterances: pd.DataFrame) -> Labels:
         return cls(corpus, utterances["emotion"].astype(str).to_numpy(), (corpus + "/" + utterances["speaker"].astype(str)).to_numpy())
+
+    @classmethod
+    def union(cls, parts: list[Labels]) -> Labels:
+        """Several corpora's labels pooled as one source (see :meth:`Dataset.union`)."""
+        return cls(SOURCE_SEPARATOR.join(p.corpus for p in parts), np.concatenate([p.y for p in parts]), np.concatenate([p.speakers for p in parts]))
 
 
 def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
@@ -291,9 +348,10 @@ def plan(
             task = Task(scenario, method, source, target, fold, method_params(method, overrides), seed=task_seed, shared=method if method in SHARED_PREPARATIONS and scenario == 3 else None)
             tasks.append(Task(**{**task.__dict__, "key": task_key(task, datasets)}))
 
+    target_only = [*BASELINES, *(m for m in TARGET_ONLY_METHODS if m in method_names)]
     for target in dict.fromkeys(t for _, t in pairs):
         for speaker in datasets[target].speaker_ids():
-            for method in BASELINES:
+            for method in target_only:
                 add(2, method, None, target, speaker)
     for source, target in pairs:
         add(1, "rf", source, target, "all")
@@ -301,7 +359,10 @@ def plan(
             for method in method_names:
                 if method != "majority":
                     add(3, method, source, target, speaker)
-    order = {name: rank for rank, name in enumerate(("dbn", "fcnn", "multitask", "norm_distribution", "norm_neutral", "speaker_norm", "rf", "majority"))}
+    order = {name: rank for rank, name in enumerate((
+        "dbn", "fcnn", "multitask", "norm_distribution", "norm_neutral", "speaker_norm", "rf", "dann", "self_training",
+        "kmm_reweight", "coral", "subspace_alignment", "speaker_norm_linear", "majority",
+    ))}
     return sorted(tasks, key=lambda t: (order.get(t.method, 0), t.scenario))
 
 
@@ -385,7 +446,8 @@ def run_task(task: Task, source: Dataset | None, target: Dataset, *, shared_mode
     train, test = split(task, source, target)
     extra = {"source_model": shared_model} if shared_model is not None else {}
     model = methods.make_method(task.method, random_state=task.seed, **dict(task.params), **extra)
-    model.fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"])
+    # The test rows' features, never their labels: adapting methods learn the target domain from them.
+    model.fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"], X_unlabelled=test["X"], speakers_unlabelled=test["speakers"])
     predicted = np.asarray(model.predict(test["X"], speakers=test["speakers"])).astype(str)
     accuracy, uar = score(test["y"], predicted, classes=target_classes(target.y))
     frame = pd.DataFrame({

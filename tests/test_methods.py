@@ -13,14 +13,17 @@ from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 
 from crossemo.labels import EMOTIONS
-from crossemo.methods import METHODS, DBN, FineTunedFCNN, Majority, MultiTask, NormDistribution, NormNeutral, RandomForest, SourceFCNN, SpeakerNorm, make_method
+from crossemo.methods import (
+    DANN, DBN, METHODS, RECOMMENDED, Coral, FineTunedFCNN, KMMReweight, Majority, MultiTask, NormDistribution, NormNeutral, RandomForest,
+    SelfTraining, SourceFCNN, SpeakerNorm, SpeakerNormLinear, SubspaceAlignment, make_method,
+)
 from crossemo.methods._forest import ForestMethod, build_forest
 from crossemo.methods.fcnn import HIDDEN_SIZES, N_OUTPUTS, build_network
 from crossemo.methods.multitask import oversample_indices
 from crossemo.methods.norm_distribution import bin_counts, match_source_bins, target_bins
 from crossemo.methods.speaker_norm import speaker_zscore
 
-TRANSFER = ("dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm")
+TRANSFER = ("dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm", "speaker_norm_linear", "coral", "subspace_alignment", "kmm_reweight", "self_training", "dann")
 
 FAST = {
     "rf": {"n_estimators": 30},
@@ -30,6 +33,7 @@ FAST = {
     "speaker_norm": {"n_estimators": 30},
     "fcnn": {"hidden_sizes": (32, 16, 8), "epochs": 15, "finetune_epochs": 30},
     "dbn": {"hidden_sizes": (32, 16), "pretrain_epochs": 5, "finetune_epochs": 20},
+    "dann": {"hidden": 32, "epochs": 30},
 }
 """Small versions of every method, so the file runs quickly."""
 
@@ -73,8 +77,10 @@ def make_domains(seed: int = 0, *, d: int = 12, shift: float = 3.0, scale: float
     return train, test
 
 
-def fit(model, train):
-    return model.fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"])
+def fit(model, train, test=None):
+    """Fit as the protocol does: the training rows, and the test rows' features (never their labels) when given."""
+    unlabelled = {"X_unlabelled": test["X"], "speakers_unlabelled": test["speakers"]} if test is not None else {}
+    return model.fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"], **unlabelled)
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +92,16 @@ def domains():
 
 
 def test_registry_has_every_method():
-    assert list(METHODS) == ["majority", "rf", "dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm"]
+    assert list(METHODS) == [
+        "majority", "rf", "dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm",
+        "speaker_norm_linear", "coral", "subspace_alignment", "kmm_reweight", "self_training", "dann",
+    ]
+    assert RECOMMENDED in METHODS
     assert METHODS["fcnn"] is FineTunedFCNN
 
 
 def test_make_method_unknown_name():
-    with pytest.raises(ValueError, match=r"unknown method 'svm'; known: majority, rf, dbn, fcnn, multitask, norm_neutral, norm_distribution, speaker_norm"):
+    with pytest.raises(ValueError, match=r"unknown method 'svm'; known: majority, rf, dbn, fcnn, multitask, norm_neutral, norm_distribution, speaker_norm, speaker_norm_linear, coral"):
         make_method("svm")
 
 
@@ -117,12 +127,12 @@ def test_clone_and_params_round_trip(name):
 def test_fit_predict_contract(name, domains):
     train, test = domains
     model = fast(name, random_state=1)
-    assert fit(model, train) is model
+    assert fit(model, train, test) is model
     predicted = model.predict(test["X"], speakers=test["speakers"])
     assert isinstance(predicted, np.ndarray) and predicted.shape == (len(test["X"]),)
     assert predicted.dtype.kind == "U"
     assert set(predicted) <= set(model.classes_) <= set(EMOTIONS)
-    again = fit(fast(name, random_state=1), train).predict(test["X"], speakers=test["speakers"])
+    again = fit(fast(name, random_state=1), train, test).predict(test["X"], speakers=test["speakers"])
     np.testing.assert_array_equal(predicted, again)
     fitted = [attr for attr in vars(model) if attr not in model.get_params()]
     assert fitted and all(attr.endswith("_") for attr in fitted)
@@ -134,7 +144,8 @@ def test_predict_takes_no_labels(name, domains):
     assert list(parameters) == ["self", "X", "speakers"]
     assert parameters["speakers"].kind is inspect.Parameter.KEYWORD_ONLY
     fit_parameters = inspect.signature(METHODS[name].fit).parameters
-    assert [p for p in fit_parameters if fit_parameters[p].kind is inspect.Parameter.KEYWORD_ONLY] == ["is_target", "speakers"]
+    assert [p for p in fit_parameters if fit_parameters[p].kind is inspect.Parameter.KEYWORD_ONLY] == ["is_target", "speakers", "X_unlabelled", "speakers_unlabelled"]
+    assert fit_parameters["X_unlabelled"].default is None and fit_parameters["speakers_unlabelled"].default is None
 
 
 @pytest.mark.parametrize("name", ["rf", "speaker_norm", "dbn", "fcnn"])
@@ -150,6 +161,23 @@ def test_scenarios_one_and_two(name, domains):
     if name != "fcnn":
         only_source = {k: v[~target] for k, v in train.items()}
         assert set(fit(fast(name), only_source).predict(test["X"], speakers=test["speakers"])) <= set(EMOTIONS)
+
+
+@pytest.mark.parametrize("name", ["speaker_norm_linear", "self_training", "dann"])
+def test_target_only_twins_fit_without_a_source(name, domains):
+    """The twins run in scenario 2: the target's training speaker alone (and, for adaptation, the test audio)."""
+    train, test = domains
+    only_target = {k: v[train["is_target"]] for k, v in train.items()}
+    predicted = fit(fast(name), only_target, test).predict(test["X"], speakers=test["speakers"])
+    assert np.mean(predicted == test["y"]) > 0.5
+
+
+@pytest.mark.parametrize("name", ["coral", "subspace_alignment", "kmm_reweight"])
+def test_adapters_need_source_rows(name, domains):
+    train, test = domains
+    only_target = {k: v[train["is_target"]] for k, v in train.items()}
+    with pytest.raises(ValueError, match="needs source rows"):
+        fit(fast(name), only_target, test)
 
 
 @pytest.mark.parametrize("name", ["multitask", "norm_neutral", "norm_distribution", "fcnn"])
@@ -181,7 +209,7 @@ def test_transfer_methods_beat_chance_on_a_shifted_domain(name, domains):
     networks only see it through the target speaker's rows, so they get a looser bound.
     """
     train, test = domains
-    predicted = fit(fast(name), train).predict(test["X"], speakers=test["speakers"])
+    predicted = fit(fast(name), train, test).predict(test["X"], speakers=test["speakers"])
     accuracy = np.mean(predicted == test["y"])
     bound = 0.45 if name in ("dbn", "fcnn") else 0.8
     assert accuracy > bound, f"{name}: accuracy {accuracy:.2f} (chance 0.25)"
@@ -491,4 +519,7 @@ def test_dbn_defaults():
 
 
 def test_method_classes_are_exported():
-    assert {MultiTask, NormDistribution, NormNeutral, SpeakerNorm, RandomForest, Majority, DBN, FineTunedFCNN} == set(METHODS.values())
+    assert {
+        MultiTask, NormDistribution, NormNeutral, SpeakerNorm, RandomForest, Majority, DBN, FineTunedFCNN,
+        SpeakerNormLinear, Coral, SubspaceAlignment, KMMReweight, SelfTraining, DANN,
+    } == set(METHODS.values())

@@ -35,8 +35,9 @@ def test_plan_has_every_task_once(datasets):
     keys = [t.key for t in tasks]
     assert len(keys) == len(set(keys))
     s2 = [t for t in tasks if t.scenario == 2]
-    # scenario 2 runs once per target, not once per pair: majority and rf per target speaker
-    assert len(s2) == 2 * (3 + 2)
+    # scenario 2 runs once per target, not once per pair: majority, rf and the target-only twins per target speaker
+    assert len(s2) == (2 + len(protocol.TARGET_ONLY_METHODS)) * (3 + 2)
+    assert {t.method for t in s2} == {"majority", "rf", *protocol.TARGET_ONLY_METHODS}
     assert len([t for t in tasks if t.scenario == 1]) == 2
     s3 = [t for t in tasks if t.scenario == 3]
     assert len(s3) == (1 + len(protocol.TRANSFER_METHODS)) * (3 + 2)
@@ -71,8 +72,9 @@ def test_predict_never_sees_test_labels(datasets, monkeypatch):
     seen = {}
 
     class Spy:
-        def fit(self, X, y, *, is_target, speakers):
+        def fit(self, X, y, *, is_target, speakers, X_unlabelled, speakers_unlabelled):
             seen["fit_rows"] = len(y)
+            seen["unlabelled"] = (X_unlabelled.shape, set(speakers_unlabelled))
             return self
 
         def predict(self, X, *, speakers):
@@ -84,6 +86,7 @@ def test_predict_never_sees_test_labels(datasets, monkeypatch):
     frame = protocol.run_task(task, datasets["a"], datasets["b"])
     assert seen["fit_rows"] == len(datasets["a"].y) + (datasets["b"].speakers == "b/t1").sum()
     assert seen["predict_args"][1] == {"b/t2"}
+    assert seen["unlabelled"] == seen["predict_args"]  # the test rows' features, the only thing fit gets of them
     assert list(frame.columns) == protocol.RESULT_COLUMNS
     assert frame["accuracy"].iloc[0] == pytest.approx(0.25)
     assert frame["uar"].iloc[0] == pytest.approx(0.25)
@@ -99,10 +102,43 @@ def test_score_is_accuracy_and_unweighted_recall():
     assert protocol.score(true, predicted, classes=list(EMOTIONS))[1] == pytest.approx(0.25)
 
 
+def test_twins_run_in_scenario_two_only_with_their_method(datasets):
+    tasks = protocol.plan(datasets, [("a", "b")], protocol.parse_methods("rf"))
+    assert {t.method for t in tasks if t.scenario == 2} == {"majority", "rf"}
+    tasks = protocol.plan(datasets, [("a", "b")], protocol.parse_methods("speaker_norm_linear,coral"))
+    assert {t.method for t in tasks if t.scenario == 2} == {"majority", "rf", "speaker_norm_linear"}
+
+
+def test_multi_source_pairs_pool_their_sources():
+    corpora = ["a", "b", "c"]
+    assert protocol.parse_pairs("c+a:b", corpora) == [("a+c", "b")]
+    assert protocol.parse_pairs("a+c:b,c+a:b", corpora) == [("a+c", "b")]
+    pairs = protocol.parse_pairs("all", corpora)
+    assert len(pairs) == 6 + 3 and ("b+c", "a") in pairs and ("a+b", "c") in pairs
+    assert protocol.parse_pairs("all", ["a", "b"]) == [("a", "b"), ("b", "a")]
+    frames = {name: make_frame(name, [f"{name}1", f"{name}2"], seed=i) for i, name in enumerate(corpora)}
+    datasets = {name: protocol.Dataset.from_frame(frame) for name, frame in frames.items()}
+    pooled = protocol.with_sources(datasets, [("a+c", "b")])
+    union = pooled["a+c"]
+    assert union.corpus == "a+c" and len(union.y) == len(datasets["a"].y) + len(datasets["c"].y)
+    assert {s.split("/")[0] for s in union.speakers} == {"a", "c"}
+    assert protocol.Dataset.union([datasets["a"], datasets["c"]]).digest == union.digest != protocol.Dataset.union([datasets["a"], datasets["b"]]).digest
+    tasks = protocol.plan(pooled, [("a+c", "b")], ["rf"])
+    assert {t.source for t in tasks if t.scenario != 2} == {"a+c"}
+    task = next(t for t in tasks if t.scenario == 3)
+    train, _ = protocol.split(task, union, datasets["b"])
+    assert (~train["is_target"]).sum() == len(union.y)
+    labels = protocol.Labels.union([protocol.Labels.from_manifest(n, frames[n]) for n in ("a", "c")])
+    assert labels.corpus == "a+c" and len(labels.y) == len(union.y)
+
+
 @pytest.mark.parametrize("spec, message", [
     ("a:a", "both source and target"),
     ("a:z", "names corpus 'z'"),
     ("ab", "not SOURCE:TARGET"),
+    ("a+b:b", "uses b as both source and target"),
+    ("a+a:b", "names a source corpus twice"),
+    ("a+z:b", "names corpus 'z'"),
 ])
 def test_bad_pairs_are_named(spec, message):
     with pytest.raises(protocol.ProtocolError, match=message):

@@ -14,15 +14,36 @@ Transfer methods (Table 3, run in scenario 3):
 - ``norm_distribution``: per-emotion matching of binned feature distributions, then the forest (:mod:`.norm_distribution`).
 - ``speaker_norm``: per-speaker z-normalisation, then the forest; beyond the study (:mod:`.speaker_norm`).
 
+Beyond the study, the linear family (per-speaker z-normalisation, then a
+weighted logistic regression; :mod:`._linear`) and domain adaptation from
+skada:
+
+- ``speaker_norm_linear``: the family with no adaptation, Schuller et al. 2010 (:mod:`.speaker_norm_linear`).
+- ``coral``: CORAL, the source re-coloured to the target's covariance (:mod:`.coral`).
+- ``subspace_alignment``: source and target on aligned principal subspaces (:mod:`.subspace_alignment`).
+- ``kmm_reweight``: source rows weighted by Kernel Mean Matching to the target (:mod:`.kmm_reweight`).
+- ``self_training``: ``speaker_norm_linear`` refitted on confidently pseudo-labelled test utterances (:mod:`.self_training`).
+- ``dann``: a domain-adversarial network (:mod:`.dann`).
+
+:data:`RECOMMENDED` is the one transfer method crossemo advises; the README
+gives the evidence it was chosen on.
+
 Every method is a scikit-learn estimator (``clone``, ``get_params`` and
 ``set_params`` work) whose constructor takes keyword parameters only,
 ``random_state`` among them:
 
-- ``fit(X, y, *, is_target, speakers)`` takes the training rows: features
-  ``X`` (n × d), emotion labels ``y``, ``is_target`` (True for rows of the
-  target corpus's training speaker, False for source rows) and speaker ids;
-  it returns the method. Fitted attributes end in ``_``; ``classes_`` holds
-  the labels the method can predict.
+- ``fit(X, y, *, is_target, speakers, X_unlabelled=None, speakers_unlabelled=None)``
+  takes the training rows: features ``X`` (n × d), emotion labels ``y``,
+  ``is_target`` (True for rows of the target corpus's training speaker,
+  False for source rows) and speaker ids, which start with their corpus's
+  name and a ``/`` (``emovo/f1``), so a method can tell the corpora of a
+  multi-source pair apart. It may also take *unlabelled* rows: the test
+  speakers' features (m × d) and speaker ids, because adapting to a domain
+  needs that domain's audio. Their labels never reach ``fit`` (the protocol
+  passes none, and ``tests/test_methods.py`` checks that permuting the test
+  labels changes no method's predictions). Methods that do not adapt ignore
+  them. ``fit`` returns the method. Fitted attributes end in ``_``;
+  ``classes_`` holds the labels the method can predict.
 - ``predict(X, *, speakers)`` takes the target's test rows and their speaker
   ids, never their labels, and returns an array of emotion labels.
 
@@ -35,6 +56,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from crossemo.methods.coral import Coral
+from crossemo.methods.dann import DANN
 from crossemo.methods.dbn import DBN
 from crossemo.methods.fcnn import FineTunedFCNN, SourceFCNN
 from crossemo.methods.majority import Majority
@@ -42,7 +65,11 @@ from crossemo.methods.multitask import MultiTask
 from crossemo.methods.norm_distribution import NormDistribution
 from crossemo.methods.norm_neutral import NormNeutral
 from crossemo.methods.rf import RandomForest
+from crossemo.methods.kmm_reweight import KMMReweight
+from crossemo.methods.self_training import SelfTraining
 from crossemo.methods.speaker_norm import SpeakerNorm
+from crossemo.methods.speaker_norm_linear import SpeakerNormLinear
+from crossemo.methods.subspace_alignment import SubspaceAlignment
 
 METHODS: dict[str, type] = {
     "majority": Majority,
@@ -53,8 +80,17 @@ METHODS: dict[str, type] = {
     "norm_neutral": NormNeutral,
     "norm_distribution": NormDistribution,
     "speaker_norm": SpeakerNorm,
+    "speaker_norm_linear": SpeakerNormLinear,
+    "coral": Coral,
+    "subspace_alignment": SubspaceAlignment,
+    "kmm_reweight": KMMReweight,
+    "self_training": SelfTraining,
+    "dann": DANN,
 }
 """Method name → estimator class."""
+
+RECOMMENDED = "speaker_norm_linear"
+"""The transfer method crossemo advises; fixed here, never picked per run (the README says why)."""
 
 
 def make_method(name: str, *, random_state: int = 0, **params: Any):
@@ -80,6 +116,6 @@ def make_method(name: str, *, random_state: int = 0, **params: Any):
 
 
 __all__ = [
-    "DBN", "METHODS", "FineTunedFCNN", "Majority", "MultiTask", "NormDistribution", "NormNeutral",
-    "RandomForest", "SourceFCNN", "SpeakerNorm", "make_method",
+    "DANN", "DBN", "METHODS", "RECOMMENDED", "Coral", "FineTunedFCNN", "KMMReweight", "Majority", "MultiTask", "NormDistribution",
+    "NormNeutral", "RandomForest", "SelfTraining", "SourceFCNN", "SpeakerNorm", "SpeakerNormLinear", "SubspaceAlignment", "make_method",
 ]

@@ -107,3 +107,46 @@ def mean_and_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and (population) std of ``X``, the std guarded by :func:`safe_scale`."""
     mean = X.mean(axis=0)
     return mean, safe_scale(X.std(axis=0), mean)
+
+
+def check_unlabelled(X_unlabelled, speakers_unlabelled, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the unlabelled rows ``fit`` may receive (the test speakers' features, never their labels).
+
+    Returns:
+        ``X_unlabelled`` as finite float64 of shape (m, d), ``m`` possibly 0,
+        and its speaker ids as a str array of length m.
+
+    Raises:
+        ValueError: one of the two given without the other, another feature
+            count than the training rows, or non-finite features.
+    """
+    if X_unlabelled is None and speakers_unlabelled is None:
+        return np.empty((0, n_features)), np.empty(0, dtype=str)
+    if X_unlabelled is None or speakers_unlabelled is None:
+        raise ValueError("X_unlabelled and speakers_unlabelled go together: give both or neither")
+    X_unlabelled = np.asarray(X_unlabelled, dtype=np.float64)
+    if X_unlabelled.ndim == 2 and X_unlabelled.shape[0] == 0:
+        return np.empty((0, n_features)), np.empty(0, dtype=str)
+    X_unlabelled = check_features(X_unlabelled)
+    if X_unlabelled.shape[1] != n_features:
+        raise ValueError(f"X_unlabelled has {X_unlabelled.shape[1]} features, the training rows {n_features}")
+    return X_unlabelled, _as_str_vector(speakers_unlabelled, "speakers_unlabelled", X_unlabelled.shape[0])
+
+
+def target_weights(is_target: np.ndarray, *, target_share: float) -> np.ndarray:
+    """Sample weights that give the target's training rows ``target_share`` of the total weight.
+
+    Source rows weigh 1 each; the target's rows share ``target_share ÷ (1 −
+    target_share)`` × the source's total, so a handful of target utterances
+    is not drowned by a corpus. With only one kind of row, every row weighs 1.
+
+    Raises:
+        ValueError: ``target_share`` outside (0, 1).
+    """
+    if not 0.0 < float(target_share) < 1.0:
+        raise ValueError(f"target_share must be between 0 and 1 (exclusive); got {target_share!r}")
+    weights = np.ones(is_target.shape[0])
+    n_target, n_source = int(is_target.sum()), int((~is_target).sum())
+    if n_target and n_source:
+        weights[is_target] = n_source * target_share / (1.0 - target_share) / n_target
+    return weights

@@ -58,7 +58,7 @@ class ForestMethod(ClassifierMixin, BaseEstimator):
     def _forest(self) -> RandomForestClassifier:
         return build_forest(n_estimators=self.n_estimators, max_depth=self.max_depth, max_features=self.max_features, random_state=self.random_state)
 
-    def fit(self, X, y, *, is_target, speakers) -> ForestMethod:
+    def fit(self, X, y, *, is_target, speakers, X_unlabelled=None, speakers_unlabelled=None) -> ForestMethod:
         """Fit on the training rows (source and/or the target's training speaker)."""
         X, y, is_target, speakers = check_fit_inputs(X, y, is_target, speakers)
         self.n_features_in_ = X.shape[1]

@@ -148,7 +148,7 @@ class DBN(ClassifierMixin, BaseEstimator):
         self.clip = clip
         self.random_state = random_state
 
-    def fit(self, X, y, *, is_target, speakers) -> DBN:
+    def fit(self, X, y, *, is_target, speakers, X_unlabelled=None, speakers_unlabelled=None) -> DBN:
         """Pre-train the RBMs on all training rows, then fine-tune the network on their labels."""
         X, y, is_target, speakers = check_fit_inputs(X, y, is_target, speakers)
         hidden_sizes = check_sizes(self.hidden_sizes, "hidden_sizes")

@@ -188,7 +188,7 @@ class FineTunedFCNN(ClassifierMixin, BaseEstimator):
             raise ValueError("fcnn without a fitted source_model needs source rows (is_target=False) to train on")
         return SourceFCNN(**own).fit(X[~is_target], y[~is_target])
 
-    def fit(self, X, y, *, is_target, speakers) -> FineTunedFCNN:
+    def fit(self, X, y, *, is_target, speakers, X_unlabelled=None, speakers_unlabelled=None) -> FineTunedFCNN:
         """Take (or train) the source network, freeze all but its output layer, fine-tune that on the target rows."""
         X, y, is_target, speakers = check_fit_inputs(X, y, is_target, speakers)
         check_emotions(y, "fcnn")

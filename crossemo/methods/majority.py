@@ -32,7 +32,7 @@ class Majority(ClassifierMixin, BaseEstimator):
     def __init__(self, *, random_state: int = 0):
         self.random_state = random_state
 
-    def fit(self, X, y, *, is_target, speakers) -> Majority:
+    def fit(self, X, y, *, is_target, speakers, X_unlabelled=None, speakers_unlabelled=None) -> Majority:
         X, y, is_target, speakers = check_fit_inputs(X, y, is_target, speakers)
         labels = ordered_labels(y)
         counts = {str(label): int(np.sum(y == label)) for label in labels}
