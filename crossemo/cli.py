@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from crossemo import corpora, featurestore, pipeline, protocol, storage
+from crossemo import corpora, featurestore, methods, pipeline, protocol, storage
 from crossemo.labels import EMOTIONS
+from crossemo.report import verdict
 
 EXIT_BAD_INPUT = 2
 MAX_REASON_LINES = 30
@@ -59,10 +60,41 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=True, help="no progress bars (for logs)")
 
 
+def method_summaries() -> list[tuple[str, str, str]]:
+    """``(name, role, one line on what it does)`` for every method, from its module's docstring."""
+    rows = []
+    for name, cls in methods.METHODS.items():
+        first = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        line = first.split(": ", 1)[1] if first.startswith(f"``{name}``: ") else first
+        if name in protocol.BASELINES:
+            role = "baseline"
+        elif name in protocol.STUDY_METHODS:
+            role = "study"
+        else:
+            role = "beyond"
+        if name in protocol.TARGET_ONLY_METHODS:
+            role += ", twin"
+        rows.append((name, role, line.replace("``", "")))
+    return rows
+
+
+def print_methods() -> None:
+    rows = method_summaries()
+    width = max(len(name) for name, _, _ in rows) + 2
+    for name, role, line in rows:
+        mark = "*" if name == methods.RECOMMENDED else " "
+        print(f"{mark} {name:<{width}}{role:<14}{line}")
+    print(
+        f"\n* recommended: {methods.RECOMMENDED} (the README says why). baseline: in every run; study: the study's transfer methods; "
+        "beyond: added by crossemo; twin: also trained on the target speaker alone (scenario 2) for the verdict."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossemo", description="Transfer speech-emotion recognition from public corpora to your own speakers.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("corpora", help="list the corpus recipes")
+    commands.add_parser("methods", help="list the methods, what each does, and the recommended one")
     features = commands.add_parser("features", help="extract openSMILE features into <out>/features")
     _add_run_options(features)
     evaluate = commands.add_parser("evaluate", help="run the protocol on a feature store and write the tables")
@@ -136,7 +168,18 @@ def print_tables(result_tables: dict[str, pd.DataFrame], out: str) -> None:
         print(result_tables["table2"].to_string(index=False))
         print("\nTable 3 (accuracy %):")
         print(result_tables["table3"].to_string(index=False))
-    print(f"\nTables (CSV, tables.md) and the page index.html in {storage.join(out, 'report')}")
+    print(f"\nTables (CSV, tables.md, verdict.csv) and the page index.html in {storage.join(out, 'report')}")
+    print_verdict(result_tables.get("verdict"))
+
+
+def print_verdict(table: pd.DataFrame | None) -> None:
+    """The verdict per pair in words, the summary's last lines."""
+    if table is None or table.empty:
+        print(f"\nNo verdict: the recommended method {methods.RECOMMENDED} did not run (it is in --methods all).")
+        return
+    print(f"\nVerdict ({methods.RECOMMENDED} against the best model trained on the target alone):")
+    for _, row in table.iterrows():
+        print(f"  {verdict.sentence(row)}")
 
 
 def run_and_print(config: pipeline.RunConfig, *, evaluate: bool) -> int:
@@ -146,8 +189,8 @@ def run_and_print(config: pipeline.RunConfig, *, evaluate: bool) -> int:
     print_extraction(extraction, extraction.wall_seconds)
     for warning in record.warnings:
         print(f"warning: {warning}")
-    print_tables(result_tables, config.out)
     print(f"\nrun {record.run_id} recorded in {storage.join(config.out, 'runs', record.run_id)} ({time.perf_counter() - started:.1f} s)")
+    print_tables(result_tables, config.out)
     return 0
 
 
@@ -212,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "corpora":
             print_corpora()
+            return 0
+        if args.command == "methods":
+            print_methods()
             return 0
         if args.command == "features":
             return run_and_print(config_from(args), evaluate=False)

@@ -27,7 +27,7 @@ import pandas as pd
 import crossemo
 from crossemo import audio, corpora, featurestore, methods, protocol, storage
 from crossemo.features import FeatureExtractor
-from crossemo.report import tables
+from crossemo.report import tables, verdict
 
 
 class ConfigError(ValueError):
@@ -411,6 +411,7 @@ def write_report(out: str, record: dict[str, Any], *, storage_options: dict | No
     pairs = [tuple(p) for p in record["pairs"]]
     report_uri = storage.join(out, "report")
     result_tables = tables.write_tables(results, pairs, report_uri, storage_options=storage_options)
+    result_tables["verdict"] = verdict.write_verdict(results, pairs, report_uri, storage_options=storage_options)
     features_uri = record["settings"].get("features") or storage.join(out, "features")
     side = {}
     for name in ("manifest", "rejected", "duplicates"):

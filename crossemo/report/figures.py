@@ -213,3 +213,35 @@ def speaker_heatmap(table: pd.DataFrame, *, title: str, value_label: str = "accu
     ax.set_title(_plain(title), fontsize=11)
     figure.colorbar(image, ax=ax, label=value_label)
     return figure
+
+
+@_styled
+def verdict_gains(table: pd.DataFrame, *, title: str) -> Figure:
+    """Per pair, the recommended method's UAR gain over the best target-only model with its 95 % interval, and over the Baseline RF.
+
+    Args:
+        table: :data:`crossemo.report.verdict.VERDICT_COLUMNS` rows, one per pair.
+        title: the figure title.
+
+    Raises:
+        ValueError: ``table`` is empty.
+    """
+    if table.empty:
+        raise ValueError("no verdict to draw")
+    labels = [f"{source} → {target}" for source, target in zip(table["source"], table["target"])]
+    figure = _new_figure(9, 1.4 + 0.55 * len(labels))
+    ax = figure.subplots()
+    positions = np.arange(len(labels))
+    gains = table["gain_vs_target_only"].to_numpy(dtype=float)
+    low = np.nan_to_num(gains - table["ci_low"].to_numpy(dtype=float))
+    high = np.nan_to_num(table["ci_high"].to_numpy(dtype=float) - gains)
+    ax.errorbar(gains, positions, xerr=[low, high], fmt="o", color=BAR_COLOR, capsize=4, label="vs best target-only model, 95 % CI")
+    ax.scatter(table["gain_vs_baseline"].to_numpy(dtype=float), positions + 0.2, marker="s", s=22, color=BASELINE_COLOR, label="vs Baseline RF (S2)")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(positions, [_plain(label) for label in labels])
+    ax.invert_yaxis()
+    ax.set_xlabel("UAR gain of borrowing (percentage points)")
+    ax.grid(axis="x", alpha=0.3)
+    figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=8, frameon=False, ncols=2)
+    figure.suptitle(_plain(title))
+    return figure

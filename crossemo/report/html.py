@@ -27,7 +27,7 @@ import pandas as pd
 
 from crossemo import storage
 from crossemo.labels import EMOTIONS
-from crossemo.report import figures, tables
+from crossemo.report import figures, tables, verdict
 
 REQUIRED_COLUMNS = ("source", "target", "scenario", "method", "fold", "uri", "speaker", "true", "predicted", "accuracy", "uar", "n_test")
 """The result columns the page needs; the others (timings, key) are used when present."""
@@ -35,6 +35,8 @@ REQUIRED_COLUMNS = ("source", "target", "scenario", "method", "fold", "uri", "sp
 METHOD_NAMES = {
     "majority": "majority", "rf": "RF", "dbn": "DBN", "fcnn": "FCNN", "multitask": "multi-task",
     "norm_neutral": "norm. neutral", "norm_distribution": "norm. distribution", "speaker_norm": "speaker norm.",
+    "speaker_norm_linear": "speaker norm. linear", "coral": "CORAL", "subspace_alignment": "subspace align.",
+    "kmm_reweight": "KMM reweight", "self_training": "self-training", "dann": "DANN",
 }
 METHOD_RANK = {name: rank for rank, name in enumerate(tables.TABLE3_METHODS)}
 BASELINE_LABEL = "S2 RF"
@@ -44,11 +46,15 @@ DUPLICATE_COLUMNS = ["group", "corpus", "speaker", "emotion", "uri", "action"]
 """The columns of ``_duplicates.parquet`` the page shows (its ``sha256`` is the group's identity already)."""
 DUPLICATE_ROWS = 200
 """At most this many duplicate files on the page; a corpus copied twice could list thousands."""
-SECTIONS = [("warnings", "Warnings"), ("corpora", "Corpora"), ("duplicates", "Duplicate recordings"), ("tables", "Tables 2 and 3")]
+SECTIONS = [("verdict", "Verdict"), ("warnings", "Warnings"), ("corpora", "Corpora"), ("duplicates", "Duplicate recordings"), ("tables", "Tables 2 and 3")]
 """The page's sections before the pairs, in order: (id, title in the contents), linked when present."""
 
 TABLE2_HEADERS = {"source": "source", "target": "target", "majority": "majority (S2)", "chance": "chance", "scenario1": "RF scenario 1", "scenario2": "RF scenario 2", "scenario3": "RF scenario 3"}
-TABLE3_HEADERS = {"source": "source", "target": "target", "chance": "chance", "rf": "baseline RF (S2)", **{m: METHOD_NAMES[m] for m in tables.TABLE3_METHODS if m != "rf"}}
+TABLE3_HEADERS = {
+    "source": "source", "target": "target", "chance": "chance", "rf": "baseline RF (S2)",
+    **{m: METHOD_NAMES[m] for m in tables.TABLE3_METHODS if m in METHOD_NAMES and m != "rf"},
+    **{m: f"{METHOD_NAMES[m.removeprefix(tables.TWIN_PREFIX)]} (S2, target only)" for m in tables.TABLE3_METHODS if m.startswith(tables.TWIN_PREFIX)},
+}
 SECRET_WORDS = ("secret", "token", "password", "key", "credential")
 NUM_CLASS = ' class="num"'
 
@@ -107,10 +113,11 @@ def write_html_report(
     if missing:
         raise ValueError(f"results lack the columns {', '.join(missing)}")
     figures = tables.Figures.of(results)
+    names = _FigureNames()
+    verdict_html, verdict_figures = _verdict_section(verdict.verdict(figures, pairs), names)
     # The per-pair charts and grids show each fold once, averaged over seeds.
     folds = tables.seed_averaged(figures.folds)
-    names = _FigureNames()
-    pair_sections, rendered = [], []
+    pair_sections, rendered = [], list(verdict_figures)
     for source, target in pairs:
         section, pair_figures = _pair_section(results, folds, source, target, names)
         pair_sections.append(section)
@@ -120,6 +127,7 @@ def write_html_report(
         results=results,
         pairs=pairs,
         body=[
+            verdict_html,
             _warnings_section(run),
             _corpora_section(manifest, rejected, results),
             _duplicates_section(duplicates),
@@ -429,6 +437,26 @@ def _rejected_html(rejected: pd.DataFrame | None) -> str:
         summary = summary.iloc[:REJECTED_ROWS]
     caption = f"{len(rejected)} files gave no features, by corpus, stage and reason"
     return f"<h3>Rejected files</h3>{html_table(summary, table_id='rejected', caption=caption, label_columns=len(summary.columns) - 1)}{note}"
+
+
+def _verdict_section(table: pd.DataFrame, names: _FigureNames) -> tuple[str, list[Rendered]]:
+    """The page's opening: does borrowing help each target, in words and as a figure (see :mod:`crossemo.report.verdict`)."""
+    from crossemo.methods import RECOMMENDED
+
+    if table.empty:
+        text = (f"<p>No verdict: the recommended method {_esc(RECOMMENDED)} did not run. "
+                "Run it (it is in <code>--methods all</code>) to learn whether borrowing helps.</p>")
+        return f'<section id="verdict"><h2>Verdict</h2>{text}</section>', []
+    items = "".join(f"<li>{_esc(verdict.sentence(row))}.</li>" for _, row in table.iterrows())
+    rendered = Rendered(
+        names.take("verdict"), figures.render_png(figures.verdict_gains(table, title=f"Borrowing with {RECOMMENDED}: UAR gain per pair")),
+        "UAR gain of the recommended transfer method per pair, with 95 % intervals",
+        f"Gain of {RECOMMENDED} (scenario 3) over the best target-only model and over the Baseline RF, in UAR points; bars: 95 % paired bootstrap interval over folds.",
+    )
+    explanation = (f"<p>The recommended transfer method, {_esc(RECOMMENDED)}, against the best model trained on the target alone in this run, "
+                   "fold by fold; it helps when the whole 95 % interval of the gain lies above zero. <code>verdict.csv</code> has the figures.</p>")
+    html_text = f'<section id="verdict"><h2>Verdict</h2><ul>{items}</ul>{explanation}{_figure(rendered, wide=True)}{html_table(table, table_id="verdict-table")}</section>'
+    return html_text, [rendered]
 
 
 def _warnings_section(run: dict[str, Any] | None) -> str:

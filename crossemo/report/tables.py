@@ -2,7 +2,8 @@
 
 Table 2 compares the majority classifier and the Random Forest in the three
 scenarios; Table 3 compares the Random Forest of scenario 2 (the study's
-"Baseline RF") with every transfer method in scenario 3's folds. Each cell is
+"Baseline RF") and the target-only twins (columns ``target_only_<method>``,
+scenario 2) with every transfer method in scenario 3's folds. Each cell is
 the mean over folds (and seeds), in percent, of accuracy (the study's figure)
 or UAR; every figure is defined in :mod:`crossemo.metrics`.
 
@@ -31,10 +32,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from crossemo import metrics, storage
+from crossemo.protocol import TARGET_ONLY_METHODS, TRANSFER_METHODS
 
 TABLE2_COLUMNS = ["source", "target", "majority", "chance", "scenario1", "scenario2", "scenario3"]
-TABLE3_METHODS = ["majority", "rf", "dbn", "fcnn", "multitask", "norm_neutral", "norm_distribution", "speaker_norm"]
-"""Table 3's method columns in the study's order; a table shows those that ran."""
+TWIN_PREFIX = "target_only_"
+"""Table 3's column of a target-only twin: this prefix and the method's name."""
+TABLE3_METHODS = ["majority", "rf", *(TWIN_PREFIX + m for m in TARGET_ONLY_METHODS), *TRANSFER_METHODS]
+"""Table 3's method columns: the baselines, the target-only twins (scenario 2), then the transfer methods (scenario 3)
+in the study's order and then ours; a table shows those that ran."""
 FOLD_KEYS = ["source", "target", "scenario", "method", "fold", "seed"]
 CELL_KEYS = ["source", "target", "scenario", "method", "seed"]
 REFERENCE = "rf"
@@ -117,7 +122,7 @@ class Figures:
         return cls(fold_metrics(results), pooled_metrics(results), classes_by_target(results))
 
 
-def _cell_folds(folds: pd.DataFrame, source: str, target: str) -> dict[str, pd.DataFrame]:
+def cell_folds(folds: pd.DataFrame, source: str, target: str) -> dict[str, pd.DataFrame]:
     """The fold rows behind every table column of one pair."""
     s2 = folds[(folds["scenario"] == 2) & (folds["target"] == target)]
     pair = folds[(folds["source"] == source) & (folds["target"] == target)]
@@ -128,12 +133,15 @@ def _cell_folds(folds: pd.DataFrame, source: str, target: str) -> dict[str, pd.D
         "scenario3": pair[(pair["scenario"] == 3) & (pair["method"] == "rf")],
         "rf": s2[s2["method"] == REFERENCE],
     }
-    for method in TABLE3_METHODS[2:]:
-        cells[method] = pair[(pair["scenario"] == 3) & (pair["method"] == method)]
+    for column in TABLE3_METHODS[2:]:
+        if column.startswith(TWIN_PREFIX):
+            cells[column] = s2[s2["method"] == column.removeprefix(TWIN_PREFIX)]
+        else:
+            cells[column] = pair[(pair["scenario"] == 3) & (pair["method"] == column)]
     return cells
 
 
-def _per_fold(rows: pd.DataFrame, metric: str) -> pd.Series:
+def per_fold(rows: pd.DataFrame, metric: str) -> pd.Series:
     """Fold values averaged over seeds, by fold."""
     return rows.groupby("fold")[metric].mean()
 
@@ -156,12 +164,12 @@ def baseline_comparison(folds: pd.DataFrame, pairs: list[tuple[str, str]], *, me
     """
     rows = []
     for source, target in pairs:
-        cells = _cell_folds(folds, source, target)
-        reference = _per_fold(cells["rf"], metric)
+        cells = cell_folds(folds, source, target)
+        reference = per_fold(cells["rf"], metric)
         for method in TABLE3_METHODS[2:]:
             if cells[method].empty:
                 continue
-            paired = pd.concat([_per_fold(cells[method], metric), reference], axis=1, keys=["method", "reference"]).dropna()
+            paired = pd.concat([per_fold(cells[method], metric), reference], axis=1, keys=["method", "reference"]).dropna()
             differences = (paired["method"] - paired["reference"]).to_numpy() * 100
             low, high = metrics.paired_interval(differences)
             marked = 1 if low > 0 else -1 if high < 0 else 0
@@ -191,11 +199,12 @@ def build_tables(figures: Figures, pairs: list[tuple[str, str]], *, metric: str 
         ``chance`` is 100 / the target's classes.
     """
     folds = figures.folds
-    methods3 = [m for m in TABLE3_METHODS if m in set(folds["method"])]
+    ran = [cell_folds(folds, source, target) for source, target in pairs]
+    methods3 = [m for m in TABLE3_METHODS if any(len(cells[m]) for cells in ran)]
     marks = _marks(folds, pairs, metric) if spread else {}
     rows2, rows3 = [], []
     for source, target in pairs:
-        cells = _cell_folds(folds, source, target)
+        cells = cell_folds(folds, source, target)
         pooled_cells = _pooled_cells(figures.pooled, source, target, metric)
 
         def render(column: str) -> float | str:
@@ -218,7 +227,7 @@ def build_tables(figures: Figures, pairs: list[tuple[str, str]], *, metric: str 
 
 def _pooled_cells(pooled: pd.DataFrame, source: str, target: str, metric: str) -> dict[str, float]:
     """Pooled figures (mean over seeds) per table column of one pair."""
-    cells = _cell_folds(pooled.assign(fold="pooled"), source, target)
+    cells = cell_folds(pooled.assign(fold="pooled"), source, target)
     return {column: float(rows[metric].mean()) for column, rows in cells.items() if len(rows)}
 
 
@@ -230,7 +239,7 @@ def _marks(folds: pd.DataFrame, pairs: list[tuple[str, str]], metric: str) -> di
 def _text(rows: pd.DataFrame, metric: str, pooled: float | None, mark: int) -> str:
     if not len(rows):
         return ""
-    by_fold, by_seed = _per_fold(rows, metric) * 100, _per_seed(rows, metric) * 100
+    by_fold, by_seed = per_fold(rows, metric) * 100, _per_seed(rows, metric) * 100
     text = f"{by_fold.mean():.1f}"
     if len(by_fold) > 1:
         text += f" ± {metrics.sample_std(by_fold.to_numpy()):.1f} ({len(by_fold)} folds"
@@ -257,7 +266,9 @@ DEFINITIONS = (
     "UAR is the mean recall over the target's classes; a class absent from a fold's test speakers counts as recall 0, so chance is the "
     "chance column in every fold. The majority column is the most frequent class of the training speaker (ties go to neutral, anger, joy, "
     "sadness in that order): not a chance level. In Table 3, ▲/▼ mark a method whose 95 % paired bootstrap interval of the difference "
-    "from the Baseline RF over folds lies above/below zero (see table3_vs_baseline.csv); no cell is marked best."
+    "from the Baseline RF over folds lies above/below zero (see table3_vs_baseline.csv); no cell is marked best. "
+    "Columns target_only_<method> are that method trained on the target's training speaker alone (scenario 2), "
+    "the fair comparison for a transfer method of the same family."
 )
 
 
