@@ -27,7 +27,7 @@ import psutil
 import pytest
 import ray
 
-from crossemo import pipeline
+from crossemo import pipeline, protocol
 from crossemo.synthetic import make_demo_corpora
 
 TABLES = ("table2", "table3", "table2_uar", "table3_uar")
@@ -92,7 +92,9 @@ class Study:
             assert status == 0, f"the uninterrupted run failed with status {status}\n{self.log.read_text()[-6000:]}"
             out = self.root / "clean"
             record = pipeline.latest_record(str(out), storage_options=None)
-            assert record["counts"]["tasks"] == 2 * 3 * 2 + 2 + 2 * 3 * 7
+            # Per target, scenario 2 per speaker: the baselines and the twins; per pair, scenario 1 once and scenario 3 per speaker: rf and every transfer method.
+            twins, transfer = len(protocol.TARGET_ONLY_METHODS), len(protocol.TRANSFER_METHODS)
+            assert record["counts"]["tasks"] == 2 * 3 * (2 + twins) + 2 + 2 * 3 * (1 + transfer)
             self._clean = (read_tables(out), record)
         return self._clean
 

@@ -78,16 +78,19 @@ class LinearMethod(ClassifierMixin, BaseEstimator):
         """The (z-normalised) test rows as the classifier sees them; by default unchanged."""
         return features
 
-    def _fit_classifier(self, features: np.ndarray, y: np.ndarray, weights: np.ndarray) -> LogisticRegression:
+    def _fit_classifier(self, features: np.ndarray, y: np.ndarray, weights: np.ndarray, *, start: LogisticRegression | None = None) -> LogisticRegression:
+        """The weighted logistic regression; ``start``: a fitted model to continue from (same classes), which saves iterations."""
         if not float(self.C) > 0:
             raise ValueError(f"C must be positive; got {self.C!r}")
-        model = LogisticRegression(C=self.C, max_iter=int(self.max_iter))
-        return model.fit(features, y, sample_weight=weights)
+        model = start.set_params(warm_start=True) if start is not None else LogisticRegression(C=self.C, max_iter=int(self.max_iter))
+        # float32 halves the solver's time on 1582 features; z-scores need no more precision.
+        return model.fit(features.astype(np.float32), y, sample_weight=weights)
 
     def _probabilities(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities of already normalised and adapted rows, columns in ``classes_`` order."""
         columns = [list(self.model_.classes_).index(c) for c in self.classes_]
-        return self.model_.predict_proba(features)[:, columns]
+        probabilities = self.model_.predict_proba(features.astype(np.float32))[:, columns].astype(np.float64)
+        return probabilities / probabilities.sum(axis=1, keepdims=True)  # float32 rows sum to 1 only within 1e-7
 
     def predict_proba(self, X, *, speakers) -> np.ndarray:
         """Class probabilities (n × len(classes_)), every test speaker normalised by their own rows."""

@@ -12,7 +12,8 @@ The base is :class:`~crossemo.methods.speaker_norm_linear.SpeakerNormLinear`.
 An unlabelled utterance is pseudo-labelled in a round when its top class
 probability is at least ``threshold``; each round starts again from the
 labelled rows, so a wrong pseudo-label of an early round is not kept by
-force. Pseudo-labelled rows weigh 1 each, as a source row does, so they
+force (the solver starts from the previous round's weights, which only saves
+iterations). Pseudo-labelled rows weigh 1 each, as a source row does, so they
 never outweigh the target's truly labelled speaker. scikit-learn's
 ``SelfTrainingClassifier`` has the same loop, but cannot carry the
 per-row weights of the base method, so the loop is written out here.
@@ -73,5 +74,6 @@ class SelfTraining(LinearMethod):
             pseudo = self.classes_[probabilities[confident].argmax(axis=1)]
             self.model_ = self._fit_classifier(
                 np.vstack([features, unlabelled[confident]]), np.concatenate([y, pseudo]), np.concatenate([weights, np.ones(confident.sum())]),
+                start=self.model_,
             )
         return self

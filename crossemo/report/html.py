@@ -398,11 +398,29 @@ def _tables_section(figures: tables.Figures, pairs: list[tuple[str, str]]) -> st
              "<p>Table 3 compares the scenario 2 Random Forest (the study's baseline) with the transfer methods, which run in scenario 3's folds.</p>"]
     for metric, title in (("accuracy", "accuracy"), ("uar", "UAR (unweighted average recall)")):
         text2, text3 = tables.build_tables(figures, pairs, metric=metric, spread=True)
-        for number, (text, headers) in enumerate(((text2, TABLE2_HEADERS), (text3, TABLE3_HEADERS)), start=2):
-            name = "majority and Random Forest per scenario" if number == 2 else "baseline RF and transfer methods"
-            parts.append(html_table(text.rename(columns=headers), table_id=f"table{number}-{metric}", caption=f"Table {number}: {name}, {title}", label_columns=2))
+        parts.append(html_table(text2.rename(columns=TABLE2_HEADERS), table_id=f"table2-{metric}", caption=f"Table 2: majority and Random Forest per scenario, {title}", label_columns=2))
+        for number, chunk in enumerate(_by_pairs(text3), start=1):
+            suffix = "" if number == 1 else f"-{number}"
+            parts.append(html_table(chunk, table_id=f"table3-{metric}{suffix}", caption=f"Table 3: baseline RF, target-only twins and transfer methods, {title}"))
     parts.append("</section>")
     return "\n".join(parts)
+
+
+PAIRS_PER_TABLE3 = 4
+"""Table 3 on the page has a row per method and a column per pair; more pairs than this continue in another table, so it fits a screen."""
+
+
+def _by_pairs(text3: pd.DataFrame) -> list[pd.DataFrame]:
+    """Table 3 transposed (a row per method, a column per pair), in chunks of :data:`PAIRS_PER_TABLE3` pairs.
+
+    With the target-only twins and every transfer method there are some twenty
+    method columns, more than a 1280 px screen holds; pairs are few.
+    """
+    by_method = text3.rename(columns=TABLE3_HEADERS).set_index(["source", "target"]).T
+    by_method.columns = [f"{source} → {target}" for source, target in by_method.columns]
+    by_method = by_method.rename_axis("method").reset_index()
+    return [by_method.iloc[:, [0, *range(start, min(start + PAIRS_PER_TABLE3, by_method.shape[1] - 1) + 1)]]
+            for start in range(1, by_method.shape[1], PAIRS_PER_TABLE3)]
 
 
 def _corpora_section(manifest: pd.DataFrame | None, rejected: pd.DataFrame | None, results: pd.DataFrame) -> str:
@@ -455,8 +473,22 @@ def _verdict_section(table: pd.DataFrame, names: _FigureNames) -> tuple[str, lis
     )
     explanation = (f"<p>The recommended transfer method, {_esc(RECOMMENDED)}, against the best model trained on the target alone in this run, "
                    "fold by fold; it helps when the whole 95 % interval of the gain lies above zero. <code>verdict.csv</code> has the figures.</p>")
-    html_text = f'<section id="verdict"><h2>Verdict</h2><ul>{items}</ul>{explanation}{_figure(rendered, wide=True)}{html_table(table, table_id="verdict-table")}</section>'
+    html_text = f'<section id="verdict"><h2>Verdict</h2><ul>{items}</ul>{explanation}{_figure(rendered, wide=True)}{html_table(_verdict_rows(table), table_id="verdict-table", label_columns=2)}</section>'
     return html_text, [rendered]
+
+
+def _verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """``verdict.csv``'s figures in fewer, screen-wide columns (UAR %, gains in points)."""
+    return pd.DataFrame({
+        "pair": [f"{s} → {t}" for s, t in zip(table["source"], table["target"])],
+        "method": table["method"],
+        "UAR": table["uar"].map("{:.1f}".format),
+        "best target-only": [f"{m} {u:.1f}" for m, u in zip(table["target_only_method"], table["target_only_uar"])],
+        "baseline RF (S2)": table["baseline_uar"].map("{:.1f}".format),
+        "gain vs target-only (95 % CI)": [f"{g:+.1f} [{lo:.1f}, {hi:.1f}]" for g, lo, hi in zip(table["gain_vs_target_only"], table["ci_low"], table["ci_high"])],
+        "gain vs baseline": table["gain_vs_baseline"].map("{:+.1f}".format),
+        "helps": table["helps"].map({True: "yes", False: "no"}),
+    })
 
 
 def _warnings_section(run: dict[str, Any] | None) -> str:
@@ -505,7 +537,8 @@ def _pair_section(results: pd.DataFrame, folds: pd.DataFrame, source: str, targe
         for metric, title in (("accuracy", "accuracy (%)"), ("uar", "UAR (%)")):
             grid = speaker_table(pair_folds, target, metric=metric).map(lambda v: f"{v:.1f}" if np.isfinite(v) else "")
             grid = grid.rename_axis("training speaker").reset_index()
-            parts.append(html_table(grid, table_id=f"{anchor}-folds-{metric}", caption=f"{title} per training speaker"))
+            # One column per method: wider than a screen with every method, so it scrolls inside its box.
+            parts.append(f'<div class="scroll">{html_table(grid, table_id=f"{anchor}-folds-{metric}", caption=f"{title} per training speaker")}</div>')
         parts.append("</details>")
     parts += ["<h3>Confusion matrices</h3>",
               "<p>Rows are the true class, columns the prediction, summed over all folds (and seeds, where a run has several); colour and percentages are shares of the true class, counts in brackets.</p>",
@@ -560,7 +593,7 @@ nav a{color:#1f5fa8;text-decoration:none}nav a:hover{text-decoration:underline}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.9rem}caption{text-align:left;font-weight:600;padding:.3rem 0}
 th,td{border:1px solid #d6d6d6;padding:.25rem .45rem;text-align:left;vertical-align:top}thead th{background:#f0f2f5}
 .num{text-align:right;font-variant-numeric:tabular-nums}tbody tr:nth-child(even){background:#fafafa}
-#duplicates-table td{overflow-wrap:anywhere}
+#duplicates-table td,figcaption code{overflow-wrap:anywhere}.scroll{overflow-x:auto;max-width:100%}
 .row{display:flex;flex-wrap:wrap;gap:0 1.5rem;align-items:flex-start}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:1rem}
 figure{margin:.5rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85rem;color:#555}
