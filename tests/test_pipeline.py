@@ -15,7 +15,7 @@ from crossemo.labels import METADATA_COLUMNS
 from crossemo.synthetic import make_demo_corpora
 
 FAST = {name: {"n_estimators": 20} for name in ("rf", "multitask", "norm_neutral", "norm_distribution", "speaker_norm")}
-FAST.update(fcnn={"epochs": 3, "finetune_epochs": 3}, dbn={"pretrain_epochs": 2, "finetune_epochs": 3})
+FAST.update(fcnn={"epochs": 3, "finetune_epochs": 3}, dbn={"pretrain_epochs": 2, "finetune_epochs": 3}, dann={"epochs": 3})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -179,3 +179,23 @@ def test_a_store_reused_with_other_corpora_describes_only_this_run(corpora_dir, 
     record, summary, _ = pipeline.run(pipeline.RunConfig(out=str(out), corpora=[phone], progress=False), evaluate=False)
     assert sorted(path.name for path in (out / "features").glob("[!_]*.parquet")) == ["synth_phone.parquet"]
     assert "removed features/synth_studio.parquet, left by an earlier run with other corpora (its features stay in the cache)" in record.warnings
+
+
+def test_a_multi_source_pair_trains_on_the_union_and_has_its_own_rows(corpora_dir, tmp_path):
+    """``a+b:c``: the source is two corpora pooled; Tables 2 and 3, the page and the verdict get a row for it."""
+    other = make_demo_corpora(tmp_path / "other", speakers=2, per_emotion=2, seed=7)
+    third = other["synth_studio"].with_name("third.csv")
+    shutil.copy(other["synth_studio"], third)
+    manifests = {**corpora_dir, "third": third}
+    out = tmp_path / "out"
+    config = config_for(manifests, out, pairs="third+synth_studio:synth_phone", methods="speaker_norm_linear", method_params=FAST)
+    record, extraction, tables = pipeline.run(config)
+    assert record.pairs == [["synth_studio+third", "synth_phone"]]
+    for name in ("table2", "table3_uar", "verdict"):
+        assert list(zip(tables[name]["source"], tables[name]["target"])) == [("synth_studio+third", "synth_phone")], name
+    assert set(pd.read_csv(out / "report" / "verdict.csv")["source"]) == {"synth_studio+third"}
+    results = pipeline.read_results(record.result_uris, storage_options=None)
+    s1 = results[results["scenario"] == 1]
+    sizes = {name: len(frame) for name, frame in extraction.features.items()}
+    assert s1["n_train"].iloc[0] == sizes["synth_studio"] + sizes["third"]
+    assert "synth_studio+third → synth_phone" in (out / "report" / "index.html").read_text()
