@@ -1,0 +1,172 @@
+"""Benchmark: choose the ``fcnn`` reading on source data only (issue 11, "Evidence for every default").
+
+The study fixes the FCNN's architecture but not how it is trained. This
+script scores candidate readings without ever touching a target corpus: for
+each shared corpus *used as a source*, it simulates scenario 3 inside that
+corpus.
+
+- The corpus's speakers (sorted) are dealt into folds (``speakers[k::n]``):
+  3 folds for EMOVO (6 speakers: 4 train, 2 held out), 4 for RAVDESS
+  (24 speakers: 18 train, 6 held out).
+- Per fold, the source network (:class:`~crossemo.methods.SourceFCNN`) is
+  trained on the training speakers only (with early stopping, ``fit`` itself
+  holds one of *those* speakers out).
+- Each held-out speaker in turn plays the target's single training speaker:
+  the network is fine-tuned on that speaker's rows
+  (:class:`~crossemo.methods.FineTunedFCNN` with the fold's source network)
+  and scored by UAR (the 4 emotions) on the fold's *other* held-out speakers.
+- A corpus's score is the mean UAR over its (fold, fine-tuning speaker)
+  cells; a candidate's score is the mean over both corpora and over the seeds.
+
+No row of the other corpus is read: the features of each corpus are used only
+when it plays the source.
+
+**The rule, fixed before running.** A small sequential search, in the order of
+:data:`STAGES`: each stage tries its candidates on top of the reading kept so
+far; the candidate with the highest score is kept, and the current reading
+stays unless a candidate beats it strictly. A candidate whose CPU time per
+validation fold (one source fit and its fine-tunings, mean over corpora and
+seeds) exceeds 1.5 × the starting reading's (the grid's time budget) is not
+eligible. Early stopping, where tried, keeps
+``epochs`` as its maximum.
+
+    python benchmarks/readings.py [--features DIR] [--seeds 0,1,2] [--out DIR]
+
+``--features`` holds ``emovo.parquet`` and ``ravdess.parquet`` as the grid's
+feature store writes them. Prints one line per candidate and the stage
+tables in Markdown; writes every cell to ``OUT/readings_cells.csv`` and the
+summary to ``OUT/readings.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: the grid runs beside other work
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from crossemo.labels import EMOTIONS  # noqa: E402
+from crossemo.metrics import score  # noqa: E402
+from crossemo.methods import FineTunedFCNN, SourceFCNN  # noqa: E402
+from crossemo.protocol import Dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CORPORA = {"emovo": 3, "ravdess": 4}
+"""Corpus → number of speaker folds of the within-source simulation."""
+
+START: dict = {}
+"""The reading before issue 11: every parameter at its old default."""
+
+STAGES: list[tuple[str, list[dict]]] = [
+    ("input scaling", [{"scaling": "speaker"}]),
+    ("learning rate", [{"learning_rate": 3e-4}, {"learning_rate": 1e-4}]),
+    ("dropout", [{"dropout": 0.2}, {"dropout": 0.5}]),
+    ("epochs", [{"epochs": 10}, {"epochs": 30, "early_stopping": True, "patience": 5}]),
+    ("fine-tuned layers", [{"finetune_layers": 2}]),
+]
+"""The search, in order: per stage, the candidates tried besides the reading kept so far."""
+
+BUDGET = 1.5
+"""A candidate may cost at most this multiple of the starting reading's CPU time per fit."""
+
+
+def folds(dataset: Dataset, n_folds: int) -> list[np.ndarray]:
+    """The held-out speakers of every fold: the sorted speakers dealt round-robin."""
+    speakers = np.array(dataset.speaker_ids())
+    return [speakers[k::n_folds] for k in range(n_folds)]
+
+
+def validate(dataset: Dataset, n_folds: int, params: dict, seed: int) -> tuple[list[dict], float]:
+    """Every (fold, fine-tuning speaker) cell of one corpus as the source; returns the cells and the CPU seconds spent."""
+    cells, cpu = [], 0.0
+    for fold, held_out in enumerate(folds(dataset, n_folds)):
+        train = ~np.isin(dataset.speakers, held_out)
+        method = FineTunedFCNN(**params, random_state=seed)
+        started = time.process_time()
+        source = SourceFCNN(**method.source_params()).fit(dataset.X[train], dataset.y[train], speakers=dataset.speakers[train])
+        cpu += time.process_time() - started
+        for speaker in held_out:
+            tune = dataset.speakers == speaker
+            test = np.isin(dataset.speakers, held_out) & ~tune
+            started = time.process_time()
+            model = FineTunedFCNN(**params, source_model=source, random_state=seed).fit(
+                dataset.X[tune], dataset.y[tune], is_target=np.ones(tune.sum(), bool), speakers=dataset.speakers[tune])
+            cpu += time.process_time() - started
+            predicted = model.predict(dataset.X[test], speakers=dataset.speakers[test])
+            _, uar = score(dataset.y[test], predicted, classes=list(EMOTIONS))
+            cells.append({"fold": fold, "tuned_on": speaker, "uar": uar, "best_epoch": source.best_epoch_})
+    return cells, cpu / n_folds
+
+
+def label(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "old defaults"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", default=str(ROOT / "out" / "grid" / "features"))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", default=str(ROOT / "out" / "readings"))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    datasets = {name: Dataset.from_frame(pd.read_parquet(Path(args.features) / f"{name}.parquet")) for name in CORPORA}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    all_cells, summary = [], []
+
+    def run(stage: str, params: dict) -> dict:
+        started = time.perf_counter()
+        row = {"stage": stage, "reading": label(params)}
+        cpu = []
+        for name, n_folds in CORPORA.items():
+            per_seed = []
+            for seed in seeds:
+                cells, seconds = validate(datasets[name], n_folds, params, seed)
+                cpu.append(seconds)
+                per_seed.append(np.mean([c["uar"] for c in cells]))
+                all_cells.extend({"stage": stage, "reading": row["reading"], "source": name, "seed": seed, **c} for c in cells)
+            row[name] = 100 * float(np.mean(per_seed))
+            row[f"{name}_seed_sd"] = 100 * float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
+        row["mean"] = float(np.mean([row[name] for name in CORPORA]))
+        row["cpu_per_fold_s"] = float(np.mean(cpu))
+        summary.append(row)
+        pd.DataFrame(all_cells).to_csv(out / "readings_cells.csv", index=False)
+        pd.DataFrame(summary).to_csv(out / "readings.csv", index=False)
+        print(f"[{time.perf_counter() - started:6.1f} s] {stage}: {row['reading']}: "
+              f"emovo {row['emovo']:.1f}, ravdess {row['ravdess']:.1f}, mean {row['mean']:.2f}, cpu/fold {row['cpu_per_fold_s']:.2f} s", flush=True)
+        return row
+
+    current = dict(START)
+    best = run("start", current)
+    budget = BUDGET * best["cpu_per_fold_s"]
+    for stage, candidates in STAGES:
+        kept = best
+        for candidate in candidates:
+            params = {**current, **candidate}
+            row = run(stage, params)
+            row["eligible"] = row["cpu_per_fold_s"] <= budget
+            if row["eligible"] and row["mean"] > kept["mean"]:
+                kept, kept_params = row, params
+        if kept is not best:
+            best, current = kept, kept_params
+        print(f"== after {stage}: {label(current)} (mean {best['mean']:.2f})", flush=True)
+    pd.DataFrame(summary).to_csv(out / "readings.csv", index=False)
+
+    print("\n| stage | reading | EMOVO as source | RAVDESS as source | mean | CPU s per fold |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in summary:
+        flag = "" if row.get("eligible", True) else " (over budget)"
+        print(f"| {row['stage']} | {row['reading']}{flag} | {row['emovo']:.1f} ± {row['emovo_seed_sd']:.1f} | "
+              f"{row['ravdess']:.1f} ± {row['ravdess_seed_sd']:.1f} | {row['mean']:.2f} | {row['cpu_per_fold_s']:.2f} |")
+    print(f"\nchosen: {label(current)}  (± is the sd over seeds {args.seeds})")
+
+
+if __name__ == "__main__":
+    main()
