@@ -225,6 +225,8 @@ class FineTunedFCNN(ClassifierMixin, BaseEstimator):
         mean_, scale_: the source statistics that standardise every input (with ``scaling="source"``).
         classes_: the emotions it can predict (seen in the source or the target rows).
         finetune_loss_curve_: mean fine-tuning loss per epoch.
+        validation_speaker_, best_epoch_: the source network's, as for :class:`SourceFCNN`
+            (with ``early_stopping``, a source speaker: never a target row).
         n_features_in_: number of input features.
     """
 
@@ -275,6 +277,7 @@ class FineTunedFCNN(ClassifierMixin, BaseEstimator):
         source = self._fitted_source(X, y, is_target, speakers)
         self.network_ = source.network_
         self.mean_, self.scale_ = source.mean_, source.scale_
+        self.validation_speaker_, self.best_epoch_ = source.validation_speaker_, source.best_epoch_
         self.n_features_in_ = X.shape[1]
         self.classes_ = ordered_labels([*source.classes_, *y[is_target]])
         split = _finetuned_from(self.network_, self.finetune_layers)
