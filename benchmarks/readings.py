@@ -31,6 +31,13 @@ eligible. Early stopping, where tried, keeps
 ``epochs`` as its maximum.
 
     python benchmarks/readings.py [--features DIR] [--seeds 0,1,2] [--out DIR]
+    python benchmarks/readings.py --cross-corpus [--features DIR] [--seeds 0,1,2]
+
+``--cross-corpus`` is for information only, *after* the choice and never used
+to make it: it runs the old reading and the current defaults in the real
+scenario 3 of both shared pairs (whole source + one target speaker, tested on
+the other target speakers, mean UAR over folds and seeds) and reports the CPU
+seconds of one source fit and of one fine-tuning on the full corpora.
 
 ``--features`` holds ``emovo.parquet`` and ``ravdess.parquet`` as the grid's
 feature store writes them. Prints one line per candidate and the stage
@@ -104,6 +111,44 @@ def validate(dataset: Dataset, n_folds: int, params: dict, seed: int) -> tuple[l
     return cells, cpu / n_folds
 
 
+OLD_READING = {"scaling": "source", "learning_rate": 1e-3, "dropout": 0.0, "epochs": 20, "early_stopping": False, "finetune_layers": 1}
+"""The reading before issue 11, spelled out (the defaults have changed since)."""
+
+
+def cross_corpus(datasets: dict[str, Dataset], seeds: list[int]) -> None:
+    """Information only, after the choice: scenario 3 of both pairs, old reading against the current defaults."""
+    print("Scenario 3 across corpora, UAR % (mean over target folds, then seeds) -- after the choice, not used to choose")
+    print("| reading | EMOVO→RAVDESS | RAVDESS→EMOVO | source fit CPU s (EMOVO, RAVDESS) | fine-tuning CPU s per fold |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, params in (("old", OLD_READING), ("new (defaults)", {})):
+        uars, fits, tunes = {}, {}, []
+        for source_name, target_name in (("emovo", "ravdess"), ("ravdess", "emovo")):
+            source, target = datasets[source_name], datasets[target_name]
+            per_seed, fit_cpu = [], []
+            for seed in seeds:
+                method = FineTunedFCNN(**params, random_state=seed)
+                started = time.process_time()
+                network = SourceFCNN(**method.source_params()).fit(source.X, source.y, speakers=source.speakers)
+                fit_cpu.append(time.process_time() - started)
+                folds_uar = []
+                for speaker in target.speaker_ids():
+                    tune = target.speakers == speaker
+                    X = np.vstack([source.X, target.X[tune]])
+                    y = np.concatenate([source.y, target.y[tune]])
+                    is_target = np.concatenate([np.zeros(len(source.y), bool), np.ones(tune.sum(), bool)])
+                    speakers = np.concatenate([source.speakers, target.speakers[tune]])
+                    started = time.process_time()
+                    model = FineTunedFCNN(**params, source_model=network, random_state=seed).fit(X, y, is_target=is_target, speakers=speakers)
+                    tunes.append(time.process_time() - started)
+                    predicted = model.predict(target.X[~tune], speakers=target.speakers[~tune])
+                    folds_uar.append(score(target.y[~tune], predicted, classes=sorted(set(target.y)))[1])
+                per_seed.append(np.mean(folds_uar))
+            uars[(source_name, target_name)] = 100 * float(np.mean(per_seed))
+            fits[source_name] = float(np.mean(fit_cpu))
+        print(f"| {name} | {uars[('emovo', 'ravdess')]:.1f} | {uars[('ravdess', 'emovo')]:.1f} | "
+              f"{fits['emovo']:.2f}, {fits['ravdess']:.2f} | {np.mean(tunes):.3f} |", flush=True)
+
+
 def label(params: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "old defaults"
 
@@ -113,9 +158,13 @@ def main() -> None:
     parser.add_argument("--features", default=str(ROOT / "out" / "grid" / "features"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default=str(ROOT / "out" / "readings"))
+    parser.add_argument("--cross-corpus", action="store_true", help="information only, after the choice: scenario 3 across corpora")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = {name: Dataset.from_frame(pd.read_parquet(Path(args.features) / f"{name}.parquet")) for name in CORPORA}
+    if args.cross_corpus:
+        cross_corpus(datasets, seeds)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -16,7 +16,7 @@ from crossemo.labels import EMOTIONS
 from crossemo.methods import METHODS, DBN, FineTunedFCNN, Majority, MultiTask, NormDistribution, NormNeutral, RandomForest, SourceFCNN, SpeakerNorm, make_method
 from crossemo.methods._forest import ForestMethod, build_forest
 from crossemo.methods._torch import SeededDropout
-from crossemo.methods.fcnn import HIDDEN_SIZES, N_OUTPUTS, build_network
+from crossemo.methods.fcnn import HIDDEN_SIZES, N_OUTPUTS, _finetuned_from, build_network
 from crossemo.methods.multitask import oversample_indices
 from crossemo.methods.norm_distribution import bin_counts, match_source_bins, target_bins
 from crossemo.methods.speaker_norm import speaker_zscore
@@ -144,7 +144,7 @@ def test_scenarios_one_and_two(name, domains):
     train, test = domains
     target = train["is_target"]
     only_target = {k: v[target] for k, v in train.items()}
-    source_model = SourceFCNN(**FAST_SOURCE).fit(train["X"][~target], train["y"][~target])
+    source_model = SourceFCNN(**FAST_SOURCE).fit(train["X"][~target], train["y"][~target], speakers=train["speakers"][~target])
     extra = {"source_model": source_model} if name == "fcnn" else {}
     predicted = fit(fast(name, **extra), only_target).predict(test["X"], speakers=test["speakers"])
     assert set(predicted) <= set(EMOTIONS)
@@ -408,13 +408,13 @@ def test_fcnn_defaults_are_the_study_network():
 def source_fcnn(domains):
     train, _ = domains
     source = ~train["is_target"]
-    return SourceFCNN(random_state=2, **FAST_SOURCE).fit(train["X"][source], train["y"][source])
+    return SourceFCNN(random_state=2, **FAST_SOURCE).fit(train["X"][source], train["y"][source], speakers=train["speakers"][source])
 
 
 def test_fcnn_fine_tuning_touches_only_the_output_layer(domains, source_fcnn):
     train, _ = domains
     before = {k: v.clone() for k, v in source_fcnn.network_.state_dict().items()}
-    model = fit(fast("fcnn", random_state=2, source_model=source_fcnn), train)
+    model = fit(fast("fcnn", random_state=2, finetune_layers=1, source_model=source_fcnn), train)  # the study: the output layer only
     after = model.network_.state_dict()
     output = f"{len(model.network_) - 1}."
     for name, value in before.items():
@@ -511,7 +511,9 @@ def test_fcnn_early_stopping_holds_out_a_source_speaker_never_a_target_row(domai
     scrambled["y"][train["is_target"]] = rng.permutation(scrambled["y"][train["is_target"]])
     other = fit(make_method("fcnn", random_state=4, **params), scrambled)
     assert (other.validation_speaker_, other.best_epoch_) == (model.validation_speaker_, model.best_epoch_)
-    for (name, a), b in zip(model.network_[:-1].state_dict().items(), other.network_[:-1].state_dict().values()):
+    frozen = _finetuned_from(model.network_, model.finetune_layers)  # below it, the source network as trained
+    assert frozen > 0
+    for (name, a), b in zip(model.network_[:frozen].state_dict().items(), other.network_[:frozen].state_dict().values()):
         assert torch.equal(a, b), name
 
 
@@ -538,7 +540,7 @@ def test_source_fcnn_early_stopping_needs_source_speakers(domains):
     source = ~train["is_target"]
     X, y = train["X"][source], train["y"][source]
     with pytest.raises(ValueError, match="speaker ids"):
-        SourceFCNN(**FAST_SOURCE, early_stopping=True).fit(X, y)
+        SourceFCNN(**FAST_SOURCE, scaling="source", early_stopping=True).fit(X, y)
     with pytest.raises(ValueError, match="at least two source speakers"):
         SourceFCNN(**FAST_SOURCE, early_stopping=True).fit(X, y, speakers=np.full(len(y), "one"))
     with pytest.raises(ValueError, match="speaker ids"):

@@ -135,7 +135,7 @@ class SourceFCNN(BaseEstimator):
         n_features_in_: number of input features.
     """
 
-    def __init__(self, *, hidden_sizes: tuple[int, ...] = HIDDEN_SIZES, epochs: int = 20, batch_size: int = 32, learning_rate: float = 1e-3, weight_decay: float = 0.0, dropout: float = 0.0, scaling: str = "source", early_stopping: bool = False, patience: int = 5, random_state: int = 0):
+    def __init__(self, *, hidden_sizes: tuple[int, ...] = HIDDEN_SIZES, epochs: int = 10, batch_size: int = 32, learning_rate: float = 1e-4, weight_decay: float = 0.0, dropout: float = 0.2, scaling: str = "speaker", early_stopping: bool = False, patience: int = 5, random_state: int = 0):
         self.hidden_sizes = hidden_sizes
         self.epochs = epochs
         self.batch_size = batch_size
@@ -230,7 +230,7 @@ class FineTunedFCNN(ClassifierMixin, BaseEstimator):
         n_features_in_: number of input features.
     """
 
-    def __init__(self, *, hidden_sizes: tuple[int, ...] = HIDDEN_SIZES, epochs: int = 20, batch_size: int = 32, learning_rate: float = 1e-3, weight_decay: float = 0.0, dropout: float = 0.0, scaling: str = "source", early_stopping: bool = False, patience: int = 5, finetune_epochs: int = 50, finetune_batch_size: int = 16, finetune_learning_rate: float = 1e-3, finetune_layers: int = 1, source_model: SourceFCNN | None = None, random_state: int = 0):
+    def __init__(self, *, hidden_sizes: tuple[int, ...] = HIDDEN_SIZES, epochs: int = 10, batch_size: int = 32, learning_rate: float = 1e-4, weight_decay: float = 0.0, dropout: float = 0.2, scaling: str = "speaker", early_stopping: bool = False, patience: int = 5, finetune_epochs: int = 50, finetune_batch_size: int = 16, finetune_learning_rate: float = 1e-3, finetune_layers: int = 2, source_model: SourceFCNN | None = None, random_state: int = 0):
         self.hidden_sizes = hidden_sizes
         self.epochs = epochs
         self.batch_size = batch_size
