@@ -53,6 +53,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from crossemo.methods._common import check_fit_inputs, check_predict_inputs, mean_and_scale, ordered_labels
 from crossemo.methods._torch import as_tensor, check_positive_int, check_sizes, generator, linear, single_thread, train_classifier
+from crossemo.methods.speaker_norm import speaker_zscore
+
+SCALINGS = ("training", "speaker")
+"""How inputs are standardised: with the statistics of all training rows, or every speaker by their own."""
 
 _PRETRAINING, _FINE_TUNING = 1, 2
 """Purpose constants for the seeded generators."""
@@ -121,18 +125,22 @@ class DBN(ClassifierMixin, BaseEstimator):
         finetune_batch_size: rows per fine-tuning mini-batch.
         finetune_learning_rate: Adam's learning rate.
         clip: standardised inputs are clipped to [−clip, clip] (``None``: no clipping).
+        scaling: ``"training"`` standardises every input with the mean and std of all
+            training rows; ``"speaker"`` z-normalises every speaker's rows by that speaker's
+            own mean and std (as ``speaker_norm``), in training and at prediction.
         random_state: seed of the RBM initialisation, the CD sampling and the batch orders.
 
     Attributes:
         network_: the fine-tuned ``torch.nn.Sequential`` (sigmoid layers, then the output).
-        mean_, scale_: per-feature statistics of the training rows that standardise every input.
+        mean_, scale_: per-feature statistics of the training rows that standardise every input
+            with ``scaling="training"`` (computed but unused with ``"speaker"``).
         reconstruction_errors_: per RBM, the reconstruction error before pre-training and after each epoch.
         finetune_loss_curve_: mean fine-tuning loss per epoch.
         classes_: the training emotions, the output units' order.
         n_features_in_: number of input features.
     """
 
-    def __init__(self, *, hidden_sizes: tuple[int, ...] = (512, 256), pretrain_epochs: int = 10, pretrain_batch_size: int = 64, gaussian_learning_rate: float = 0.005, bernoulli_learning_rate: float = 0.05, initial_momentum: float = 0.5, final_momentum: float = 0.9, momentum_switch: int = 5, weight_decay: float = 2e-4, finetune_epochs: int = 20, finetune_batch_size: int = 32, finetune_learning_rate: float = 1e-3, clip: float | None = 5.0, random_state: int = 0):
+    def __init__(self, *, hidden_sizes: tuple[int, ...] = (512, 256), pretrain_epochs: int = 10, pretrain_batch_size: int = 64, gaussian_learning_rate: float = 0.005, bernoulli_learning_rate: float = 0.05, initial_momentum: float = 0.5, final_momentum: float = 0.9, momentum_switch: int = 5, weight_decay: float = 2e-4, finetune_epochs: int = 20, finetune_batch_size: int = 32, finetune_learning_rate: float = 1e-3, clip: float | None = 5.0, scaling: str = "training", random_state: int = 0):
         self.hidden_sizes = hidden_sizes
         self.pretrain_epochs = pretrain_epochs
         self.pretrain_batch_size = pretrain_batch_size
@@ -146,12 +154,15 @@ class DBN(ClassifierMixin, BaseEstimator):
         self.finetune_batch_size = finetune_batch_size
         self.finetune_learning_rate = finetune_learning_rate
         self.clip = clip
+        self.scaling = scaling
         self.random_state = random_state
 
     def fit(self, X, y, *, is_target, speakers) -> DBN:
         """Pre-train the RBMs on all training rows, then fine-tune the network on their labels."""
         X, y, is_target, speakers = check_fit_inputs(X, y, is_target, speakers)
         hidden_sizes = check_sizes(self.hidden_sizes, "hidden_sizes")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {', '.join(map(repr, SCALINGS))}; got {self.scaling!r}")
         pretrain_epochs = int(self.pretrain_epochs)
         if pretrain_epochs < 0:
             raise ValueError(f"pretrain_epochs must be >= 0; got {self.pretrain_epochs!r}")
@@ -161,7 +172,7 @@ class DBN(ClassifierMixin, BaseEstimator):
         position = {label: i for i, label in enumerate(self.classes_)}
         targets = torch.tensor([position[label] for label in y], dtype=torch.long)
         with single_thread():
-            data = self._standardise(X)
+            data = self._standardise(X, speakers)
             pretraining = generator(self.random_state, _PRETRAINING)
             rbms, self.reconstruction_errors_ = [], []
             layer_input, width = data, X.shape[1]
@@ -198,8 +209,11 @@ class DBN(ClassifierMixin, BaseEstimator):
         layers.append(linear(rbms[-1].weight.shape[1], n_classes, gen))
         return torch.nn.Sequential(*layers)
 
-    def _standardise(self, X: np.ndarray) -> torch.Tensor:
-        standardised = (X - self.mean_) / self.scale_
+    def _standardise(self, X: np.ndarray, speakers: np.ndarray) -> torch.Tensor:
+        if self.scaling == "speaker":
+            standardised = speaker_zscore(X, speakers)
+        else:
+            standardised = (X - self.mean_) / self.scale_
         if self.clip is not None:
             standardised = np.clip(standardised, -self.clip, self.clip)
         return as_tensor(standardised)
@@ -209,7 +223,7 @@ class DBN(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "network_")
         X, speakers = check_predict_inputs(X, speakers, self.n_features_in_)
         with single_thread(), torch.no_grad():
-            return torch.softmax(self.network_(self._standardise(X)), dim=1).numpy().astype(np.float64)
+            return torch.softmax(self.network_(self._standardise(X, speakers)), dim=1).numpy().astype(np.float64)
 
     def predict(self, X, *, speakers) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X, speakers=speakers), axis=1)]
