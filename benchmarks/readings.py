@@ -133,6 +133,41 @@ def validate(dataset: Dataset, n_folds: int, params: dict, seed: int) -> tuple[l
 OLD_READING = {"scaling": "source", "learning_rate": 1e-3, "dropout": 0.0, "epochs": 20, "early_stopping": False, "finetune_layers": 1}
 """The reading before issue 11, spelled out (the defaults have changed since)."""
 
+OLD_DBN_READING = {"scaling": "training", "finetune_epochs": 20}
+"""The ``dbn``'s reading before issue 11, spelled out."""
+
+
+def cross_corpus_dbn(datasets: dict[str, Dataset], seeds: list[int], readings: list[str]) -> None:
+    """Information only, after the choice: the ``dbn`` in scenario 3 of both pairs (one fit per fold)."""
+    from crossemo.methods import DBN
+
+    print("dbn, scenario 3 across corpora, UAR % (mean over target folds, then seeds) -- after the choice, not used to choose")
+    print("| reading | EMOVO→RAVDESS | RAVDESS→EMOVO | fit CPU s per fold (EMOVO→RAVDESS, RAVDESS→EMOVO) |")
+    print("| --- | --- | --- | --- |")
+    for name in readings:
+        params = OLD_DBN_READING if name == "old" else {}
+        uars, cpu = {}, {}
+        for source_name, target_name in (("emovo", "ravdess"), ("ravdess", "emovo")):
+            source, target = datasets[source_name], datasets[target_name]
+            per_seed, seconds = [], []
+            for seed in seeds:
+                folds_uar = []
+                for speaker in target.speaker_ids():
+                    tune = target.speakers == speaker
+                    X = np.vstack([source.X, target.X[tune]])
+                    y = np.concatenate([source.y, target.y[tune]])
+                    is_target = np.concatenate([np.zeros(len(source.y), bool), np.ones(tune.sum(), bool)])
+                    speakers = np.concatenate([source.speakers, target.speakers[tune]])
+                    started = time.process_time()
+                    model = DBN(**params, random_state=seed).fit(X, y, is_target=is_target, speakers=speakers)
+                    seconds.append(time.process_time() - started)
+                    predicted = model.predict(target.X[~tune], speakers=target.speakers[~tune])
+                    folds_uar.append(score(target.y[~tune], predicted, classes=sorted(set(target.y)))[1])
+                per_seed.append(np.mean(folds_uar))
+            uars[source_name] = 100 * float(np.mean(per_seed))
+            cpu[source_name] = float(np.mean(seconds))
+        print(f"| {name} | {uars['emovo']:.1f} | {uars['ravdess']:.1f} | {cpu['emovo']:.2f}, {cpu['ravdess']:.2f} |", flush=True)
+
 
 def cross_corpus(datasets: dict[str, Dataset], seeds: list[int]) -> None:
     """Information only, after the choice: scenario 3 of both pairs, old reading against the current defaults."""
@@ -199,11 +234,15 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "out" / "readings"))
     parser.add_argument("--cross-corpus", action="store_true", help="information only, after the choice: scenario 3 across corpora")
     parser.add_argument("--method", choices=("fcnn", "dbn"), default="fcnn")
+    parser.add_argument("--readings", default="old,new", help="with --cross-corpus --method dbn: which readings to run")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = {name: Dataset.from_frame(pd.read_parquet(Path(args.features) / f"{name}.parquet")) for name in CORPORA}
     if args.cross_corpus:
-        cross_corpus(datasets, seeds)
+        if args.method == "dbn":
+            cross_corpus_dbn(datasets, seeds, args.readings.split(","))
+        else:
+            cross_corpus(datasets, seeds)
         return
     out = Path(args.out) / ("" if args.method == "fcnn" else args.method)
     out.mkdir(parents=True, exist_ok=True)

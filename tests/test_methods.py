@@ -583,3 +583,14 @@ def test_fcnn_dropout_is_seeded_and_picklable(domains):
         fit(fast("fcnn", dropout=1.0), train)
     with pytest.raises(ValueError, match="scaling"):
         fit(fast("fcnn", scaling="corpus"), train)
+
+
+def test_dbn_speaker_scaling_ignores_each_speakers_offset_and_scale(domains):
+    train, test = domains
+    model = fit(fast("dbn", scaling="speaker", random_state=2), train)
+    moved = test["X"].copy()
+    first = test["speakers"] == test["speakers"][0]
+    moved[first] = moved[first] * 3.0 - 7.0
+    np.testing.assert_allclose(model.predict_proba(moved, speakers=test["speakers"]), model.predict_proba(test["X"], speakers=test["speakers"]), atol=1e-5)
+    with pytest.raises(ValueError, match="scaling"):
+        fit(fast("dbn", scaling="corpus"), train)
