@@ -406,7 +406,7 @@ def prepare_fcnn_source(source: Dataset, *, seed: int, params: tuple[tuple[str, 
     from crossemo.methods.fcnn import SourceFCNN
 
     source_params = {k: v for k, v in params if k in SourceFCNN().get_params()}
-    return SourceFCNN(random_state=seed, **source_params).fit(source.X, source.y)
+    return SourceFCNN(random_state=seed, **source_params).fit(source.X, source.y, speakers=source.speakers)
 
 
 SHARED_PREPARATIONS: dict[str, Callable[..., Any]] = {"fcnn": prepare_fcnn_source}

@@ -18,7 +18,8 @@ from crossemo.methods import (
     SelfTraining, SourceFCNN, SpeakerNorm, SpeakerNormLinear, SubspaceAlignment, make_method,
 )
 from crossemo.methods._forest import ForestMethod, build_forest
-from crossemo.methods.fcnn import HIDDEN_SIZES, N_OUTPUTS, build_network
+from crossemo.methods._torch import SeededDropout
+from crossemo.methods.fcnn import HIDDEN_SIZES, N_OUTPUTS, _finetuned_from, build_network
 from crossemo.methods.multitask import oversample_indices
 from crossemo.methods.norm_distribution import bin_counts, match_source_bins, target_bins
 from crossemo.methods.speaker_norm import speaker_zscore
@@ -154,7 +155,7 @@ def test_scenarios_one_and_two(name, domains):
     train, test = domains
     target = train["is_target"]
     only_target = {k: v[target] for k, v in train.items()}
-    source_model = SourceFCNN(**FAST_SOURCE).fit(train["X"][~target], train["y"][~target])
+    source_model = SourceFCNN(**FAST_SOURCE).fit(train["X"][~target], train["y"][~target], speakers=train["speakers"][~target])
     extra = {"source_model": source_model} if name == "fcnn" else {}
     predicted = fit(fast(name, **extra), only_target).predict(test["X"], speakers=test["speakers"])
     assert set(predicted) <= set(EMOTIONS)
@@ -435,13 +436,13 @@ def test_fcnn_defaults_are_the_study_network():
 def source_fcnn(domains):
     train, _ = domains
     source = ~train["is_target"]
-    return SourceFCNN(random_state=2, **FAST_SOURCE).fit(train["X"][source], train["y"][source])
+    return SourceFCNN(random_state=2, **FAST_SOURCE).fit(train["X"][source], train["y"][source], speakers=train["speakers"][source])
 
 
 def test_fcnn_fine_tuning_touches_only_the_output_layer(domains, source_fcnn):
     train, _ = domains
     before = {k: v.clone() for k, v in source_fcnn.network_.state_dict().items()}
-    model = fit(fast("fcnn", random_state=2, source_model=source_fcnn), train)
+    model = fit(fast("fcnn", random_state=2, finetune_layers=1, source_model=source_fcnn), train)  # the study: the output layer only
     after = model.network_.state_dict()
     output = f"{len(model.network_) - 1}."
     for name, value in before.items():
@@ -523,3 +524,104 @@ def test_method_classes_are_exported():
         MultiTask, NormDistribution, NormNeutral, SpeakerNorm, RandomForest, Majority, DBN, FineTunedFCNN,
         SpeakerNormLinear, Coral, SubspaceAlignment, KMMReweight, SelfTraining, DANN,
     } == set(METHODS.values())
+
+
+# --- fcnn: the readings of issue 11 ----------------------------------------------------------------
+
+
+def test_fcnn_early_stopping_holds_out_a_source_speaker_never_a_target_row(domains):
+    train, _ = domains
+    params = {**FAST["fcnn"], "early_stopping": True, "epochs": 12, "patience": 3}
+    model = fit(make_method("fcnn", random_state=4, **params), train)
+    source_speakers = set(train["speakers"][~train["is_target"]])
+    assert model.validation_speaker_ in source_speakers
+    # The source network, its held-out speaker and its stopping epoch ignore the target rows entirely.
+    scrambled = {**train, "X": train["X"].copy(), "y": train["y"].copy()}
+    rng = np.random.default_rng(0)
+    scrambled["X"][train["is_target"]] = rng.normal(size=(train["is_target"].sum(), train["X"].shape[1]))
+    scrambled["y"][train["is_target"]] = rng.permutation(scrambled["y"][train["is_target"]])
+    other = fit(make_method("fcnn", random_state=4, **params), scrambled)
+    assert (other.validation_speaker_, other.best_epoch_) == (model.validation_speaker_, model.best_epoch_)
+    frozen = _finetuned_from(model.network_, model.finetune_layers)  # below it, the source network as trained
+    assert frozen > 0
+    for (name, a), b in zip(model.network_[:frozen].state_dict().items(), other.network_[:frozen].state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_source_fcnn_early_stopping_keeps_its_best_epoch(domains):
+    train, _ = domains
+    source = ~train["is_target"]
+    X, y, speakers = train["X"][source], train["y"][source], train["speakers"][source]
+    model = SourceFCNN(**{**FAST_SOURCE, "epochs": 40, "learning_rate": 3e-2}, early_stopping=True, patience=2, random_state=1).fit(X, y, speakers=speakers)
+    curve = model.validation_loss_curve_
+    assert model.best_epoch_ == int(np.argmin(curve)) + 1
+    assert len(curve) == len(model.loss_curve_) <= 40
+    if len(curve) < 40:  # it stopped: exactly `patience` epochs without improvement
+        assert len(curve) == model.best_epoch_ + 2
+    held_out = speakers == model.validation_speaker_
+    assert 0 < held_out.sum() < len(y)
+    with torch.no_grad():
+        logits = model.network_(model.standardise(X[held_out], speakers[held_out]))
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([EMOTIONS.index(e) for e in y[held_out]]))
+    assert float(loss) == pytest.approx(min(curve), rel=1e-5)  # the network is the best epoch's, not the last one's
+
+
+def test_source_fcnn_early_stopping_needs_source_speakers(domains):
+    train, _ = domains
+    source = ~train["is_target"]
+    X, y = train["X"][source], train["y"][source]
+    with pytest.raises(ValueError, match="speaker ids"):
+        SourceFCNN(**FAST_SOURCE, scaling="source", early_stopping=True).fit(X, y)
+    with pytest.raises(ValueError, match="at least two source speakers"):
+        SourceFCNN(**FAST_SOURCE, early_stopping=True).fit(X, y, speakers=np.full(len(y), "one"))
+    with pytest.raises(ValueError, match="speaker ids"):
+        SourceFCNN(**FAST_SOURCE, scaling="speaker").fit(X, y)
+
+
+def test_fcnn_speaker_scaling_ignores_each_speakers_offset_and_scale(domains):
+    train, test = domains
+    model = fit(fast("fcnn", scaling="speaker", random_state=2), train)
+    moved = test["X"].copy()
+    first = test["speakers"] == test["speakers"][0]
+    moved[first] = moved[first] * 3.0 - 7.0  # one test speaker recorded louder and offset
+    np.testing.assert_allclose(model.predict_proba(moved, speakers=test["speakers"]), model.predict_proba(test["X"], speakers=test["speakers"]), atol=1e-5)
+
+
+def test_fcnn_fine_tuning_two_layers_touches_only_the_top_two(domains, source_fcnn):
+    train, _ = domains
+    model = fit(fast("fcnn", random_state=2, finetune_layers=2, source_model=source_fcnn), train)
+    linears = [i for i, layer in enumerate(model.network_) if isinstance(layer, torch.nn.Linear)]
+    after = model.network_.state_dict()
+    for name, value in source_fcnn.network_.state_dict().items():
+        layer = int(name.split(".")[0])
+        if layer in linears[-2:]:
+            assert not torch.equal(after[name], value), name
+        else:
+            assert torch.equal(after[name], value), name
+    with pytest.raises(ValueError, match="finetune_layers"):
+        fit(fast("fcnn", random_state=2, finetune_layers=5, source_model=source_fcnn), train)
+
+
+def test_fcnn_dropout_is_seeded_and_picklable(domains):
+    train, test = domains
+    a = fit(fast("fcnn", dropout=0.3, random_state=5), train)
+    b = fit(fast("fcnn", dropout=0.3, random_state=5), train)
+    assert any(isinstance(layer, SeededDropout) for layer in a.network_)
+    np.testing.assert_array_equal(a.predict_proba(test["X"], speakers=test["speakers"]), b.predict_proba(test["X"], speakers=test["speakers"]))
+    restored = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(restored.predict_proba(test["X"], speakers=test["speakers"]), a.predict_proba(test["X"], speakers=test["speakers"]))
+    with pytest.raises(ValueError, match="dropout"):
+        fit(fast("fcnn", dropout=1.0), train)
+    with pytest.raises(ValueError, match="scaling"):
+        fit(fast("fcnn", scaling="corpus"), train)
+
+
+def test_dbn_speaker_scaling_ignores_each_speakers_offset_and_scale(domains):
+    train, test = domains
+    model = fit(fast("dbn", scaling="speaker", random_state=2), train)
+    moved = test["X"].copy()
+    first = test["speakers"] == test["speakers"][0]
+    moved[first] = moved[first] * 3.0 - 7.0
+    np.testing.assert_allclose(model.predict_proba(moved, speakers=test["speakers"]), model.predict_proba(test["X"], speakers=test["speakers"]), atol=1e-5)
+    with pytest.raises(ValueError, match="scaling"):
+        fit(fast("dbn", scaling="corpus"), train)

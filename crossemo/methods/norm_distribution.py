@@ -34,6 +34,15 @@ Readings of the study (it does not spell these out):
   every value of it, target or source, becomes 0, so it carries no
   information (which is what such a feature tells about the target).
 - The number of bins is a parameter (``n_bins``, the study: 5).
+
+Evidence (issue 11): unlike ``fcnn`` and ``dbn``, no reading here was chosen
+by validation, because none is open in a way data could settle. The study
+fixes the 5 bins, the shares per emotion and the forest; binning on all the
+target's training rows is forced (a test row's emotion is unknown, so it
+cannot be binned per emotion); the fallback for a source emotion the target
+speaker lacks never fires on the shared corpora (every EMOVO and RAVDESS
+speaker has all four emotions); and a constant feature has no range to bin.
+Before and after are therefore the same reading.
 """
 
 from __future__ import annotations
