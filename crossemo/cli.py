@@ -163,6 +163,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     datasets = pipeline.datasets_from(features)
     pipeline.plan_evaluation(datasets, config)  # fails fast, before Ray
     record = pipeline.new_record(config, manifests=[], feature_set_id=featurestore.feature_set_of(args.features, storage_options=config.fs_options))
+    pipeline.record_feature_store(record, featurestore.generation_of(args.features, storage_options=config.fs_options))
     orchestration.connect(config.address)
     result_tables = pipeline.evaluate_and_report(datasets, config, record, features_uri=args.features)
     pipeline.write_record(record, config.out, storage_options=config.fs_options)

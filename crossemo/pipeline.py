@@ -336,6 +336,24 @@ def new_record(config: RunConfig, *, manifests: list[corpora.Manifest], feature_
     )
 
 
+DECODE_SETTINGS = ("analysis_rate", "channel")
+"""The settings that decide how audio becomes signals (:class:`crossemo.audio.AnalysisSettings`)."""
+
+
+def record_feature_store(record: RunRecord, generation: dict[str, Any]) -> None:
+    """Record the decode rules an evaluated feature store was made with.
+
+    ``crossemo evaluate`` decodes no audio, so its own decode settings (the
+    defaults, or a config file's) say nothing about the features: the record
+    takes the store's cache generation and its analysis rate and channel rule
+    instead, ``None`` for a store that does not say (written before it was kept).
+    """
+    record.cache_generation = dict(generation)
+    decode = generation.get("decode", {})
+    for name in DECODE_SETTINGS:
+        record.settings[name] = decode.get(name)
+
+
 def write_record(record: RunRecord, out: str, *, storage_options: dict | None) -> str:
     uri = storage.join(out, "runs", record.run_id, "run.json")
     storage.write_bytes(json.dumps(asdict(record), indent=2, default=str).encode(), uri, storage_options=storage_options)
