@@ -93,7 +93,7 @@ class RunConfig:
     corpora: list[CorpusSpec] = field(default_factory=list)
     feature_set: str = "is10"
     analysis_rate: int = audio.DEFAULT_ANALYSIS_RATE
-    channel: audio.Channel = "loudest"
+    channel: audio.Channel = audio.DEFAULT_CHANNEL
     pairs: str = "all"
     methods: str = "all"
     seed: int = 0

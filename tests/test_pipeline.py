@@ -183,7 +183,7 @@ def test_the_channel_rule_reaches_the_config_the_records_the_cache_and_the_manif
         sf.write(path, np.stack([0.3 * signal, signal], axis=1), rate, subtype="PCM_16")
     corpus_flags = [flag for path in corpora_dir.values() for flag in ("--corpus", f"manifest={path}")]
     parse = lambda *flags: cli.config_from(cli.build_parser().parse_args(["features", *corpus_flags, "--out", str(tmp_path / "x"), *flags]))  # noqa: E731
-    assert parse().channel == "loudest"
+    assert parse().channel == "mean"
     assert [parse("--channel", text).channel for text in ("first", "mean", "1", "-1")] == ["first", "mean", 1, -1]
     config_file = tmp_path / "channel.toml"
     config_file.write_text('channel = "first"\n')
