@@ -182,7 +182,10 @@ def test_the_channel_rule_reaches_the_config_the_records_the_cache_and_the_manif
         signal, rate = sf.read(path, dtype="float32")
         sf.write(path, np.stack([0.3 * signal, signal], axis=1), rate, subtype="PCM_16")
     corpus_flags = [flag for path in corpora_dir.values() for flag in ("--corpus", f"manifest={path}")]
-    parse = lambda *flags: cli.config_from(cli.build_parser().parse_args(["features", *corpus_flags, "--out", str(tmp_path / "x"), *flags]))  # noqa: E731
+
+    def parse(*flags: str) -> pipeline.RunConfig:
+        return cli.config_from(cli.build_parser().parse_args(["features", *corpus_flags, "--out", str(tmp_path / "x"), *flags]))
+
     assert parse().channel == "mean"
     assert [parse("--channel", text).channel for text in ("first", "mean", "1", "-1")] == ["first", "mean", 1, -1]
     config_file = tmp_path / "channel.toml"
@@ -190,12 +193,15 @@ def test_the_channel_rule_reaches_the_config_the_records_the_cache_and_the_manif
     assert pipeline.RunConfig.from_toml(str(config_file)).channel == "first"
     config_file.write_text("channel = 1\n")
     assert pipeline.RunConfig.from_toml(str(config_file)).channel == 1
-    run_args = lambda *flags: cli.build_parser().parse_args(["run", "--config", str(config_file), *corpus_flags, "--out", str(tmp_path / "x"), *flags])  # noqa: E731
-    assert cli.config_from(run_args()).channel == 1 and cli.config_from(run_args("--channel", "mean")).channel == "mean"
+
+    def with_config(*flags: str) -> pipeline.RunConfig:
+        return cli.config_from(cli.build_parser().parse_args(["run", "--config", str(config_file), *corpus_flags, "--out", str(tmp_path / "x"), *flags]))
+
+    assert with_config().channel == 1 and with_config("--channel", "mean").channel == "mean"
 
     out = tmp_path / "out"
     kept = {}
-    for rule in ("loudest", "first"):
+    for rule in ("loudest", "mean", "first"):
         record, summary, _ = pipeline.run(config_for(corpora_dir, out, channel=rule), evaluate=False)
         assert summary.extracted == 32 and record.settings["channel"] == rule and record.cache_generation["decode"]["channel"] == rule
         written = json.loads((out / "runs" / record.run_id / "run.json").read_text())
@@ -203,6 +209,7 @@ def test_the_channel_rule_reaches_the_config_the_records_the_cache_and_the_manif
         manifest = pd.read_parquet(out / "features" / "_manifest.parquet")
         kept[rule] = manifest.groupby("corpus")["channel"].unique().map(sorted).to_dict()
     assert kept["loudest"] == {"synth_studio": ["1"], "synth_phone": ["0"]}
+    assert kept["mean"] == {"synth_studio": ["mean"], "synth_phone": ["0"]}
     assert kept["first"] == {"synth_studio": ["0"], "synth_phone": ["0"]}
 
     # Evaluating the store (made with "first") records the store's rule, not the settings' default.
