@@ -35,7 +35,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder or s3:// prefix")
     parser.add_argument("--feature-set", dest="feature_set", help="is10 (default), egemaps, compare, emobase, or a path to an openSMILE .conf")
     parser.add_argument("--analysis-rate", dest="analysis_rate", type=int, help="every file is resampled to this rate in Hz before features are computed (default 16000)")
-    parser.add_argument("--channel", type=_channel, help="how several channels become one: loudest (most speech-band energy; default), first, mean, or a channel index")
+    parser.add_argument("--channel", type=_channel, help="how several channels become one: mean (default; see the README's Mono rule), loudest (most speech-band energy: for a dead or humming channel), first, or a channel index")
     _add_common(parser)
 
 
@@ -206,6 +206,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     datasets = pipeline.datasets_from(features)
     pipeline.plan_evaluation(datasets, config)  # fails fast, before Ray
     record = pipeline.new_record(config, manifests=[], feature_set_id=featurestore.feature_set_of(args.features, storage_options=config.fs_options))
+    pipeline.record_feature_store(record, featurestore.generation_of(args.features, storage_options=config.fs_options))
     orchestration.connect(config.address)
     result_tables = pipeline.evaluate_and_report(datasets, config, record, features_uri=args.features)
     pipeline.write_record(record, config.out, storage_options=config.fs_options)

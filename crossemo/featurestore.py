@@ -56,6 +56,8 @@ AUDIO_COLUMNS = ["sampling_rate", "channels", "channel", "duration", "decode_not
 """What the cache keeps about each content besides its features; copied into ``_manifest.parquet``."""
 FEATURE_SET_KEY = "crossemo.feature_set"
 GENERATION_KEY = "crossemo.cache_generation"
+GENERATION_RECORD_KEY = "crossemo.cache_generation_record"
+"""Parquet metadata holding :meth:`CacheGeneration.describe` as JSON, so ``crossemo evaluate`` records the decode rules the features were made with."""
 
 
 @dataclass(frozen=True)
@@ -342,7 +344,7 @@ def assemble(store: FeatureStore, manifests: list[Manifest], extractor: FeatureE
     duplicates, copies = find_duplicates(usable)
     rejected.append(copies)
     rejected_frame = pd.concat([r for r in rejected if len(r)], ignore_index=True)[REJECTED_COLUMNS] if any(len(r) for r in rejected) else pd.DataFrame(columns=REJECTED_COLUMNS)
-    metadata = {FEATURE_SET_KEY: extractor.feature_set_id, GENERATION_KEY: generation.id}
+    metadata = {FEATURE_SET_KEY: extractor.feature_set_id, GENERATION_KEY: generation.id, GENERATION_RECORD_KEY: json.dumps(generation.describe(), default=str)}
     written: dict[str, pd.DataFrame] = {}
     kept = usable[~usable["uri"].isin(copies["uri"])]
     for manifest in manifests:
@@ -454,6 +456,15 @@ def feature_set_of(features_uri: str, *, storage_options: storage.StorageOptions
     """The feature set a feature store was extracted with."""
     manifest = storage.join(features_uri, "_manifest.parquet")
     return storage.read_metadata(manifest, storage_options=storage_options).get(FEATURE_SET_KEY, "") if storage.exists(manifest, storage_options=storage_options) else ""
+
+
+def generation_of(features_uri: str, *, storage_options: storage.StorageOptions | None = None) -> dict:
+    """The cache generation (:meth:`CacheGeneration.describe`) a feature store was made with; empty for a store written before it was kept."""
+    manifest = storage.join(features_uri, "_manifest.parquet")
+    if not storage.exists(manifest, storage_options=storage_options):
+        return {}
+    text = storage.read_metadata(manifest, storage_options=storage_options).get(GENERATION_RECORD_KEY)
+    return json.loads(text) if text else {}
 
 
 def load_features(features_uri: str, *, storage_options: storage.StorageOptions | None = None, corpora: list[str] | None = None) -> dict[str, pd.DataFrame]:

@@ -93,7 +93,7 @@ class RunConfig:
     corpora: list[CorpusSpec] = field(default_factory=list)
     feature_set: str = "is10"
     analysis_rate: int = audio.DEFAULT_ANALYSIS_RATE
-    channel: audio.Channel = "loudest"
+    channel: audio.Channel = audio.DEFAULT_CHANNEL
     pairs: str = "all"
     methods: str = "all"
     seed: int = 0
@@ -335,6 +335,24 @@ def new_record(config: RunConfig, *, manifests: list[corpora.Manifest], feature_
         corpora={m.corpus: corpus_fingerprint(m) for m in manifests},
         feature_set_id=feature_set_id,
     )
+
+
+DECODE_SETTINGS = ("analysis_rate", "channel")
+"""The settings that decide how audio becomes signals (:class:`crossemo.audio.AnalysisSettings`)."""
+
+
+def record_feature_store(record: RunRecord, generation: dict[str, Any]) -> None:
+    """Record the decode rules an evaluated feature store was made with.
+
+    ``crossemo evaluate`` decodes no audio, so its own decode settings (the
+    defaults, or a config file's) say nothing about the features: the record
+    takes the store's cache generation and its analysis rate and channel rule
+    instead, ``None`` for a store that does not say (written before it was kept).
+    """
+    record.cache_generation = dict(generation)
+    decode = generation.get("decode", {})
+    for name in DECODE_SETTINGS:
+        record.settings[name] = decode.get(name)
 
 
 def write_record(record: RunRecord, out: str, *, storage_options: dict | None) -> str:

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from crossemo import audio, storage
+from crossemo import audio, pipeline, storage
 from crossemo.audio import AudioError
 
 STEREO = "emovo-rab-f2-b1.48k-stereo.wav"
@@ -82,7 +82,7 @@ def test_emovo_keeps_its_louder_microphone_where_the_mean_cancels_speech(shared_
         stereo, _ = sf.read(path, dtype="float32", always_2d=True)
         assert stereo.shape[1] == 2, path
         loudest = max(energy(stereo[:, 0]), energy(stereo[:, 1]))
-        decoded = audio.decode_file(path.read_bytes())
+        decoded = audio.decode_file(path.read_bytes(), channel="loudest")
         assert decoded.signal.dtype == np.float32 and decoded.signal.shape == (stereo.shape[0],)
         assert decoded.channels == 2 and decoded.channel in ("0", "1")
         np.testing.assert_array_equal(decoded.signal, stereo[:, int(decoded.channel)])
@@ -103,7 +103,7 @@ def test_multichannel_file_keeps_its_loudest_channel(speech):
     # Four channels: quiet copy, the loud one (inverted), half level, and silence.
     channels = np.stack([0.1 * signal, -0.9 * signal, 0.5 * signal, np.zeros_like(signal)], axis=1)
     data = wav_bytes(channels, rate)
-    decoded, decoded_rate = audio.decode(data)
+    decoded, decoded_rate = audio.decode(data, channel="loudest")
     expected, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     assert decoded_rate == rate
     np.testing.assert_array_equal(decoded, expected[:, 1])
@@ -300,9 +300,31 @@ def test_channel_with_dc_and_hum_is_not_taken_for_the_voice(speech):
     # The other channel is far "louder": a DC bias plus 50 Hz mains hum.
     hum = (0.3 + 0.5 * np.sin(2 * np.pi * 50 * t)).astype(np.float32)
     stereo = np.stack([hum, 0.5 * signal], axis=1)
-    decoded = audio.decode_file(wav_bytes(stereo, rate))
+    decoded = audio.decode_file(wav_bytes(stereo, rate), channel="loudest")
     assert energy(hum) > 10 * energy(0.5 * signal)
     assert decoded.channel == "1"
+
+
+def test_the_default_rule_is_the_mean_of_the_channels(shared_corpora):
+    # Chosen by benchmarks/channel.py: the best cross-corpus UAR on the shared corpora (README, "Mono rule").
+    assert audio.AnalysisSettings().channel == "mean" and pipeline.RunConfig().channel == "mean"
+    data = (shared_corpora / "formats" / STEREO).read_bytes()
+    stereo, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    for decoded in (audio.decode_file(data), audio.decode_file(data, channel="mean")):
+        assert decoded.channels == 2 and decoded.channel == "mean"
+        np.testing.assert_allclose(decoded.signal, stereo.mean(axis=1), atol=1e-7)
+    mono = audio.decode_file((shared_corpora / "formats" / "emovo-rab-f1-b1.48k-mono.wav").read_bytes())
+    assert mono.channels == 1 and mono.channel == "0"
+
+
+def test_under_the_default_a_channel_of_hum_makes_the_file_no_speech(speech):
+    # The price of the mean: a hum channel is mixed in, and the file is rejected rather than kept; --channel loudest keeps the voice.
+    signal, rate = speech
+    hum = (0.3 + 0.5 * np.sin(2 * np.pi * 50 * np.arange(signal.size) / rate)).astype(np.float32)
+    data = wav_bytes(np.stack([hum, 0.5 * signal], axis=1), rate)
+    with pytest.raises(AudioError, match="^no speech: "):
+        audio.prepare(data)
+    assert audio.prepare(data, settings=audio.AnalysisSettings(channel="loudest")).channel == "1"
 
 
 def test_dc_is_removed_before_analysis(speech):

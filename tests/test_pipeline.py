@@ -172,6 +172,56 @@ def test_a_changed_decode_rule_or_opensmile_version_never_reuses_features(corpor
     assert (summary.extracted, summary.reused) == (0, 32)
 
 
+def test_the_channel_rule_reaches_the_config_the_records_the_cache_and_the_manifest(corpora_dir, tmp_path, capsys):
+    import json
+
+    from crossemo import cli
+
+    # Every studio file becomes stereo with the louder copy on channel 1.
+    for path in sorted(corpora_dir["synth_studio"].parent.rglob("*.wav")):
+        signal, rate = sf.read(path, dtype="float32")
+        sf.write(path, np.stack([0.3 * signal, signal], axis=1), rate, subtype="PCM_16")
+    corpus_flags = [flag for path in corpora_dir.values() for flag in ("--corpus", f"manifest={path}")]
+
+    def parse(*flags: str) -> pipeline.RunConfig:
+        return cli.config_from(cli.build_parser().parse_args(["features", *corpus_flags, "--out", str(tmp_path / "x"), *flags]))
+
+    assert parse().channel == "mean"
+    assert [parse("--channel", text).channel for text in ("first", "mean", "1", "-1")] == ["first", "mean", 1, -1]
+    config_file = tmp_path / "channel.toml"
+    config_file.write_text('channel = "first"\n')
+    assert pipeline.RunConfig.from_toml(str(config_file)).channel == "first"
+    config_file.write_text("channel = 1\n")
+    assert pipeline.RunConfig.from_toml(str(config_file)).channel == 1
+
+    def with_config(*flags: str) -> pipeline.RunConfig:
+        return cli.config_from(cli.build_parser().parse_args(["run", "--config", str(config_file), *corpus_flags, "--out", str(tmp_path / "x"), *flags]))
+
+    assert with_config().channel == 1 and with_config("--channel", "mean").channel == "mean"
+
+    out = tmp_path / "out"
+    kept = {}
+    for rule in ("loudest", "mean", "first"):
+        record, summary, _ = pipeline.run(config_for(corpora_dir, out, channel=rule), evaluate=False)
+        assert summary.extracted == 32 and record.settings["channel"] == rule and record.cache_generation["decode"]["channel"] == rule
+        written = json.loads((out / "runs" / record.run_id / "run.json").read_text())
+        assert written["settings"]["channel"] == rule and written["cache_generation"]["decode"]["channel"] == rule
+        manifest = pd.read_parquet(out / "features" / "_manifest.parquet")
+        kept[rule] = manifest.groupby("corpus")["channel"].unique().map(sorted).to_dict()
+    assert kept["loudest"] == {"synth_studio": ["1"], "synth_phone": ["0"]}
+    assert kept["mean"] == {"synth_studio": ["mean"], "synth_phone": ["0"]}
+    assert kept["first"] == {"synth_studio": ["0"], "synth_phone": ["0"]}
+
+    # Evaluating the store (made with "first") records the store's rule, not the settings' default.
+    evaluated = tmp_path / "evaluated"
+    assert cli.main(["evaluate", "--features", str(out / "features"), "--out", str(evaluated), "--methods", "rf", "--no-progress"]) == 0
+    capsys.readouterr()
+    (run_json,) = (evaluated / "runs").glob("*/run.json")
+    written = json.loads(run_json.read_text())
+    assert written["settings"]["channel"] == "first" and written["settings"]["analysis_rate"] == 16000
+    assert written["cache_generation"]["id"] == record.cache_generation["id"] and written["cache_generation"]["decode"]["channel"] == "first"
+
+
 def test_a_store_reused_with_other_corpora_describes_only_this_run(corpora_dir, tmp_path):
     out = tmp_path / "out"
     studio, phone = (pipeline.CorpusSpec(recipe="manifest", uri=str(corpora_dir[name])) for name in ("synth_studio", "synth_phone"))
