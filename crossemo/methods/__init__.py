@@ -89,7 +89,7 @@ METHODS: dict[str, type] = {
 }
 """Method name → estimator class."""
 
-RECOMMENDED = "speaker_norm_linear"
+RECOMMENDED = "self_training"
 """The transfer method crossemo advises; fixed here, never picked per run (the README says why)."""
 
 
