@@ -343,13 +343,30 @@ def test_norm_distribution_binning_is_fast_at_full_size():
 def test_norm_neutral_puts_each_corpus_neutral_mean_at_zero(domains):
     train, test = domains
     model = fit(fast("norm_neutral"), train)
-    normalised = model.transform(train["X"], is_target=train["is_target"])
+    normalised = model.transform(train["X"], is_target=train["is_target"], speakers=train["speakers"])
     for corpus in (train["is_target"], ~train["is_target"]):
         neutral = corpus & (train["y"] == "neutral")
         np.testing.assert_allclose(normalised[neutral].mean(axis=0), 0.0, atol=1e-9)
         np.testing.assert_allclose(normalised[corpus].std(axis=0), 1.0, rtol=1e-9)
-    np.testing.assert_allclose(model.transform(test["X"], is_target=np.ones(len(test["X"]), bool)), (test["X"] - model.target_mean_) / model.target_scale_)
+    np.testing.assert_allclose(model.transform(test["X"], is_target=np.ones(len(test["X"]), bool), speakers=test["speakers"]), (test["X"] - model.target_mean_) / model.target_scale_)
     assert model.neutral_fallback_ == {"source": False, "target": False}
+
+
+def test_norm_neutral_normalises_each_pooled_source_corpus_by_its_own_neutral_speech(domains):
+    """A multi-source pair: two source corpora, one shifted, each lands with its neutral speech at zero."""
+    train, _ = domains
+    source = ~train["is_target"]
+    second = source & np.isin(train["speakers"], ["src/2", "src/3"])
+    pooled = {**train, "X": train["X"].copy(), "speakers": train["speakers"].copy()}
+    pooled["X"][second] = pooled["X"][second] * 3.0 + 10.0
+    pooled["speakers"][second] = np.char.replace(pooled["speakers"][second].astype(str), "src/", "other/")
+    model = fit(fast("norm_neutral"), pooled)
+    assert set(model.source_mean_) == {"src", "other"}
+    normalised = model.transform(pooled["X"], is_target=pooled["is_target"], speakers=pooled["speakers"])
+    for rows in (source & ~second, second):
+        np.testing.assert_allclose(normalised[rows & (pooled["y"] == "neutral")].mean(axis=0), 0.0, atol=1e-9)
+    with pytest.raises(ValueError, match="corpus 'third'"):
+        model.transform(pooled["X"][:2], is_target=np.zeros(2, bool), speakers=np.array(["third/a", "third/b"]))
 
 
 def test_norm_neutral_guards_constant_features_and_missing_neutral():
@@ -359,8 +376,8 @@ def test_norm_neutral_guards_constant_features_and_missing_neutral():
     assert model.neutral_fallback_ == {"source": False, "target": True}
     target = train["is_target"]
     np.testing.assert_allclose(model.target_mean_, train["X"][target].mean(axis=0))
-    assert model.target_scale_[0] == 1.0 and model.source_scale_[0] == 1.0
-    assert np.isfinite(model.transform(train["X"], is_target=target)).all()
+    assert model.target_scale_[0] == 1.0 and model.source_scale_["src"][0] == 1.0
+    assert np.isfinite(model.transform(train["X"], is_target=target, speakers=train["speakers"])).all()
     assert set(model.predict(test["X"], speakers=test["speakers"])) <= set(model.classes_)
 
 

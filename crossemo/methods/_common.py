@@ -68,6 +68,11 @@ def _as_str_vector(values, name: str, n: int) -> np.ndarray:
     return values.astype(str)
 
 
+def corpus_of(speakers) -> np.ndarray:
+    """The corpus of every speaker id (``"emovo/f1"`` → ``"emovo"``; an id without ``/`` is its own corpus)."""
+    return np.array([str(speaker).split("/", 1)[0] for speaker in np.asarray(speakers)], dtype=str)
+
+
 def ordered_labels(labels: Iterable[str]) -> np.ndarray:
     """The distinct labels, the study's emotions first in their order, then any others sorted."""
     present = set(str(label) for label in labels)

@@ -20,6 +20,9 @@ Reading of the study:
   rows; ``neutral_fallback_`` records when that happened.
 - The method needs the target's training rows (they define the test rows'
   normalisation); without source rows it is the target alone, normalised.
+- A source that pools several corpora (a multi-source pair) is normalised
+  corpus by corpus, each by its own neutral speech: the corpus is the part of
+  a speaker id before its first ``/`` (see :mod:`crossemo.methods`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from crossemo.methods._common import safe_scale
+from crossemo.methods._common import corpus_of, safe_scale
 from crossemo.methods._forest import ForestMethod
 
 NEUTRAL = "neutral"
@@ -48,7 +51,7 @@ class NormNeutral(ForestMethod):
     (``n_estimators``, ``max_depth``, ``max_features``, ``random_state``).
 
     Attributes:
-        source_mean_, source_scale_: μ and σ of the source (``None`` without source rows).
+        source_mean_, source_scale_: μ and σ of every source corpus, by corpus name (empty without source rows).
         target_mean_, target_scale_: μ and σ of the target's training speaker; they also normalise the test rows.
         neutral_fallback_: ``{"source": bool, "target": bool}``, True where a corpus had no
             neutral training rows and μ is the mean of all its rows.
@@ -60,24 +63,29 @@ class NormNeutral(ForestMethod):
             raise ValueError("norm_neutral needs the target speaker's training rows (is_target=True): they define the test rows' normalisation")
         self.target_mean_, self.target_scale_, target_fell_back = neutral_statistics(X[is_target], y[is_target])
         source_fell_back = False
-        self.source_mean_ = self.source_scale_ = None
-        if (~is_target).any():
-            self.source_mean_, self.source_scale_, source_fell_back = neutral_statistics(X[~is_target], y[~is_target])
+        self.source_mean_, self.source_scale_ = {}, {}
+        corpora = corpus_of(speakers)
+        for corpus in map(str, dict.fromkeys(corpora[~is_target])):
+            rows = ~is_target & (corpora == corpus)
+            self.source_mean_[corpus], self.source_scale_[corpus], fell_back = neutral_statistics(X[rows], y[rows])
+            source_fell_back |= fell_back
         self.neutral_fallback_ = {"source": source_fell_back, "target": target_fell_back}
-        return self.transform(X, is_target=is_target), y
+        return self.transform(X, is_target=is_target, speakers=speakers), y
 
     def _test_matrix(self, X, speakers):
-        return self.transform(X, is_target=np.ones(X.shape[0], dtype=bool))
+        return self.transform(X, is_target=np.ones(X.shape[0], dtype=bool), speakers=speakers)
 
-    def transform(self, X, *, is_target) -> np.ndarray:
-        """Normalise rows with their corpus's statistics (``is_target`` says which corpus each row is from)."""
+    def transform(self, X, *, is_target, speakers) -> np.ndarray:
+        """Normalise rows with their corpus's statistics: ``is_target`` says which rows are the target's, ``speakers`` which source corpus the others are from."""
         check_is_fitted(self, "target_mean_")
         X = np.asarray(X, dtype=np.float64)
         is_target = np.asarray(is_target, dtype=bool)
+        corpora = corpus_of(speakers)
         out = np.empty_like(X)
         out[is_target] = (X[is_target] - self.target_mean_) / self.target_scale_
-        if (~is_target).any():
-            if self.source_mean_ is None:
-                raise ValueError("norm_neutral was fitted without source rows, so it cannot normalise source rows")
-            out[~is_target] = (X[~is_target] - self.source_mean_) / self.source_scale_
+        for corpus in map(str, dict.fromkeys(corpora[~is_target])):
+            if corpus not in self.source_mean_:
+                raise ValueError(f"norm_neutral was fitted without source rows of corpus {corpus!r}, so it cannot normalise them")
+            rows = ~is_target & (corpora == corpus)
+            out[rows] = (X[rows] - self.source_mean_[corpus]) / self.source_scale_[corpus]
         return out
