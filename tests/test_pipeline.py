@@ -10,7 +10,7 @@ import pytest
 import ray
 import soundfile as sf
 
-from crossemo import featurestore, pipeline
+from crossemo import featurestore, methods, pipeline
 from crossemo.labels import METADATA_COLUMNS
 from crossemo.synthetic import make_demo_corpora
 
@@ -238,7 +238,7 @@ def test_a_multi_source_pair_trains_on_the_union_and_has_its_own_rows(corpora_di
     shutil.copy(other["synth_studio"], third)
     manifests = {**corpora_dir, "third": third}
     out = tmp_path / "out"
-    config = config_for(manifests, out, pairs="third+synth_studio:synth_phone", methods="speaker_norm_linear", method_params=FAST)
+    config = config_for(manifests, out, pairs="third+synth_studio:synth_phone", methods=methods.RECOMMENDED, method_params=FAST)
     record, extraction, tables = pipeline.run(config)
     assert record.pairs == [["synth_studio+third", "synth_phone"]]
     for name in ("table2", "table3_uar", "verdict"):
