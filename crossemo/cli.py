@@ -48,7 +48,7 @@ def _channel(text: str) -> str | int:
 
 
 def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pairs", help="all (default) or SRC:TGT,SRC:TGT")
+    parser.add_argument("--pairs", help="all (default) or SRC:TGT,SRC:TGT; a source may pool corpora: A+B:TGT")
     parser.add_argument("--methods", help="all (default) or m1,m2 (majority and rf always run)")
     parser.add_argument("--seed", type=int, help="random seed for every model (default 0)")
     parser.add_argument("--seeds", type=int, help="run every stochastic method under this many seeds, from --seed on, each as its own tasks; the tables show the spread over seeds (default 1)")
@@ -175,9 +175,9 @@ def print_tables(result_tables: dict[str, pd.DataFrame], out: str) -> None:
 def print_verdict(table: pd.DataFrame | None) -> None:
     """The verdict per pair in words, the summary's last lines."""
     if table is None or table.empty:
-        print(f"\nNo verdict: the recommended method {methods.RECOMMENDED} did not run (it is in --methods all).")
+        print(f"\nNo verdict: the recommended method {methods.RECOMMENDED} did not run; add it to --methods (or use --methods all).")
         return
-    print(f"\nVerdict ({methods.RECOMMENDED} against the best model trained on the target alone):")
+    print(f"\nVerdict ({methods.RECOMMENDED} against the best model trained on the target alone in this run: the Baseline RF and the target-only twins that ran):")
     for _, row in table.iterrows():
         print(f"  {verdict.sentence(row)}")
 

@@ -177,9 +177,11 @@ def parse_pairs(spec: str | Iterable[str], corpora: list[str]) -> list[tuple[str
     pairs = []
     for item in spec:
         source, sep, target = item.partition(":")
-        if not sep or not source or not target:
+        if not sep or not source or not target or ":" in target:
             raise ProtocolError(f"pair {item!r} is not SOURCE:TARGET")
         sources = [name.strip() for name in source.split(SOURCE_SEPARATOR)]
+        if "" in sources:
+            raise ProtocolError(f"pair {item!r} has an empty source corpus name (SOURCE is A or A+B+…)")
         for name in (*sources, target):
             if name not in corpora:
                 raise ProtocolError(f"pair {item!r} names corpus {name!r}, which is not among {', '.join(corpora)}")

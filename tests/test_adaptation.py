@@ -120,12 +120,27 @@ def test_kmm_weights_favour_target_like_source_rows():
     assert np.corrcoef(source[:, 0], routed["sample_weight"][:300])[0, 1] < 0  # why kmm_reweight does not use it
 
 
-def test_subspace_alignment_checks_its_dimension(domains):
+def test_subspace_alignment_caps_its_dimension_at_the_data(domains):
     train, test = domains
-    with pytest.raises(ValueError, match="n_components must be an int between 1 and 12"):
-        fit(SubspaceAlignment(n_components=10_000), train, test)
-    model = fit(SubspaceAlignment(n_components=4), train, test)
-    assert model.model_.n_features_in_ == 4
+    assert fit(SubspaceAlignment(n_components=10_000), train, test).model_.n_features_in_ == train["X"].shape[1]
+    assert fit(SubspaceAlignment(n_components=4), train, test).model_.n_features_in_ == 4
+    for bad in (0, 2.5, "x"):
+        with pytest.raises(ValueError, match="n_components must be a positive int or None"):
+            fit(SubspaceAlignment(n_components=bad), train, test)
+
+
+@pytest.mark.parametrize("method, params, message", [
+    ("dann", {"epochs": 0}, "epochs must be a positive int"),
+    ("dann", {"batch_size": 0}, "batch_size must be a positive int"),
+    ("dann", {"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ("dann", {"learning_rate": "x"}, "learning_rate must be a number"),
+    ("coral", {"reg": 5}, 'reg must be a shrinkage in \\[0, 1\\] or "auto"'),
+    ("speaker_norm_linear", {"C": "x"}, "C must be a positive number"),
+    ("speaker_norm_linear", {"target_share": "x"}, "target_share must be between 0 and 1"),
+])
+def test_bad_parameters_are_named_in_one_line(method, params, message):
+    with pytest.raises(ValueError, match=message):
+        protocol.dry_run(method, params)
 
 
 def test_self_training_adds_confident_pseudo_labels_and_zero_rounds_is_the_base(domains):

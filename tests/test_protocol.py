@@ -139,6 +139,8 @@ def test_multi_source_pairs_pool_their_sources():
     ("a+b:b", "uses b as both source and target"),
     ("a+a:b", "names a source corpus twice"),
     ("a+z:b", "names corpus 'z'"),
+    ("a+:b", "empty source corpus name"),
+    ("a:b:c", "not SOURCE:TARGET"),
 ])
 def test_bad_pairs_are_named(spec, message):
     with pytest.raises(protocol.ProtocolError, match=message):

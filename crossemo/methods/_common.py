@@ -148,7 +148,7 @@ def target_weights(is_target: np.ndarray, *, target_share: float) -> np.ndarray:
     Raises:
         ValueError: ``target_share`` outside (0, 1).
     """
-    if not 0.0 < float(target_share) < 1.0:
+    if isinstance(target_share, (bool, str)) or not isinstance(target_share, (int, float, np.integer, np.floating)) or not 0.0 < target_share < 1.0:
         raise ValueError(f"target_share must be between 0 and 1 (exclusive); got {target_share!r}")
     weights = np.ones(is_target.shape[0])
     n_target, n_source = int(is_target.sum()), int((~is_target).sum())

@@ -44,6 +44,9 @@ class Coral(LinearMethod):
         from skada import CORALAdapter
 
         require_source(is_target, "coral")
+        numeric = not isinstance(self.reg, (bool, str)) and isinstance(self.reg, (int, float, np.integer, np.floating))
+        if self.reg != "auto" and not (numeric and 0.0 <= float(self.reg) <= 1.0):
+            raise ValueError(f'reg must be a shrinkage in [0, 1] or "auto"; got {self.reg!r}')
         rows = np.vstack([features, unlabelled])
         self.adapter_ = CORALAdapter(reg=self.reg)
         adapted = self.adapter_.fit_transform(rows, sample_domain=domain_labels(is_target, len(unlabelled)))[: len(features)]

@@ -43,7 +43,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from crossemo.methods._common import check_fit_inputs, check_predict_inputs, check_unlabelled, derive_seed, ordered_labels
-from crossemo.methods._torch import single_thread
+from crossemo.methods._torch import check_positive_int, single_thread
 from crossemo.methods.speaker_norm import speaker_zscore
 
 _TRAINING = 1
@@ -62,16 +62,24 @@ class _Network(nn.Module):
         return self.output(self.feature(x))
 
 
+def _number(method: BaseEstimator, name: str) -> float:
+    """A parameter that must be a real number, as a float."""
+    value = getattr(method, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number; got {value!r}")
+    return float(value)
+
+
 class DANN(ClassifierMixin, BaseEstimator):
     """Domain-adversarial network (skada) on per-speaker z-normalised features.
 
     Parameters:
-        hidden: units of the hidden (feature) layer.
-        dropout: dropout rate on the input.
-        reg: weight of the domain-adversarial loss.
-        epochs: training epochs.
-        batch_size: rows per batch and domain.
-        learning_rate: Adam's learning rate.
+        hidden: units of the hidden (feature) layer, ≥ 1.
+        dropout: dropout rate on the input, in [0, 1).
+        reg: weight of the domain-adversarial loss, ≥ 0.
+        epochs: training epochs, ≥ 1.
+        batch_size: rows per batch and domain, ≥ 1.
+        learning_rate: Adam's learning rate, > 0.
         random_state: seed of initialisation, dropout and batches.
 
     Attributes:
@@ -93,6 +101,12 @@ class DANN(ClassifierMixin, BaseEstimator):
         """Train the network on the labelled rows, adversarially against the unlabelled rows."""
         from skada.deep import DANN as SkadaDANN
 
+        hidden, epochs, batch_size = (check_positive_int(getattr(self, name), name) for name in ("hidden", "epochs", "batch_size"))
+        dropout, reg, learning_rate = (_number(self, name) for name in ("dropout", "reg", "learning_rate"))
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}")
+        if reg < 0 or learning_rate <= 0:
+            raise ValueError(f"reg must be >= 0 and learning_rate > 0; got reg={self.reg!r}, learning_rate={self.learning_rate!r}")
         X, y, is_target, speakers = check_fit_inputs(X, y, is_target, speakers)
         unlabelled, unlabelled_speakers = check_unlabelled(X_unlabelled, speakers_unlabelled, X.shape[1])
         seed = derive_seed(self.random_state, _TRAINING)
@@ -111,9 +125,9 @@ class DANN(ClassifierMixin, BaseEstimator):
         with single_thread():
             torch.manual_seed(seed)
             self.net_ = SkadaDANN(
-                _Network(X.shape[1], int(self.hidden), len(self.classes_), float(self.dropout)),
-                layer_name="feature", reg=float(self.reg) if len(unlabelled) else 0.0, num_features=int(self.hidden),
-                max_epochs=int(self.epochs), batch_size=int(self.batch_size), optimizer=torch.optim.Adam, lr=float(self.learning_rate),
+                _Network(X.shape[1], hidden, len(self.classes_), dropout),
+                layer_name="feature", reg=reg if len(unlabelled) else 0.0, num_features=hidden,
+                max_epochs=epochs, batch_size=batch_size, optimizer=torch.optim.Adam, lr=learning_rate,
                 train_split=None, verbose=0, device="cpu",
             )
             if not len(unlabelled):

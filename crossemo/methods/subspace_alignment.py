@@ -30,8 +30,8 @@ class SubspaceAlignment(LinearMethod):
     """Subspace Alignment (skada) of per-speaker z-normalised rows, then the weighted logistic regression.
 
     Parameters: those of :class:`~crossemo.methods._linear.LinearMethod`, and
-        n_components: dimension of the aligned subspaces, at most the rows of
-            either domain and the features; ``None``: 64, or that bound if smaller.
+        n_components: dimension of the aligned subspaces (a positive int), capped
+            at the rows of either domain and the features; ``None``: 64, capped the same way.
 
     Attributes: those of :class:`~crossemo.methods._linear.LinearMethod`, and
         adapter_: the fitted ``skada.SubspaceAlignmentAdapter``.
@@ -48,9 +48,11 @@ class SubspaceAlignment(LinearMethod):
         domains = domain_labels(is_target, len(unlabelled))
         rows = np.vstack([features, unlabelled])
         fewest = min(int((domains > 0).sum()), int((domains < 0).sum()), rows.shape[1])
-        components = min(DEFAULT_COMPONENTS, fewest) if self.n_components is None else self.n_components
-        if isinstance(components, bool) or not isinstance(components, (int, np.integer)) or not 1 <= components <= fewest:
-            raise ValueError(f"n_components must be an int between 1 and {fewest} (the rows of the smaller domain, or the features); got {self.n_components!r}")
+        wanted = DEFAULT_COMPONENTS if self.n_components is None else self.n_components
+        if isinstance(wanted, bool) or not isinstance(wanted, (int, np.integer)) or wanted < 1:
+            raise ValueError(f"n_components must be a positive int or None; got {self.n_components!r}")
+        # A subspace cannot have more axes than the smaller domain has rows, or the data features.
+        components = min(int(wanted), fewest)
         self.adapter_ = SubspaceAlignmentAdapter(n_components=int(components), random_state=self.random_state).fit(rows, sample_domain=domains)
         mapped = self.adapter_.transform(rows, sample_domain=domains, allow_source=True)
         return mapped[: len(features)], weights

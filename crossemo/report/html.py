@@ -463,7 +463,7 @@ def _verdict_section(table: pd.DataFrame, names: _FigureNames) -> tuple[str, lis
 
     if table.empty:
         text = (f"<p>No verdict: the recommended method {_esc(RECOMMENDED)} did not run. "
-                "Run it (it is in <code>--methods all</code>) to learn whether borrowing helps.</p>")
+                "Add it to <code>--methods</code> (or use <code>--methods all</code>) to learn whether borrowing helps.</p>")
         return f'<section id="verdict"><h2>Verdict</h2>{text}</section>', []
     items = "".join(f"<li>{_esc(verdict.sentence(row))}.</li>" for _, row in table.iterrows())
     rendered = Rendered(
