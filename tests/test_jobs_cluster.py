@@ -172,6 +172,23 @@ class Cluster:
             raise AssertionError(f"ray {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
 
+    def submit(self, *args: str, wait: float = 90) -> subprocess.CompletedProcess:
+        """`ray job submit ARGS`, retried while the head's job agent is still starting.
+
+        Two alive nodes do not mean the dashboard agent that takes jobs is up:
+        until it is, Ray answers "No available agent to submit job, please try
+        again later" and creates no job, so asking again is safe.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            result = self.ray("job", "submit", *args, check=False)
+            if result.returncode == 0 or "No available agent" not in result.stdout + result.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        if result.returncode != 0:
+            raise AssertionError(f"ray job submit {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
     def alive_nodes(self) -> list[dict]:
         result = self.ray("list", "nodes", "--address", self.dashboard, "--format", "json", check=False)
         if result.returncode != 0:
@@ -373,8 +390,8 @@ def test_study_runs_as_a_ray_job_on_two_nodes(ray_cluster, demo, tmp_path):
     config.write_text("[method_params.rf]\nn_estimators = 20\n")
     out = tmp_path / "out"
     submission_id = f"crossemo-test-{uuid.uuid4().hex[:8]}"
-    ray_cluster.ray(
-        "job", "submit", "--address", ray_cluster.dashboard, "--submission-id", submission_id,
+    ray_cluster.submit(
+        "--address", ray_cluster.dashboard, "--submission-id", submission_id,
         "--runtime-env", "jobs/runtime_env.preinstalled.yaml", "--no-wait", "--",
         "python", "jobs/run.py",
         "--corpus", f"manifest={manifests['synth_studio']}", "--corpus", f"manifest={manifests['synth_phone']}",
@@ -424,8 +441,8 @@ def test_study_runs_as_a_ray_job_on_two_nodes(ray_cluster, demo, tmp_path):
 def test_ray_job_stop_interrupts_the_run(ray_cluster, demo, tmp_path):
     """`ray job stop` ends a running study: SIGTERM, a log line saying so, status STOPPED."""
     submission_id = f"crossemo-stop-{uuid.uuid4().hex[:8]}"
-    ray_cluster.ray(
-        "job", "submit", "--address", ray_cluster.dashboard, "--submission-id", submission_id,
+    ray_cluster.submit(
+        "--address", ray_cluster.dashboard, "--submission-id", submission_id,
         "--runtime-env", "jobs/runtime_env.preinstalled.yaml", "--no-wait", "--",
         # The study's full-size methods: far longer than this test waits.
         "python", "jobs/run.py", "--corpus", f"manifest={demo['synth_studio']}", "--corpus", f"manifest={demo['synth_phone']}",
