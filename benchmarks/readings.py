@@ -69,7 +69,7 @@ import pandas as pd  # noqa: E402
 from crossemo.labels import EMOTIONS  # noqa: E402
 from crossemo.metrics import score  # noqa: E402
 from crossemo.methods import FineTunedFCNN, SourceFCNN  # noqa: E402
-from crossemo.protocol import Dataset  # noqa: E402
+from crossemo.protocol import Dataset, Task, split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,20 +153,21 @@ def cross_corpus_dbn(datasets: dict[str, Dataset], seeds: list[int], readings: l
             for seed in seeds:
                 folds_uar = []
                 for speaker in target.speaker_ids():
-                    tune = target.speakers == speaker
-                    X = np.vstack([source.X, target.X[tune]])
-                    y = np.concatenate([source.y, target.y[tune]])
-                    is_target = np.concatenate([np.zeros(len(source.y), bool), np.ones(tune.sum(), bool)])
-                    speakers = np.concatenate([source.speakers, target.speakers[tune]])
+                    train, test = scenario3_fold(source, target, speaker)
                     started = time.process_time()
-                    model = DBN(**params, random_state=seed).fit(X, y, is_target=is_target, speakers=speakers)
+                    model = DBN(**params, random_state=seed).fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"])
                     seconds.append(time.process_time() - started)
-                    predicted = model.predict(target.X[~tune], speakers=target.speakers[~tune])
-                    folds_uar.append(score(target.y[~tune], predicted, classes=sorted(set(target.y)))[1])
+                    predicted = model.predict(test["X"], speakers=test["speakers"])
+                    folds_uar.append(score(test["y"], predicted, classes=sorted(set(target.y)))[1])
                 per_seed.append(np.mean(folds_uar))
             uars[source_name] = 100 * float(np.mean(per_seed))
             cpu[source_name] = float(np.mean(seconds))
         print(f"| {name} | {uars['emovo']:.1f} | {uars['ravdess']:.1f} | {cpu['emovo']:.2f}, {cpu['ravdess']:.2f} |", flush=True)
+
+
+def scenario3_fold(source: Dataset, target: Dataset, speaker: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The protocol's own scenario-3 fold: the source plus ``speaker`` to train on, the other target speakers to test on."""
+    return split(Task(3, "readings", source.corpus, target.corpus, speaker), source, target)
 
 
 def cross_corpus(datasets: dict[str, Dataset], seeds: list[int]) -> None:
@@ -186,16 +187,12 @@ def cross_corpus(datasets: dict[str, Dataset], seeds: list[int]) -> None:
                 fit_cpu.append(time.process_time() - started)
                 folds_uar = []
                 for speaker in target.speaker_ids():
-                    tune = target.speakers == speaker
-                    X = np.vstack([source.X, target.X[tune]])
-                    y = np.concatenate([source.y, target.y[tune]])
-                    is_target = np.concatenate([np.zeros(len(source.y), bool), np.ones(tune.sum(), bool)])
-                    speakers = np.concatenate([source.speakers, target.speakers[tune]])
+                    train, test = scenario3_fold(source, target, speaker)
                     started = time.process_time()
-                    model = FineTunedFCNN(**params, source_model=network, random_state=seed).fit(X, y, is_target=is_target, speakers=speakers)
+                    model = FineTunedFCNN(**params, source_model=network, random_state=seed).fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"])
                     tunes.append(time.process_time() - started)
-                    predicted = model.predict(target.X[~tune], speakers=target.speakers[~tune])
-                    folds_uar.append(score(target.y[~tune], predicted, classes=sorted(set(target.y)))[1])
+                    predicted = model.predict(test["X"], speakers=test["speakers"])
+                    folds_uar.append(score(test["y"], predicted, classes=sorted(set(target.y)))[1])
                 per_seed.append(np.mean(folds_uar))
             uars[(source_name, target_name)] = 100 * float(np.mean(per_seed))
             fits[source_name] = float(np.mean(fit_cpu))
