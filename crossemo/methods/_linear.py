@@ -59,6 +59,12 @@ class LinearMethod(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, *, is_target, speakers, X_unlabelled=None, speakers_unlabelled=None) -> LinearMethod:
         """Normalise every speaker, adapt, fit the weighted classifier."""
+        features, y, weights, _ = self._prepare(X, y, is_target, speakers, X_unlabelled, speakers_unlabelled)
+        self.model_ = self._fit_classifier(features, y, weights)
+        return self
+
+    def _prepare(self, X, y, is_target, speakers, X_unlabelled, speakers_unlabelled) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Checked, per-speaker normalised and adapted training rows with their labels and weights, and the normalised unlabelled rows."""
         X, y, is_target, speakers = check_fit_inputs(X, y, is_target, speakers)
         unlabelled, unlabelled_speakers = check_unlabelled(X_unlabelled, speakers_unlabelled, X.shape[1])
         self.n_features_in_ = X.shape[1]
@@ -67,8 +73,7 @@ class LinearMethod(ClassifierMixin, BaseEstimator):
         unlabelled = speaker_zscore(unlabelled, unlabelled_speakers) if len(unlabelled) else unlabelled
         weights = target_weights(is_target, target_share=self.target_share)
         features, weights = self._adapt(features, y, is_target, weights, unlabelled)
-        self.model_ = self._fit_classifier(features, y, weights)
-        return self
+        return features, y, weights, unlabelled
 
     def _adapt(self, features: np.ndarray, y: np.ndarray, is_target: np.ndarray, weights: np.ndarray, unlabelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The training rows and their weights as the classifier sees them; by default unchanged."""

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossemo.methods._common import check_fit_inputs, check_unlabelled, ordered_labels, target_weights
 from crossemo.methods._linear import LinearMethod
-from crossemo.methods.speaker_norm import speaker_zscore
 
 
 class SelfTraining(LinearMethod):
@@ -54,17 +52,11 @@ class SelfTraining(LinearMethod):
             raise ValueError(f"rounds must be a non-negative int; got {self.rounds!r}")
         if not 0.0 < float(self.threshold) <= 1.0:
             raise ValueError(f"threshold must be in (0, 1]; got {self.threshold!r}")
-        X, y, is_target, speakers = check_fit_inputs(X, y, is_target, speakers)
-        unlabelled, unlabelled_speakers = check_unlabelled(X_unlabelled, speakers_unlabelled, X.shape[1])
-        self.n_features_in_ = X.shape[1]
-        self.classes_ = ordered_labels(y)
-        features = speaker_zscore(X, speakers)
-        weights = target_weights(is_target, target_share=self.target_share)
+        features, y, weights, unlabelled = self._prepare(X, y, is_target, speakers, X_unlabelled, speakers_unlabelled)
         self.model_ = self._fit_classifier(features, y, weights)
         self.pseudo_labelled_ = []
         if not len(unlabelled):
             return self
-        unlabelled = speaker_zscore(unlabelled, unlabelled_speakers)
         for _ in range(int(self.rounds)):
             probabilities = self._probabilities(unlabelled)
             confident = probabilities.max(axis=1) >= float(self.threshold)
