@@ -59,12 +59,27 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
             # ray.init() makes SIGTERM (what `ray job stop` and Kubernetes
             # send) exit at once with status 1 and no word in the log; end the
             # run like Ctrl-C instead, so the caller can say what is kept.
-            signal.signal(signal.SIGTERM, _interrupt)
+            signal.signal(signal.SIGTERM, interrupt_on_signal)
     return ray.cluster_resources()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+_received_signal: str | None = None
+
+
+def interrupt_on_signal(signum: int, frame: object) -> None:
+    """Signal handler that ends the run like Ctrl-C and remembers which signal it was."""
+    global _received_signal
+    _received_signal = signal.Signals(signum).name
+    raise KeyboardInterrupt(_received_signal)
+
+
+def interrupting_signal() -> str:
+    """The signal behind the latest ``KeyboardInterrupt``: what :func:`interrupt_on_signal` saw, else SIGINT.
+
+    The exception itself cannot say: Ray's ``ray.get`` and ``ray.wait`` turn
+    an exception raised by a signal handler into a new, bare ``KeyboardInterrupt``.
+    """
+    return _received_signal or "SIGINT"
 
 
 def cluster_cpus() -> int:

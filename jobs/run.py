@@ -46,7 +46,7 @@ _CHECKOUT = Path(__file__).resolve().parents[1]
 if (_CHECKOUT / "crossemo" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
     sys.path.insert(0, str(_CHECKOUT))
 
-from crossemo import cli, pipeline, protocol  # noqa: E402
+from crossemo import cli, orchestration, pipeline, protocol  # noqa: E402
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     started = time.perf_counter()
     out = None
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, orchestration.interrupt_on_signal)
     try:
         config = cli.config_from(parse_args(argv))
         out = config.out
@@ -146,9 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BadArguments, *cli.BAD_INPUT_ERRORS) as error:
         log.error("bad input: %s", _one_line(error))
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt as interrupt:
+    except KeyboardInterrupt:
         kept = f"; finished work is kept in {out} and a resubmitted job resumes from it" if out else ""
-        log.error("interrupted by %s after %.1f s%s", str(interrupt) or "SIGINT", time.perf_counter() - started, kept)
+        log.error("interrupted by %s after %.1f s%s", orchestration.interrupting_signal(), time.perf_counter() - started, kept)
         return EXIT_INTERRUPTED
     except Exception:
         kept = f" in {out}" if out else ""
@@ -156,11 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM before Ray is up ends the job like Ctrl-C; orchestration.connect keeps this once it is."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -161,3 +161,32 @@ def test_two_runs_writing_to_one_output_at_once_are_safe(tmp_path):
     for path in shared.rglob("*.parquet"):
         pd.read_parquet(path)  # every file is whole
     assert len(list((shared / "runs").iterdir())) == 2
+
+
+def test_sigterm_while_ray_works_is_reported_as_sigterm(tmp_path):
+    """SIGTERM (what `ray job stop` sends) during a Ray wait: exit 130 and a log line naming SIGTERM.
+
+    Ray turns the handler's exception into a bare KeyboardInterrupt, so the
+    job cannot read the signal off the exception; this pins down that it still knows.
+    """
+    manifests = make_demo_corpora(tmp_path / "corpora", speakers=2, per_emotion=1)
+    corpora = [f"--corpus=manifest={path}" for path in manifests.values()]
+    script = Path(__file__).resolve().parents[1] / "jobs" / "run.py"
+    env = {**os.environ, "RAY_num_prestart_python_workers": "0"}
+    env.pop("RAY_ADDRESS", None)
+    job = subprocess.Popen(
+        [sys.executable, str(script), *corpora, "--out", str(tmp_path / "out"), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True,
+    )
+    lines = []
+    for line in job.stdout:
+        lines.append(line)
+        if "crossemo-job: start:" in line:
+            break
+    # The full-size study runs for minutes; let it reach its Ray waits.
+    time.sleep(8)
+    job.terminate()
+    rest, _ = job.communicate(timeout=120)
+    log = "".join(lines) + rest
+    assert job.returncode == 130, log
+    assert "ERROR crossemo-job: interrupted by SIGTERM after" in log, log
