@@ -390,17 +390,53 @@ def split(task: Task, source: Dataset | None, target: Dataset) -> tuple[dict[str
         source = usable_source(source, target)
     if task.scenario == 1:
         assert source is not None
-        train = {"X": source.X, "y": source.y, "is_target": np.zeros(len(source.y), bool), "speakers": source.speakers}
+        train = training_rows(source, target, np.zeros(len(target.y), bool))
         test = {"X": target.X, "y": target.y, "speakers": target.speakers, "uris": target.uris}
         return train, test
     held_in = target.speakers == task.fold
-    parts = [(target.X[held_in], target.y[held_in], np.ones(held_in.sum(), bool), target.speakers[held_in])]
-    if task.scenario == 3:
-        assert source is not None
-        parts.insert(0, (source.X, source.y, np.zeros(len(source.y), bool), source.speakers))
-    train = {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(("X", "y", "is_target", "speakers"))}
+    assert task.scenario == 2 or source is not None
+    train = training_rows(source if task.scenario == 3 else None, target, held_in)
     test = {"X": target.X[~held_in], "y": target.y[~held_in], "speakers": target.speakers[~held_in], "uris": target.uris[~held_in]}
     return train, test
+
+
+def training_rows(source: Dataset | None, target: Dataset, held_in: np.ndarray) -> dict[str, np.ndarray]:
+    """A model's labelled rows: every source row (``is_target`` False), then the target's ``held_in`` rows.
+
+    Args:
+        source: the source, already without the target's recordings (see
+            :func:`usable_source`), or ``None`` to train on the target alone.
+        target: the target corpus.
+        held_in: bool mask over the target's rows to train on.
+
+    Returns:
+        ``X`` (n × d), ``y``, ``is_target`` and ``speakers``, each of length n.
+    """
+    parts = [(target.X[held_in], target.y[held_in], np.ones(int(held_in.sum()), bool), target.speakers[held_in])]
+    if source is not None:
+        parts.insert(0, (source.X, source.y, np.zeros(len(source.y), bool), source.speakers))
+    return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(("X", "y", "is_target", "speakers"))}
+
+
+def fit_method(method: str, train: dict[str, np.ndarray], *, seed: int, params: tuple[tuple[str, Any], ...] = (), shared_model: Any = None, unlabelled: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+    """Make and fit one method the way every evaluation task does (``crossemo train`` fits through it too).
+
+    Args:
+        method: a method name.
+        train: the labelled rows (see :func:`training_rows`).
+        seed: the method's ``random_state``.
+        params: the method's other parameters.
+        shared_model: fold-independent work (see :data:`SHARED_PREPARATIONS`), passed as ``source_model``.
+        unlabelled: features (m × d) and speaker ids of audio from the target
+            domain without labels (the test speakers' in an evaluation).
+
+    Returns:
+        the fitted method.
+    """
+    extra = {"source_model": shared_model} if shared_model is not None else {}
+    model = methods.make_method(method, random_state=seed, **dict(params), **extra)
+    X_unlabelled, speakers_unlabelled = unlabelled if unlabelled is not None else (None, None)
+    return model.fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"], X_unlabelled=X_unlabelled, speakers_unlabelled=speakers_unlabelled)
 
 
 def prepare_fcnn_source(source: Dataset, *, seed: int, params: tuple[tuple[str, Any], ...]) -> Any:
@@ -446,10 +482,8 @@ def run_task(task: Task, source: Dataset | None, target: Dataset, *, shared_mode
     """
     started, cpu_started = time.perf_counter(), time.process_time()
     train, test = split(task, source, target)
-    extra = {"source_model": shared_model} if shared_model is not None else {}
-    model = methods.make_method(task.method, random_state=task.seed, **dict(task.params), **extra)
     # The test rows' features, never their labels: adapting methods learn the target domain from them.
-    model.fit(train["X"], train["y"], is_target=train["is_target"], speakers=train["speakers"], X_unlabelled=test["X"], speakers_unlabelled=test["speakers"])
+    model = fit_method(task.method, train, seed=task.seed, params=task.params, shared_model=shared_model, unlabelled=(test["X"], test["speakers"]))
     predicted = np.asarray(model.predict(test["X"], speakers=test["speakers"])).astype(str)
     accuracy, uar = score(test["y"], predicted, classes=target_classes(target.y))
     frame = pd.DataFrame({

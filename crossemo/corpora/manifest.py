@@ -68,6 +68,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -223,6 +224,53 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
     return build_manifest(name, path, utterances, skipped, warnings=warnings)
 
 
+def list_files(path: str, *, storage_options: storage.StorageOptions | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a table of audio files to label: a ``path`` column, any others carried along.
+
+    The file format, encodings and path rules are those of a corpus manifest
+    (see the module docstring); only ``path`` is required, and no row is
+    skipped for its emotion.
+
+    Returns:
+        ``(files, missing)``: the rows whose file exists, with the table's
+        columns (lower-case names, text cells) plus ``uri`` and ``fingerprint``,
+        in the table's order; and ``uri``/``reason`` of listed files that do not exist.
+
+    Raises:
+        CorpusError: the table is missing or unreadable, lacks ``path``, has a
+            row without a path, lists a relative path leaving its folder, or
+            lists a file twice.
+    """
+    fs, manifest_path = _manifest_filesystem(path, storage_options)
+    frame = _read_table(fs, manifest_path, path, required=("path",))
+    frame = frame[~frame.eq("").all(axis=1)].reset_index(drop=True)
+    folder = posixpath.dirname(manifest_path)
+    filesystems: dict[str, fsspec.AbstractFileSystem] = {}
+    targets: list[_Target] = []
+    seen: dict[str, str] = {}
+    for row, entry in enumerate(frame["path"], start=1):
+        if not entry:
+            raise CorpusError(f"{path}: row {row} has an empty path")
+        target = _resolve(entry, row, fs, folder, path, storage_options, filesystems)
+        if target.uri in seen:
+            raise CorpusError(f"{path} lists {entry} twice{'' if seen[target.uri] == entry else f' (also as {seen[target.uri]})'}")
+        seen[target.uri] = entry
+        targets.append(target)
+    infos = _file_infos(targets, fs, path)
+    found = [infos.get((id(target.fs), target.path)) for target in targets]
+    present = np.array([info is not None for info in found], dtype=bool)
+    files = frame[present].assign(
+        uri=[target.uri for target, info in zip(targets, found) if info is not None],
+        fingerprint=[fingerprint(info) for info in found if info is not None],
+    ).reset_index(drop=True)
+    missing = pd.DataFrame(
+        [{"uri": target.uri, "reason": dangling_link_reason(target.path) if storage.is_local(target.uri) and os.path.islink(target.path) else NOT_FOUND}
+         for target, info in zip(targets, found) if info is None],
+        columns=["uri", "reason"],
+    )
+    return files, missing
+
+
 def _spelling_warnings(speakers: Iterable[str]) -> list[str]:
     """One warning per group of speaker ids with the same :func:`speaker_key`, in order of first appearance."""
     groups: dict[str, dict[str, None]] = {}
@@ -258,8 +306,8 @@ def _manifest_filesystem(path: str, storage_options: storage.StorageOptions | No
     return fs, manifest_path
 
 
-def _read_table(fs: fsspec.AbstractFileSystem, manifest_path: str, path: str) -> pd.DataFrame:
-    """Read the manifest as stripped text cells with lower-case column names, and check its columns."""
+def _read_table(fs: fsspec.AbstractFileSystem, manifest_path: str, path: str, *, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
+    """Read the manifest as stripped text cells with lower-case column names, and check it has the ``required`` ones."""
     suffix = posixpath.splitext(manifest_path)[1].lower()
     if suffix not in _CSV_SUFFIXES + _PARQUET_SUFFIXES:
         raise CorpusError(f"manifest {path} must be a .csv or .parquet file")
@@ -275,7 +323,7 @@ def _read_table(fs: fsspec.AbstractFileSystem, manifest_path: str, path: str) ->
     if doubled:
         raise CorpusError(f"manifest {path} has the column {', '.join(doubled)} more than once")
     frame.columns = columns
-    missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+    missing = [column for column in required if column not in columns]
     if missing:
         raise CorpusError(f"manifest {path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} (it has: {', '.join(columns) or 'no columns'})")
     return frame.map(_cell)
