@@ -154,10 +154,61 @@ def extract_features(
     extractor = FeatureExtractor(feature_set, storage_options=store.storage_options)
     generation = featurestore.CacheGeneration.of(extractor, settings)
     utterances = pd.concat([m.utterances for m in manifests], ignore_index=True)
-    utterances["sha256"] = featurestore.known_keys(store, utterances)
+    files = extract_files(utterances[["uri", "fingerprint"]], store, extractor=extractor, settings=settings, generation=generation, progress=progress)
+    read_failures = files.rejected[files.rejected["stage"] == "read"]
+    assembled = featurestore.assemble(store, manifests, extractor, generation, files.keys, read_failures[["uri", "stage", "reason"]])
+    return ExtractionSummary(
+        features=assembled.features,
+        rejected=assembled.rejected,
+        duplicates=assembled.duplicates,
+        warnings=assembled.warnings,
+        feature_set_id=extractor.feature_set_id,
+        generation=generation,
+        extracted=files.extracted,
+        reused=files.reused,
+        task_cpu_seconds=files.task_cpu_seconds,
+        wall_seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class FileExtraction:
+    """What extracting a list of files did.
+
+    Attributes:
+        keys: ``uri``, ``fingerprint``, ``sha256`` of every file (``sha256`` empty when unreadable).
+        rejected: ``uri``, ``sha256``, ``stage``, ``reason`` of the files this run tried and could not use.
+        extracted: files openSMILE processed.
+        reused: files whose content was in the cache already (features or a cached rejection).
+        task_cpu_seconds: CPU seconds of the extraction tasks.
+    """
+
+    keys: pd.DataFrame
+    rejected: pd.DataFrame
+    extracted: int
+    reused: int
+    task_cpu_seconds: float
+
+
+def extract_files(
+    files: pd.DataFrame, store: featurestore.FeatureStore, *, extractor: FeatureExtractor, settings: audio.AnalysisSettings,
+    generation: featurestore.CacheGeneration, progress: bool = True,
+) -> FileExtraction:
+    """Put every file's features in the content-keyed cache, extracting only what it lacks (Ray tasks).
+
+    Args:
+        files: ``uri`` and ``fingerprint`` per file.
+        store: the feature store whose cache to read and fill.
+        extractor: the feature set.
+        settings: the decode rules.
+        generation: the cache generation of ``extractor`` and ``settings``.
+        progress: show a progress bar over files.
+    """
+    files = files[["uri", "fingerprint"]].reset_index(drop=True)
+    files["sha256"] = featurestore.known_keys(store, files)
     cached = featurestore.cached_keys(store, generation)
-    hits = utterances["sha256"].isin(cached)
-    todo = utterances.loc[~hits, ["uri", "fingerprint"]].drop_duplicates("uri").reset_index(drop=True)
+    hits = files["sha256"].isin(cached)
+    todo = files.loc[~hits, ["uri", "fingerprint"]].drop_duplicates("uri").reset_index(drop=True)
     # Asking the claims actor costs a round trip per file; a file whose size
     # no other file has cannot repeat another's content, so it need not ask.
     todo["may_repeat"] = featurestore.may_repeat(todo["fingerprint"])
@@ -173,22 +224,12 @@ def extract_features(
                 outcomes.append(ray.get(done[0]))
                 bar.update(sizes[done[0]])
         ray.kill(claims)
-    known = utterances.loc[hits, ["uri", "fingerprint", "sha256"]]
-    keys = pd.concat([known, *(o.keys for o in outcomes)], ignore_index=True)
+    keys = pd.concat([files.loc[hits, ["uri", "fingerprint", "sha256"]], *(o.keys for o in outcomes)], ignore_index=True)
     featurestore.update_fingerprints(store, keys)
-    read_failures = pd.concat([o.rejected[o.rejected["stage"] == "read"] for o in outcomes], ignore_index=True) if outcomes else pd.DataFrame(columns=["uri", "stage", "reason"])
-    assembled = featurestore.assemble(store, manifests, extractor, generation, keys, read_failures[["uri", "stage", "reason"]])
-    return ExtractionSummary(
-        features=assembled.features,
-        rejected=assembled.rejected,
-        duplicates=assembled.duplicates,
-        warnings=assembled.warnings,
-        feature_set_id=extractor.feature_set_id,
-        generation=generation,
-        extracted=sum(o.extracted for o in outcomes),
-        reused=int(hits.sum()),
+    rejected = pd.concat([o.rejected for o in outcomes], ignore_index=True) if outcomes else pd.DataFrame(columns=["uri", "sha256", "stage", "reason"])
+    return FileExtraction(
+        keys=keys, rejected=rejected, extracted=sum(o.extracted for o in outcomes), reused=int(hits.sum()),
         task_cpu_seconds=sum(o.cpu_seconds for o in outcomes),
-        wall_seconds=time.perf_counter() - started,
     )
 
 

@@ -1,0 +1,150 @@
+"""Audio to label: folders, object-storage prefixes and tables of files, as one list of files.
+
+``crossemo predict --audio`` (and ``crossemo train --adapt-to``) take any mix of
+
+* a folder or ``s3://`` prefix: every audio-like file below it (``.wav``,
+  ``.flac`` …; see :data:`crossemo.corpora.base.AUDIO_LIKE_SUFFIXES`), links followed;
+* a table (``.csv``, ``.parquet``, ``.pq``) with a ``path`` column, read like a
+  corpus manifest (:func:`crossemo.corpora.manifest.list_files`), whose other
+  columns travel with each file to the predictions.
+
+**Speakers.** Methods that normalise each speaker by their own recordings
+need to know whose recordings belong together. In order of precedence: the
+table's ``speaker`` column; else ``speaker_pattern``, a regular expression
+with a group named ``speaker`` searched in each file's URI; else every
+``--audio`` input is one *recording batch* (its files are normalised
+together, as if one speaker), which costs accuracy when it holds several
+speakers (the README gives the measured cost).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from crossemo import storage
+from crossemo.corpora import base, manifest
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+"""An ``--audio`` URI with one of these suffixes is a table of files, anything else a folder or prefix."""
+
+FIXED_COLUMNS = ("uri", "fingerprint", "speaker", "input")
+"""Columns every listed file has; a table's other columns are carried along."""
+
+
+class InputError(ValueError):
+    """The audio to label cannot be listed; the message names the input and the cause."""
+
+
+@dataclass
+class AudioFiles:
+    """Every file to label, and what could not be.
+
+    Attributes:
+        files: one row per file: ``uri``, ``fingerprint`` (size and stamp),
+            ``speaker``, ``input`` (the ``--audio`` it came from), then the
+            tables' other columns (text; ``""`` where a table lacks one).
+        missing: ``uri``, ``stage`` (``"read"``) and ``reason`` of listed files
+            that do not exist or are dangling links.
+        speaker_rule: ``"table"``, ``"pattern"`` or ``"batch"`` per input, by input URI.
+        extra_columns: the tables' other columns, in first-seen order.
+        warnings: sentences for the user (fallbacks, files listed twice).
+    """
+
+    files: pd.DataFrame
+    missing: pd.DataFrame
+    speaker_rule: dict[str, str]
+    extra_columns: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def list_inputs(uris: list[str], *, speaker_pattern: str | None = None, storage_options: storage.StorageOptions | None = None) -> AudioFiles:
+    """List the files of every input, with each file's speaker.
+
+    Args:
+        uris: folders, ``s3://`` prefixes or tables of files (see the module docstring).
+        speaker_pattern: a regular expression with a named group ``speaker``,
+            searched in every URI without a speaker from a table.
+        storage_options: fsspec options for object storage.
+
+    Returns:
+        the files (a file given by two inputs is kept once, from the first).
+
+    Raises:
+        InputError: no input, a bad pattern, an input that cannot be read, or
+            no audio file in any input.
+    """
+    if not uris:
+        raise InputError("no audio given (--audio FOLDER, s3:// prefix, or a CSV/Parquet table with a path column)")
+    pattern = _compile(speaker_pattern)
+    frames, missing, rules, extra, warnings = [], [], {}, [], []
+    for uri in uris:
+        try:
+            files, absent, from_table = _list_one(uri, storage_options)
+        except base.CorpusError as error:
+            raise InputError(f"--audio {uri}: {error}") from None
+        if from_table and "speaker" in files and (files["speaker"] != "").all():
+            rules[uri] = "table"
+        elif pattern is not None:
+            rules[uri] = "pattern"
+            found = files["uri"].map(lambda text: _speaker_in(pattern, text))
+            unmatched = int(found.isna().sum())
+            if unmatched == len(files) and len(files):
+                raise InputError(f"--speaker-pattern {speaker_pattern!r} matches no file of {uri} (for example {files['uri'].iloc[0]})")
+            if unmatched:
+                warnings.append(f"{unmatched} file(s) of {uri} do not match --speaker-pattern; they are normalised together as the batch {uri}")
+            files["speaker"] = found.fillna(uri)
+        else:
+            rules[uri] = "batch"
+            files["speaker"] = uri
+        files["input"] = uri
+        extra += [c for c in files.columns if c not in FIXED_COLUMNS and c not in extra and c != "path"]
+        frames.append(files)
+        missing.append(absent)
+    files = pd.concat(frames, ignore_index=True).fillna("")
+    twice = files["uri"].duplicated()
+    if twice.any():
+        warnings.append(f"{int(twice.sum())} file(s) given by more than one --audio are labelled once")
+        files = files[~twice].reset_index(drop=True)
+    if files.empty:
+        raise InputError(f"--audio lists no audio file ({', '.join(uris)}); give folders with .wav/.flac files or a table with a path column")
+    batch = [uri for uri, rule in rules.items() if rule == "batch"]
+    if batch:
+        warnings.append(
+            f"no speaker for the files of {', '.join(batch)} (no speaker column, no --speaker-pattern): each input is normalised as one "
+            "recording batch, which costs accuracy when it mixes speakers (see the README's 'Use the model')"
+        )
+    missing_frame = pd.concat(missing, ignore_index=True) if missing else pd.DataFrame(columns=["uri", "stage", "reason"])
+    columns = [*FIXED_COLUMNS, *extra]
+    return AudioFiles(files=files[columns], missing=missing_frame, speaker_rule=rules, extra_columns=extra, warnings=warnings)
+
+
+def _list_one(uri: str, storage_options: storage.StorageOptions | None) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """One input's files (``uri``, ``fingerprint``, table columns) and missing files, and whether it was a table."""
+    if uri.lower().endswith(TABLE_SUFFIXES):
+        files, missing = manifest.list_files(uri, storage_options=storage_options)
+        files = files.drop(columns=["path"])
+        return files, missing.assign(stage="read")[["uri", "stage", "reason"]], True
+    found, broken = base.list_audio(uri, storage_options=storage_options)
+    files = pd.DataFrame([(file_uri, stamp) for file_uri, _, stamp in found], columns=["uri", "fingerprint"])
+    missing = pd.DataFrame([{**entry, "stage": "read"} for entry in broken], columns=["uri", "stage", "reason"])
+    return files, missing, False
+
+
+def _compile(speaker_pattern: str | None) -> re.Pattern | None:
+    if speaker_pattern is None:
+        return None
+    try:
+        pattern = re.compile(speaker_pattern)
+    except re.error as error:
+        raise InputError(f"--speaker-pattern {speaker_pattern!r} is not a regular expression: {error}") from None
+    if "speaker" not in pattern.groupindex:
+        raise InputError(f"--speaker-pattern {speaker_pattern!r} has no group named speaker, as in (?P<speaker>[^/]+)/[^/]+$")
+    return pattern
+
+
+def _speaker_in(pattern: re.Pattern, uri: str) -> str | None:
+    match = pattern.search(uri)
+    return match["speaker"] if match and match["speaker"] else None

@@ -1,0 +1,180 @@
+"""Labelling new audio with a model bundle: shards, their part files, and the rows they hold.
+
+``crossemo predict`` writes ``OUT/predictions/part-<shard key>.parquet``, one
+row per file: ``uri``, ``speaker``, ``input`` (the ``--audio`` it came
+from), the input table's other columns, ``emotion`` (the most probable
+class), one ``p_<class>`` column per class of the model (in its
+``classes_`` order, rows summing to 1) and ``model_id``. With ``--segment``
+it also writes ``OUT/segments/part-<shard key>.parquet``, one row per window
+(``uri``, ``start`` and ``end`` in seconds, ``emotion``, the probabilities),
+and a file's row holds the mean of its windows' probabilities.
+
+**A shard's key** is a digest of the model id, the segmentation rule and its
+files (URI, listing fingerprint, speaker, carried columns), so a finished
+shard is recognised whatever run wrote it. Every part file also records the
+files it covers (rejected ones included) and their rejections in its Parquet
+metadata: the part is the shard's only output, written last, so a killed run
+leaves whole shards or none.
+
+**Re-running.** A part stays valid while its model, rule and every one of its
+files are unchanged; its files are then not looked at again. Files no valid
+part covers are sharded anew; parts no longer valid are removed once their
+replacements are written. With a method that normalises each speaker by
+their own recordings (:func:`normalises_test_speakers`), a shard is one
+speaker's files, so adding a recording of a speaker re-labels that speaker
+(from the feature cache); otherwise only the new files are labelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from crossemo import storage
+
+PART_PREFIX = "part-"
+REJECTED_FILE = "_rejected.parquet"
+FILES_KEY = b"crossemo.files"
+REJECTED_KEY = b"crossemo.rejected"
+RULE_KEY = b"crossemo.rule"
+MAX_SHARD_FILES = 64
+"""Files per shard of a method that does not normalise per speaker: small enough to lose little when killed."""
+
+REJECTED_COLUMNS = ["uri", "speaker", "stage", "reason"]
+
+
+def probability_column(label: str) -> str:
+    """The output column of one class's probability: ``p_neutral``."""
+    return f"p_{label}"
+
+
+def normalises_test_speakers(method: object) -> bool:
+    """Whether ``method.predict`` normalises each test speaker by their own rows.
+
+    Such a method must see all of a speaker's recordings at once, so
+    prediction shards never split a speaker.
+    """
+    from crossemo.methods._linear import LinearMethod
+    from crossemo.methods.dann import DANN
+    from crossemo.methods.speaker_norm import SpeakerNorm
+
+    return isinstance(method, (LinearMethod, SpeakerNorm, DANN)) or getattr(method, "scaling", None) == "speaker"
+
+
+def label(method: object, X: np.ndarray, speakers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The most probable emotion and every class probability of each row.
+
+    Args:
+        method: a fitted method with ``predict_proba``.
+        X: features, n × d.
+        speakers: n speaker ids (whose rows normalise together).
+
+    Returns:
+        ``(emotions, probabilities)``: n labels, and n × len(classes_) probabilities.
+    """
+    probabilities = np.asarray(method.predict_proba(X, speakers=speakers), dtype=np.float64)
+    return np.asarray(method.classes_)[np.argmax(probabilities, axis=1)], probabilities
+
+
+def labelled_frame(rows: pd.DataFrame, classes: list[str], emotions: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
+    """``rows`` with ``emotion`` and one ``p_<class>`` column per class appended."""
+    frame = rows.reset_index(drop=True).copy()
+    frame["emotion"] = emotions
+    for i, name in enumerate(classes):
+        frame[probability_column(name)] = probabilities[:, i]
+    return frame
+
+
+def mean_of_windows(windows: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One file's label from its windows: the mean of their probabilities, and its most probable class."""
+    columns = [probability_column(name) for name in classes]
+    mean = windows[columns].to_numpy(dtype=np.float64).mean(axis=0)
+    return np.asarray(classes)[int(np.argmax(mean))], mean
+
+
+def shard_key(files: pd.DataFrame, *, model_id: str, rule: str) -> str:
+    """A shard's identity: the model, the rule and every file's URI, fingerprint, speaker and carried columns."""
+    digest = hashlib.sha256(f"{model_id}\n{rule}\n".encode())
+    digest.update(files.sort_values("uri").to_csv(index=False).encode())
+    return digest.hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Files labelled by one task, and the part file it writes."""
+
+    key: str
+    files: pd.DataFrame
+
+    def part_name(self) -> str:
+        return f"{PART_PREFIX}{self.key}.parquet"
+
+
+def plan_shards(files: pd.DataFrame, *, model_id: str, rule: str, per_speaker: bool, max_files: int = MAX_SHARD_FILES) -> list[Shard]:
+    """Cut files into shards: one per speaker when ``per_speaker``, else runs of at most ``max_files`` by URI."""
+    files = files.sort_values("uri").reset_index(drop=True)
+    if per_speaker:
+        groups = [group.reset_index(drop=True) for _, group in files.groupby("speaker", sort=True)]
+    else:
+        groups = [files.iloc[start:start + max_files].reset_index(drop=True) for start in range(0, len(files), max_files)]
+    return [Shard(shard_key(group, model_id=model_id, rule=rule), group) for group in groups]
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part file already written, as its metadata tells it."""
+
+    uri: str
+    key: str
+    files: pd.DataFrame
+    rejected: pd.DataFrame
+    rule: str
+
+
+def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = None) -> list[Part]:
+    """Every part file under ``folder`` with the files it covers (from the Parquet footers only)."""
+    parts = []
+    for uri in storage.list_files(folder, suffix=".parquet", storage_options=storage_options):
+        name = uri.rsplit("/", 1)[-1]
+        if not name.startswith(PART_PREFIX):
+            continue
+        metadata = storage.read_metadata(uri, storage_options=storage_options)
+        files = pd.DataFrame(json.loads(metadata.get(FILES_KEY.decode(), "[]")))
+        rejected = pd.DataFrame(json.loads(metadata.get(REJECTED_KEY.decode(), "[]")), columns=REJECTED_COLUMNS)
+        parts.append(Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), "")))
+    return parts
+
+
+def part_metadata(shard: Shard, *, rule: str, rejected: pd.DataFrame) -> dict[str, str]:
+    """The metadata a part file carries: the files it covers, their rejections, and the rule."""
+    return {
+        FILES_KEY.decode(): shard.files.to_json(orient="records"),
+        REJECTED_KEY.decode(): rejected[REJECTED_COLUMNS].to_json(orient="records"),
+        RULE_KEY.decode(): rule,
+    }
+
+
+def still_valid(parts: list[Part], files: pd.DataFrame, *, model_id: str, rule: str, per_speaker: bool) -> tuple[list[Part], list[Part]]:
+    """Split earlier parts into those still valid for ``files`` and those to remove.
+
+    A part is valid when its key is what its files would be keyed by now (same
+    model, rule, fingerprints, speakers and carried columns), each of its
+    files is still listed unchanged, and, when ``per_speaker``, its files are
+    all of their speaker's current files.
+    """
+    current = files.set_index("uri", drop=False)
+    valid, stale = [], []
+    for part in parts:
+        ok = not part.files.empty and part.rule == rule and part.files["uri"].isin(current.index).all()
+        if ok:
+            now = current.loc[part.files["uri"], part.files.columns].reset_index(drop=True)
+            ok = now.astype(str).equals(part.files.astype(str)) and shard_key(now, model_id=model_id, rule=rule) == part.key
+        if ok and per_speaker:
+            speakers = set(part.files["speaker"])
+            ok = len(speakers) == 1 and (files["speaker"] == next(iter(speakers))).sum() == len(part.files)
+        (valid if ok else stale).append(part)
+    return valid, stale
