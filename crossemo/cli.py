@@ -13,14 +13,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from crossemo import corpora, featurestore, methods, pipeline, protocol, storage
+from crossemo import bundle, corpora, featurestore, inputs, methods, model_commands, pipeline, protocol, storage, training
 from crossemo.labels import EMOTIONS
 from crossemo.report import verdict
 
 EXIT_BAD_INPUT = 2
 MAX_REASON_LINES = 30
 _PATH_IN_REASON = r"(?:[a-z][a-z0-9+.-]*://)?\S*/\S*"
-BAD_INPUT_ERRORS = (pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, storage.StorageError, FileNotFoundError)
+BAD_INPUT_ERRORS = (
+    pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, storage.StorageError, FileNotFoundError,
+    training.TrainingError, inputs.InputError, bundle.BundleError,
+)
 """What crossemo reports as bad input: one line, exit status 2."""
 
 DEMO_METHOD_PARAMS = {
@@ -111,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("out", help="the run's output folder or s3:// prefix")
     report.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="show what changed between two run ids (see <out>/runs/)")
     report.add_argument("--storage-option", dest="storage_option", action="append", default=[], metavar="KEY=VALUE")
+    model_commands.add_train_parser(commands, _add_run_options)
+    model_commands.add_predict_parser(commands, _add_common)
     demo = commands.add_parser("demo", help="run everything on a small synthetic data set (its numbers mean nothing)")
     demo.add_argument("--out", default="crossemo-demo", help="where to write the demo (default ./crossemo-demo)")
     demo.add_argument("--no-progress", dest="progress", action="store_false", default=True)
@@ -268,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             return command_evaluate(args)
         if args.command == "report":
             return command_report(args)
+        if args.command == "train":
+            return model_commands.command_train(args, config_from)
+        if args.command == "predict":
+            return model_commands.command_predict(args)
         return command_demo(args)
     except BAD_INPUT_ERRORS as error:
         print(f"crossemo: error: {error}", file=sys.stderr)

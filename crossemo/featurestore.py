@@ -241,6 +241,18 @@ def cached_keys(store: FeatureStore, generation: CacheGeneration) -> frozenset[s
     return frozenset(keys)
 
 
+def cache_index(store: FeatureStore, generation: CacheGeneration, wanted: set[str]) -> dict[str, str]:
+    """The cache file holding each content key of ``wanted`` (features, or a ``.rejected.parquet`` rejection).
+
+    Keys in no cache file are left out.
+    """
+    index: dict[str, str] = {}
+    for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
+        shas = storage.read_frame(uri, columns=["sha256"], storage_options=store.storage_options)["sha256"]
+        index.update((sha, uri) for sha in shas[shas.isin(wanted)] if sha not in index or index[sha].endswith(".rejected.parquet"))
+    return index
+
+
 def read_cache(store: FeatureStore, generation: CacheGeneration, wanted: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Audio facts and features, and cached rejections, for the content keys in ``wanted``.
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import ray
 from tqdm.auto import tqdm
@@ -308,4 +309,140 @@ def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], 
     return EvaluationSummary(
         tasks=len(tasks), reused=len(tasks) - len(todo), fits=len(todo) + len(shared), task_cpu_seconds=cpu,
         wall_seconds=time.perf_counter() - started, result_uris=[uris[task.key] for task in tasks],
+    )
+
+
+_LOADED_BUNDLES: dict[str, Any] = {}
+"""Bundles a worker has loaded, by model id: a worker labels many shards with one model."""
+
+
+def _bundle(uri: str, model_id: str, storage_options: dict | None) -> Any:
+    from crossemo import bundle
+
+    if model_id not in _LOADED_BUNDLES:
+        loaded = bundle.load_bundle(uri, storage_options=storage_options)
+        if loaded.model_id != model_id:
+            raise RuntimeError(f"the bundle at {uri} changed while labelling (model {loaded.model_id}, expected {model_id})")
+        _LOADED_BUNDLES.clear()
+        _LOADED_BUNDLES[model_id] = loaded
+    return _LOADED_BUNDLES[model_id]
+
+
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def _label_shard(
+    shard: Any, rows: pd.DataFrame, bundle_uri: str, model_id: str, rule: str, part_uri: str, storage_options: dict | None,
+) -> dict[str, Any]:
+    """Label one shard's files from the feature cache and write its part file; returns its counts."""
+    from crossemo import prediction
+
+    started = time.process_time()
+    loaded = _bundle(bundle_uri, model_id, storage_options)
+    names = list(loaded.metadata["feature_names"])
+    vectors, rejected = {}, [rows.loc[rows["cache_uri"] == "", ["uri", "stage", "reason"]]]
+    for cache_uri, group in rows[rows["cache_uri"] != ""].groupby("cache_uri"):
+        frame = storage.read_frame(cache_uri, storage_options=storage_options)
+        frame = frame[frame["sha256"].isin(set(group["sha256"]))].drop_duplicates("sha256").set_index("sha256")
+        if cache_uri.endswith(".rejected.parquet"):
+            rejected.append(group.assign(stage=frame.loc[group["sha256"], "stage"].to_numpy(), reason=frame.loc[group["sha256"], "reason"].to_numpy())[["uri", "stage", "reason"]])
+        else:
+            vectors.update(zip(group["uri"], frame.loc[group["sha256"], names].to_numpy(dtype=np.float32)))
+    rejected_frame = pd.concat(rejected, ignore_index=True).merge(shard.files[["uri", "speaker"]], on="uri")
+    usable = shard.files[shard.files["uri"].isin(vectors.keys())].reset_index(drop=True)
+    classes = [str(c) for c in loaded.method.classes_]
+    out = usable.drop(columns=["fingerprint"])
+    if len(usable):
+        emotions, probabilities = prediction.label(loaded.method, np.vstack([vectors[uri] for uri in usable["uri"]]), usable["speaker"].to_numpy(str))
+        out = prediction.labelled_frame(out, classes, emotions, probabilities)
+    else:
+        out = prediction.labelled_frame(out, classes, np.empty(0, dtype=str), np.empty((0, len(classes))))
+    out["model_id"] = model_id
+    storage.write_frame(out, part_uri, storage_options=storage_options, metadata=prediction.part_metadata(shard, rule=rule, rejected=rejected_frame))
+    return {"labelled": len(out), "rejected": len(rejected_frame), "cpu_seconds": time.process_time() - started}
+
+
+@dataclass
+class LabellingSummary:
+    """What a ``predict`` run did."""
+
+    files: int
+    labelled: int
+    rejected: int
+    reused_shards: int
+    shards: int
+    extracted: int
+    removed_parts: int
+    emotions: dict[str, int]
+    wall_seconds: float
+    ray_started: bool
+
+
+def label_files(
+    listing: Any, loaded: Any, bundle_uri: str, out: str, *, store: featurestore.FeatureStore, extractor: FeatureExtractor,
+    settings: audio.AnalysisSettings, address: str | None = None, storage_options: dict | None = None, progress: bool = True,
+) -> LabellingSummary:
+    """Label every listed file with a loaded bundle, skipping shards already written; Ray starts only if there is work.
+
+    Args:
+        listing: the files (:class:`crossemo.inputs.AudioFiles`).
+        loaded: the model bundle (:class:`crossemo.bundle.LoadedBundle`), loaded and checked on the driver.
+        bundle_uri: where workers load the bundle from.
+        out: the output folder or prefix; parts go to ``out/predictions``.
+        store: the feature store whose cache to read and fill.
+        extractor: the bundle's feature set.
+        settings: the bundle's decode rules.
+        address: Ray cluster address (see :func:`connect`).
+        storage_options: fsspec options for ``out``, the store and the bundle.
+        progress: show progress bars.
+
+    Returns:
+        the counts, and the share of each predicted emotion over all parts.
+    """
+    from crossemo import prediction
+
+    started = time.perf_counter()
+    folder = storage.join(out, "predictions")
+    model_id = loaded.model_id
+    rule = "whole files"
+    per_speaker = prediction.normalises_test_speakers(loaded.method)
+    files = listing.files
+    valid, stale = prediction.still_valid(prediction.read_parts(folder, storage_options=storage_options), files, model_id=model_id, rule=rule, per_speaker=per_speaker)
+    covered = set().union(*(set(part.files["uri"]) for part in valid)) if valid else set()
+    todo = files[~files["uri"].isin(covered)].reset_index(drop=True)
+    shards = prediction.plan_shards(todo, model_id=model_id, rule=rule, per_speaker=per_speaker)
+    extraction = None
+    if shards:
+        connect(address)
+        generation = featurestore.CacheGeneration.of(extractor, settings)
+        extraction = extract_files(todo, store, extractor=extractor, settings=settings, generation=generation, progress=progress)
+        keys = extraction.keys.drop_duplicates("uri").set_index("uri")["sha256"]
+        index = featurestore.cache_index(store, generation, set(keys) - {""})
+        failures = extraction.rejected.drop_duplicates("uri").set_index("uri")
+        pending = []
+        for shard in shards:
+            rows = pd.DataFrame({"uri": shard.files["uri"]})
+            rows["sha256"] = rows["uri"].map(keys).fillna("")
+            rows["cache_uri"] = rows["sha256"].map(index).fillna("")
+            # A file with no cache entry could not be read (or its content was rejected this run without caching).
+            rows["stage"] = rows["uri"].map(failures["stage"]).fillna("read") if len(failures) else "read"
+            rows["reason"] = rows["uri"].map(failures["reason"]).fillna("no features") if len(failures) else "no features"
+            pending.append(_label_shard.remote(shard, rows, bundle_uri, model_id, rule, storage.join(folder, shard.part_name()), storage_options))
+        with tqdm(total=len(todo), desc="labels", unit="file", disable=not progress) as bar:
+            sizes = {ref: len(shard.files) for ref, shard in zip(pending, shards)}
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done[0])
+                bar.update(sizes[done[0]])
+    for part in stale:
+        storage.remove(part.uri, storage_options=storage_options)
+    parts = prediction.read_parts(folder, storage_options=storage_options)
+    rejected = pd.concat([part.rejected for part in parts] + [listing.missing.assign(speaker="")[prediction.REJECTED_COLUMNS]], ignore_index=True)
+    storage.write_frame(rejected.reset_index(drop=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
+    emotions: dict[str, int] = {}
+    for part in parts:
+        for emotion, n in storage.read_frame(part.uri, columns=["emotion"], storage_options=storage_options)["emotion"].value_counts().items():
+            emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
+    return LabellingSummary(
+        files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=len(rejected),
+        reused_shards=len(valid), shards=len(shards), extracted=extraction.extracted if extraction else 0, removed_parts=len(stale),
+        emotions=emotions, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
     )

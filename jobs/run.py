@@ -37,7 +37,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # Run the crossemo that travelled with this script (the job's working_dir, or
@@ -60,8 +60,8 @@ class BadArguments(ValueError):
     """The command line does not parse; the message is argparse's one line."""
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Parse the flags of ``crossemo run`` with the CLI's own parser.
+def parse_args(argv: Sequence[str], command: str = "run") -> argparse.Namespace:
+    """Parse the flags of ``crossemo <command>`` with the CLI's own parser.
 
     Raises:
         BadArguments: the flags do not parse; the message is the one line
@@ -72,7 +72,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     messages = io.StringIO()
     try:
         with contextlib.redirect_stderr(messages):
-            return parser.parse_args(["run", *argv])
+            return parser.parse_args([command, *argv])
     except SystemExit as exit_:
         if not exit_.code:
             raise
@@ -114,48 +114,72 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).splitlines()) or type(error).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the study as a job; returns the exit status (see the module docstring)."""
+class JobState:
+    """What a job's work tells the runner as it goes: where its finished work is kept."""
+
+    out: str | None = None
+
+
+def run_job(work: Callable[[list[str], JobState], int], argv: Sequence[str] | None = None) -> int:
+    """Run ``work`` as a job: the log lines, and the exit status of the module docstring.
+
+    Args:
+        work: does the job and logs its start and end; sets the state's ``out``
+            once known; raises what :data:`cli.BAD_INPUT_ERRORS` names for bad input.
+        argv: the job's flags (default: the command line).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     configure_logging()
     started = time.perf_counter()
-    out = None
+    state = JobState()
     previous = signal.signal(signal.SIGTERM, orchestration.interrupt_on_signal)
     try:
-        config = cli.config_from(parse_args(argv))
-        out = config.out
-        pairs = planned_pairs(config)
-        log.info(
-            "start: out %s; corpora %s; %d pairs planned (%s); methods %s; feature set %s; cluster %s",
-            config.out or "(none)", ", ".join(f"{s.name}={s.uri}" for s in config.corpora) or "(none)", len(pairs),
-            config.pairs, config.methods, config.feature_set, config.address or os.environ.get("RAY_ADDRESS") or "in-process",
-        )
-        record, extraction, tables = pipeline.run(config, evaluate=True)
-        cli.print_extraction(extraction, extraction.wall_seconds)
-        for warning in record.warnings:
-            log.warning("%s", warning)
-        cli.print_tables(tables, config.out)
-        counts = record.counts
-        log.info(
-            "done: run %s in %s; %d pairs; %d tasks (%d reused); %d utterances (%d extracted, %d reused, %d rejected); %.1f s",
-            record.run_id, config.out, len(record.pairs), counts.get("tasks", 0), counts.get("tasks_reused", 0),
-            counts.get("utterances", 0), counts.get("extracted", 0), counts.get("features_reused", 0), counts.get("rejected", 0),
-            time.perf_counter() - started,
-        )
-        return EXIT_DONE
+        return work(argv, state)
     except (BadArguments, *cli.BAD_INPUT_ERRORS) as error:
         log.error("bad input: %s", _one_line(error))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        kept = f"; finished work is kept in {out} and a resubmitted job resumes from it" if out else ""
+        kept = f"; finished work is kept in {state.out} and a resubmitted job resumes from it" if state.out else ""
         log.error("interrupted by %s after %.1f s%s", orchestration.interrupting_signal(), time.perf_counter() - started, kept)
         return EXIT_INTERRUPTED
     except Exception:
-        kept = f" in {out}" if out else ""
+        kept = f" in {state.out}" if state.out else ""
         log.exception("failed after %.1f s (finished work is kept%s; a resubmitted job resumes from it)", time.perf_counter() - started, kept)
         return EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def study(argv: list[str], state: JobState) -> int:
+    """The study: features, evaluation, tables; logs its start and end."""
+    started = time.perf_counter()
+    config = cli.config_from(parse_args(argv))
+    state.out = config.out
+    pairs = planned_pairs(config)
+    log.info(
+        "start: out %s; corpora %s; %d pairs planned (%s); methods %s; feature set %s; cluster %s",
+        config.out or "(none)", ", ".join(f"{s.name}={s.uri}" for s in config.corpora) or "(none)", len(pairs),
+        config.pairs, config.methods, config.feature_set, config.address or os.environ.get("RAY_ADDRESS") or "in-process",
+    )
+    record, extraction, tables = pipeline.run(config, evaluate=True)
+    cli.print_extraction(extraction, extraction.wall_seconds)
+    for warning in record.warnings:
+        log.warning("%s", warning)
+    cli.print_tables(tables, config.out)
+    counts = record.counts
+    log.info(
+        "done: run %s in %s; %d pairs; %d tasks (%d reused); %d utterances (%d extracted, %d reused, %d rejected); %.1f s",
+        record.run_id, config.out, len(record.pairs), counts.get("tasks", 0), counts.get("tasks_reused", 0),
+        counts.get("utterances", 0), counts.get("extracted", 0), counts.get("features_reused", 0), counts.get("rejected", 0),
+        time.perf_counter() - started,
+    )
+    return EXIT_DONE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study as a job; returns the exit status (see the module docstring)."""
+    return run_job(study, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

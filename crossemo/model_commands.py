@@ -1,0 +1,254 @@
+"""``crossemo train`` and ``crossemo predict``: from an evaluation to a model bundle, and from a bundle to labels.
+
+Both check everything they can before any Ray work (bad input ends with one
+line and exit status 2, see :mod:`crossemo.cli`); both start Ray only when
+there is audio to extract or label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import crossemo
+from crossemo import audio, featurestore, inputs, methods, pipeline, prediction, protocol, storage, training
+from crossemo.features import FeatureExtractor
+
+DEFAULT_STORE = "~/.cache/crossemo"
+"""Where ``train`` keeps features when neither ``--store`` nor ``--from-run`` says (``CROSSEMO_STORE`` overrides)."""
+
+UNSET_PARAMS = ("random_state", "source_model")
+"""Parameters a bundle does not list: the seed is recorded apart, the fcnn's source network is part of the fit."""
+
+
+def add_train_parser(commands: Any, add_run_options: Any) -> None:
+    train = commands.add_parser("train", help="fit a method on the source corpora and every labelled target speaker; write a model bundle")
+    add_run_options(train)
+    train.add_argument("--target", required=True, help="the corpus whose speakers the model is for (one of the --corpus names)")
+    train.add_argument("--method", help=f"a method, target_only_<method> (the target alone), or {training.BEST} (needs --from-run); default: the recommended {methods.RECOMMENDED}")
+    train.add_argument("--from-run", dest="from_run", metavar="OUT", help="a finished evaluation: its settings, corpora and feature store are reused, its figures go into the bundle")
+    train.add_argument("--store", help=f"feature store to read and extend (default: --from-run's, else $CROSSEMO_STORE, else {DEFAULT_STORE})")
+    train.add_argument("--adapt-to", dest="adapt_to", action="append", default=[], metavar="AUDIO", help="unlabelled audio of the target domain (folder, s3:// prefix or table) for the methods that adapt to it; repeatable")
+    train.add_argument("--seed", type=int, help="the method's seed (default: the run's, else 0)")
+    train.add_argument("--config", help="a TOML file with the settings (method_params …); flags override it")
+
+
+def add_predict_parser(commands: Any, add_common: Any) -> None:
+    predict = commands.add_parser("predict", help="label audio files with a model bundle, as a Ray batch job")
+    predict.add_argument("--model", required=True, help="the model bundle (folder or s3:// prefix) written by `crossemo train`")
+    predict.add_argument("--audio", action="append", default=[], required=True, help="a folder or s3:// prefix of .wav/.flac files, or a CSV/Parquet table with a path column; repeatable")
+    predict.add_argument("--out", required=True, help="output folder or s3:// prefix (predictions/, segments/)")
+    predict.add_argument("--speaker-pattern", dest="speaker_pattern", metavar="REGEX", help="a regular expression with a group named speaker, matched on each file's URI")
+    predict.add_argument("--store", help="feature store whose cache to read and extend (default: --out)")
+    add_common(predict)
+
+
+@dataclass
+class TrainSetup:
+    """A checked ``train`` request, before Ray."""
+
+    config: pipeline.RunConfig
+    prepared: pipeline.Prepared
+    model_uri: str
+    target: str
+    sources: list[str]
+    choice: training.Choice
+    evaluation: dict[str, Any] | None
+    adapt_to: inputs.AudioFiles | None
+
+
+def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
+    """Merge the run's settings, the config file and the flags; check them all.
+
+    Raises:
+        pipeline.ConfigError, training.TrainingError, inputs.InputError, storage.StorageError, corpora.CorpusError:
+            one line naming the cause.
+    """
+    model_uri = args.out
+    if not model_uri:
+        raise pipeline.ConfigError("no model location given (--out MODEL)")
+    options = pipeline.parse_storage_options(args.storage_option) or None
+    record, results = None, None
+    if args.from_run:
+        record = pipeline.latest_record(args.from_run, storage_options=options)
+        results = pipeline.read_results(record["result_uris"], storage_options=options)
+    config = config_from(args)
+    if record is not None:
+        _take_run_settings(config, record, args)
+    config.out = args.store or args.from_run or os.environ.get("CROSSEMO_STORE") or str(Path(DEFAULT_STORE).expanduser())
+    names = [spec.name for spec in config.corpora]
+    if args.target not in names:
+        raise pipeline.ConfigError(f"--target {args.target!r} is not among the corpora ({', '.join(names) or 'none given'})")
+    sources = sorted(name for name in names if name != args.target)
+    source = protocol.SOURCE_SEPARATOR.join(sources) or None
+    choice = training.choose(args.method, results=results, source=source, target=args.target)
+    evaluation = None
+    if results is not None:
+        ranking = training.ranking_of(results, source, args.target)
+        row = ranking[ranking["column"] == choice.column]
+        evaluation = row.drop(columns=["with_source"]).iloc[0].to_dict() if len(row) else None
+    params = config.method_params.get(choice.method, {})
+    config.method_params = {choice.method: params} if params else {}
+    prepared = pipeline.prepare(config, need_pairs=False)
+    storage.check_writable(model_uri, storage_options=config.fs_options)
+    adapt_to = inputs.list_inputs(args.adapt_to, storage_options=config.fs_options) if args.adapt_to else None
+    return TrainSetup(config, prepared, model_uri, args.target, sources if choice.with_source else [], choice, evaluation, adapt_to)
+
+
+def _take_run_settings(config: pipeline.RunConfig, record: dict[str, Any], args: argparse.Namespace) -> None:
+    """Fill what neither the flags nor a config file set from the evaluated run, so the model is the evaluated one."""
+    settings = record.get("settings", {})
+    explicit = {name for name in ("feature_set", "analysis_rate", "channel", "seed") if getattr(args, name, None) is not None}
+    for name in ("feature_set", "analysis_rate", "channel", "seed"):
+        if name not in explicit and not getattr(args, "config", None) and settings.get(name) is not None:
+            setattr(config, name, settings[name])
+    if not config.method_params and settings.get("method_params"):
+        config.method_params = dict(settings["method_params"])
+    if not config.corpora:
+        config.corpora = [pipeline.CorpusSpec(**spec) for spec in settings.get("corpora", [])]
+
+
+def command_train(args: argparse.Namespace, config_from: Any) -> int:
+    from crossemo import bundle, orchestration
+
+    started = time.perf_counter()
+    setup = train_setup(args, config_from)
+    config = setup.config
+    options = config.fs_options
+    orchestration.connect(config.address)
+    store = featurestore.FeatureStore(config.out, options)
+    settings = config.analysis_settings()
+    extraction = orchestration.extract_features(setup.prepared.manifests, store, feature_set=config.feature_set, settings=settings, progress=config.progress)
+    print(f"features ({extraction.feature_set_id}): {extraction.extracted} extracted, {extraction.reused} reused from the cache in {store.out}")
+    for warning in extraction.warnings:
+        print(f"warning: {warning}")
+    datasets = pipeline.datasets_from(extraction.features)
+    target = datasets[setup.target]
+    source = protocol.Dataset.union([datasets[name] for name in setup.sources]) if len(setup.sources) > 1 else (datasets[setup.sources[0]] if setup.sources else None)
+    unlabelled = _unlabelled_features(setup.adapt_to, store, config, settings) if setup.adapt_to else None
+    params = protocol.method_params(setup.choice.method, config.method_params)
+    model = training.fit(setup.choice, source=source, target=target, seed=config.seed, params=params, unlabelled=unlabelled)
+    extractor = FeatureExtractor(config.feature_set, storage_options=options)
+    manifests = {m.corpus: m for m in setup.prepared.manifests}
+    metadata = {
+        "crossemo_version": crossemo.__version__,
+        "code_version": pipeline.code_version(),
+        "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "feature_set": config.feature_set,
+        "feature_set_id": extractor.feature_set_id,
+        "feature_names": list(extractor.names),
+        "decode": settings.key(),
+        "classes": [str(c) for c in model.classes_],
+        "method": setup.choice.method,
+        "params": {k: v for k, v in model.get_params(deep=False).items() if k not in UNSET_PARAMS},
+        "seed": config.seed,
+        "choice": {"column": setup.choice.column, "with_source": setup.choice.with_source, "reason": setup.choice.reason},
+        "normalises_test_speakers": prediction.normalises_test_speakers(model),
+        "training": {
+            "target": setup.target,
+            "sources": setup.sources,
+            "corpora": {
+                name: {**pipeline.corpus_fingerprint(manifests[name]), "utterances_used": int(len(datasets[name].y))}
+                for name in [*setup.sources, setup.target]
+            },
+            "rows": int(len(target.y) + (len(protocol.usable_source(source, target).y) if source is not None else 0)),
+            "unlabelled_rows": int(len(unlabelled[0])) if unlabelled is not None else 0,
+        },
+        "evaluation": _evaluation_record(setup, args),
+    }
+    model_id = bundle.save_bundle(model, setup.model_uri, metadata=metadata, storage_options=options)
+    print(f"\nmodel {model_id}: {setup.choice.method} ({setup.choice.reason}) on {' + '.join(setup.sources) or 'no source'} and all {len(set(target.speakers))} speaker(s) of {setup.target} "
+          f"({metadata['training']['rows']} labelled utterances{f', {len(unlabelled[0])} unlabelled' if unlabelled is not None else ''}); classes {', '.join(metadata['classes'])}")
+    if setup.evaluation:
+        ev = setup.evaluation
+        print(f"evaluated under {args.from_run}: UAR {ev['uar']:.1f} % ± {ev['uar_sd']:.1f}, accuracy {ev['accuracy']:.1f} % ± {ev['accuracy_sd']:.1f} over {ev['folds']} folds")
+    print(f"written to {setup.model_uri} in {time.perf_counter() - started:.1f} s; label audio with: crossemo predict --model {setup.model_uri} --audio AUDIO --out OUT")
+    return 0
+
+
+def _evaluation_record(setup: TrainSetup, args: argparse.Namespace) -> dict[str, Any] | None:
+    if setup.evaluation is None:
+        return None
+    return {"run": args.from_run, "metric_unit": "percent", "spread": "sample standard deviation over folds", **setup.evaluation}
+
+
+def _unlabelled_features(listing: inputs.AudioFiles, store: featurestore.FeatureStore, config: pipeline.RunConfig, settings: audio.AnalysisSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Features (m × d) and speaker ids of the ``--adapt-to`` audio, through the feature cache."""
+    from crossemo import orchestration
+
+    extractor = FeatureExtractor(config.feature_set, storage_options=config.fs_options)
+    generation = featurestore.CacheGeneration.of(extractor, settings)
+    extraction = orchestration.extract_files(listing.files, store, extractor=extractor, settings=settings, generation=generation, progress=config.progress)
+    keys = extraction.keys.drop_duplicates("uri").set_index("uri")["sha256"]
+    shas = listing.files["uri"].map(keys).fillna("")
+    features, _ = featurestore.read_cache(store, generation, set(shas) - {""})
+    usable = shas.isin(features.index)
+    if not usable.any():
+        raise pipeline.ConfigError("--adapt-to: no file gave features (see the reasons with `crossemo predict`)")
+    X = features.loc[shas[usable], extractor.names].to_numpy(dtype=np.float64)
+    return X, ("adapt/" + listing.files.loc[usable, "speaker"].astype(str)).to_numpy()
+
+
+def predict_setup(args: argparse.Namespace) -> tuple[Any, FeatureExtractor, audio.AnalysisSettings, inputs.AudioFiles, dict | None]:
+    """Load and check the bundle, list the audio and probe the output, before Ray.
+
+    Raises:
+        bundle.BundleError, inputs.InputError, storage.StorageError, pipeline.ConfigError: one line naming the cause.
+    """
+    from crossemo import bundle
+
+    options = pipeline.parse_storage_options(args.storage_option) or None
+    loaded = bundle.load_bundle(args.model, storage_options=options)
+    metadata = loaded.metadata
+    try:
+        extractor = FeatureExtractor(metadata["feature_set"], storage_options=options)
+        same = extractor.feature_set_id == metadata["feature_set_id"] and list(extractor.names) == list(metadata["feature_names"])
+    except (ValueError, OSError) as error:
+        raise bundle.BundleError(f"bundle {args.model}: its feature set {metadata['feature_set']!r} cannot be built here: {error}") from None
+    if not same:
+        raise bundle.BundleError(f"bundle {args.model}: its feature set {metadata['feature_set_id']} gives other features here ({extractor.feature_set_id}); retrain it with this crossemo")
+    decode = dict(metadata["decode"])
+    if decode.get("rules") != audio.DECODE_RULES_VERSION:
+        raise bundle.BundleError(f"bundle {args.model}: made with decode rules version {decode.get('rules')}, this crossemo has {audio.DECODE_RULES_VERSION}; retrain it")
+    settings = audio.AnalysisSettings(**{name: decode[name] for name in ("analysis_rate", "channel", "min_duration")})
+    listing = inputs.list_inputs(args.audio, speaker_pattern=args.speaker_pattern, storage_options=options)
+    storage.check_writable(args.out, storage_options=options)
+    if args.store:
+        storage.check_writable(args.store, storage_options=options)
+    return loaded, extractor, settings, listing, options
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    from crossemo import orchestration
+
+    loaded, extractor, settings, listing, options = predict_setup(args)
+    for warning in listing.warnings:
+        print(f"warning: {warning}")
+    store = featurestore.FeatureStore(args.store or args.out, options)
+    summary = orchestration.label_files(
+        listing, loaded, args.model, args.out, store=store, extractor=extractor, settings=settings,
+        address=args.address, storage_options=options, progress=args.progress,
+    )
+    print_labelling(summary, args.out, loaded.model_id)
+    return 0
+
+
+def print_labelling(summary: Any, out: str, model_id: str) -> None:
+    """The one-screen summary of a ``predict`` run."""
+    folder = storage.join(out, "predictions")
+    reused = f"; {summary.reused_shards} finished shard(s) reused" if summary.reused_shards else ""
+    print(f"\nmodel {model_id}: {summary.files} files, {summary.labelled} labelled, {summary.rejected} not usable, in {summary.wall_seconds:.1f} s "
+          f"({summary.shards} shard(s) labelled, {summary.extracted} file(s) extracted{reused})")
+    if summary.emotions:
+        total = sum(summary.emotions.values())
+        shares = pd.Series(summary.emotions).sort_values(ascending=False)
+        print("predicted: " + ", ".join(f"{emotion} {n / total:.0%} ({n})" for emotion, n in shares.items()))
+    print(f"labels in {folder} (pandas.read_parquet reads the folder); files not used, with the reason, in {storage.join(folder, prediction.REJECTED_FILE)}")

@@ -1,0 +1,256 @@
+"""``crossemo train`` and ``crossemo predict`` on real recordings, on local Ray.
+
+A small slice of the shared EMOVO (target) and RAVDESS (source) is the data.
+The central check: a bundle trained on the source plus target speaker A
+labels the other target speakers exactly as the evaluation's scenario-3 task
+with training speaker A did, so the bundle is the evaluated model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+
+from crossemo import cli, pipeline
+
+EMOTION_CODES = {"emovo": {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}, "ravdess": {"01": "neutral", "05": "anger", "03": "joy", "04": "sadness"}}
+PER_EMOTION = 3
+FAST_CONFIG = """\
+[method_params.rf]
+n_estimators = 20
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _rows(corpus: str, files: list[Path], speaker_of, emotion_of) -> list[dict]:
+    taken: dict[tuple[str, str], int] = {}
+    rows = []
+    for path in sorted(files):
+        speaker, emotion = speaker_of(path), emotion_of(path)
+        if emotion is None or taken.get((speaker, emotion), 0) >= PER_EMOTION:
+            continue
+        taken[(speaker, emotion)] = taken.get((speaker, emotion), 0) + 1
+        rows.append({"path": str(path), "speaker": speaker, "emotion": emotion})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data(shared_corpora, tmp_path_factory):
+    """Manifests of three EMOVO speakers and three RAVDESS actors, three utterances per emotion each."""
+    root = tmp_path_factory.mktemp("model")
+    emovo = _rows(
+        "emovo", [p for s in ("f1", "f2", "m1") for p in (shared_corpora / "emovo" / s).glob("*.flac")],
+        lambda p: p.parent.name, lambda p: EMOTION_CODES["emovo"].get(p.name.split("-")[0]),
+    )
+    ravdess = _rows(
+        "ravdess", [p for a in ("Actor_01", "Actor_02", "Actor_03") for p in (shared_corpora / "ravdess" / a).glob("*.flac")],
+        lambda p: p.parent.name, lambda p: EMOTION_CODES["ravdess"].get(p.name.split("-")[2]) if p.name.split("-")[3] == "01" else None,
+    )
+    paths = {"emovo": root / "emovo.csv", "ravdess": root / "ravdess.csv"}
+    pd.DataFrame(emovo).to_csv(paths["emovo"], index=False)
+    pd.DataFrame(ravdess).to_csv(paths["ravdess"], index=False)
+    config = root / "fast.toml"
+    config.write_text(FAST_CONFIG)
+    return {"root": root, "manifests": paths, "emovo": pd.DataFrame(emovo), "config": config}
+
+
+@pytest.fixture(scope="module")
+def evaluated(data):
+    """The evaluation: RAVDESS → EMOVO, the Baseline RF and two linear methods (self_training adapts to test audio)."""
+    out = data["root"] / "run"
+    status = cli.main([
+        "run", "--corpus", f"manifest={data['manifests']['ravdess']}", "--corpus", f"manifest={data['manifests']['emovo']}",
+        "--pairs", "ravdess:emovo", "--methods", "speaker_norm_linear,self_training", "--config", str(data["config"]),
+        "--out", str(out), "--no-progress",
+    ])
+    assert status == 0
+    return out
+
+
+def _table(path: Path, rows: pd.DataFrame) -> Path:
+    rows.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("method", ["rf", "speaker_norm_linear", "self_training"])
+def test_a_bundle_labels_the_other_speakers_as_the_evaluation_did(data, evaluated, method, tmp_path, capsys):
+    """Train on RAVDESS + EMOVO speaker f1 (with the others' audio unlabelled), predict f2 and m1: the scenario-3 fold f1's labels."""
+    emovo = data["emovo"]
+    only_f1 = _table(tmp_path / "emovo.csv", emovo[emovo["speaker"] == "f1"])
+    others = _table(tmp_path / "others.csv", emovo.loc[emovo["speaker"] != "f1", ["path", "speaker"]].sort_values("path"))
+    model = tmp_path / "model"
+    assert cli.main([
+        "train", "--corpus", f"manifest={data['manifests']['ravdess']}", "--corpus", f"manifest={only_f1}", "--target", "emovo",
+        "--method", method, "--adapt-to", str(others), "--config", str(data["config"]), "--store", str(evaluated), "--out", str(model), "--no-progress",
+    ]) == 0
+    trained = capsys.readouterr().out
+    assert "0 extracted" in trained  # every feature came from the evaluation's cache
+    metadata = json.loads((model / "model.json").read_text())
+    assert metadata["method"] == method and metadata["training"]["sources"] == ["ravdess"]
+    assert metadata["training"]["corpora"]["emovo"]["utterances_used"] == 4 * PER_EMOTION
+    assert len(metadata["feature_names"]) == 1582
+
+    out = tmp_path / "labels"
+    assert cli.main(["predict", "--model", str(model), "--audio", str(others), "--out", str(out), "--store", str(evaluated), "--no-progress"]) == 0
+    labels = pd.read_parquet(out / "predictions").set_index("uri").sort_index()
+    results = pipeline.read_results(pipeline.latest_record(str(evaluated), storage_options=None)["result_uris"], storage_options=None)
+    fold = results[(results["scenario"] == 3) & (results["method"] == method) & (results["fold"] == "emovo/f1")].set_index("uri").sort_index()
+    assert len(fold) == 2 * 4 * PER_EMOTION and list(labels.index) == list(fold.index)
+    assert (labels["emotion"] == fold["predicted"]).all()
+    probabilities = labels[[f"p_{c}" for c in metadata["classes"]]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    assert (np.asarray(metadata["classes"])[probabilities.argmax(axis=1)] == labels["emotion"]).all()
+    model_id = next(line for line in trained.splitlines() if line.startswith("model ")).split()[1].rstrip(":")
+    assert set(labels["model_id"]) == {model_id}
+
+
+def test_best_from_run_takes_the_pairs_best_method_and_its_figures(data, evaluated, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert cli.main(["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "best", "--out", str(model), "--no-progress"]) == 0
+    metadata = json.loads((model / "model.json").read_text())
+    from crossemo import training
+
+    results = pipeline.read_results(pipeline.latest_record(str(evaluated), storage_options=None)["result_uris"], storage_options=None)
+    ranking = training.ranking_of(results, "ravdess", "emovo")
+    assert metadata["choice"]["column"] == ranking["column"].iloc[0]
+    assert metadata["evaluation"]["uar"] == pytest.approx(ranking["uar"].iloc[0])
+    assert metadata["evaluation"]["folds"] == 3 and metadata["evaluation"]["uar_sd"] >= 0
+    # The run's settings came along: its forests' size, its seed and feature set.
+    assert metadata["feature_set"] == "is10" and metadata["seed"] == 0
+    if metadata["method"] == "rf":
+        assert metadata["params"]["n_estimators"] == 20
+    assert "evaluated under" in capsys.readouterr().out
+
+
+def test_predict_skips_finished_shards_and_labels_only_new_files(data, evaluated, tmp_path, capsys):
+    model = tmp_path / "model"
+    emovo = data["emovo"]
+    assert cli.main([
+        "train", "--corpus", f"manifest={data['manifests']['ravdess']}", "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo",
+        "--method", "rf", "--config", str(data["config"]), "--store", str(evaluated), "--out", str(model), "--no-progress",
+    ]) == 0
+    audio = tmp_path / "audio"
+    for path in emovo["path"][:10]:
+        (audio / Path(path).parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, audio / Path(path).parent.name / Path(path).name)
+    (audio / "notes.wav").write_text("not audio")
+    out = tmp_path / "labels"
+    command = ["predict", "--model", str(model), "--audio", str(audio), "--out", str(out), "--store", str(evaluated), "--speaker-pattern", r"/(?P<speaker>[fm]\d)/", "--no-progress"]
+    assert cli.main(command) == 0
+    first = pd.read_parquet(out / "predictions")
+    assert len(first) == 10 and set(first["speaker"]) == {"f1"}
+    rejected = pd.read_parquet(out / "predictions" / "_rejected.parquet")
+    assert list(rejected["uri"]) == [str(audio / "notes.wav")] and rejected["reason"].iloc[0]
+    capsys.readouterr()
+    assert cli.main(command) == 0
+    assert "0 shard(s) labelled" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
+    parts = set((out / "predictions").glob("part-*.parquet"))
+    new = emovo["path"].iloc[20]
+    (audio / "m9").mkdir()
+    shutil.copy(new, audio / "m9" / Path(new).name)
+    assert cli.main(command) == 0
+    assert "1 shard(s) labelled, 1 file(s) extracted" in capsys.readouterr().out
+    assert parts < set((out / "predictions").glob("part-*.parquet"))
+    assert len(pd.read_parquet(out / "predictions")) == 11
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: shutil.rmtree(m), "does not exist"),
+        (lambda m: _edit_json(m, format_version=99), "format version 99"),
+        (lambda m: _edit_json(m, crossemo_version="7.0.0"), "crossemo 7"),
+        (lambda m: _edit_json(m, feature_set="/nowhere/custom.conf"), "cannot be built here"),
+    ],
+)
+def test_a_bad_bundle_is_one_line_and_status_2_before_ray(data, evaluated, tmp_path, capsys, change, message):
+    model = tmp_path / "model"
+    assert cli.main(["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--out", str(model), "--no-progress"]) == 0
+    change(model)
+    capsys.readouterr()
+    assert cli.main(["predict", "--model", str(model), "--audio", str(data["manifests"]["emovo"]), "--out", str(tmp_path / "labels"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "labels" / "predictions").exists()
+
+
+def _edit_json(model: Path, **changes) -> None:
+    path = model / "model.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert cli.main(["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--out", str(model), "--no-progress"]) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no audio here")
+    no_path = _table(tmp_path / "no_path.csv", pd.DataFrame({"file": ["a.wav"]}))
+    cases = [
+        (["predict", "--model", str(model), "--audio", str(empty), "--out", str(tmp_path / "o1")], "lists no audio"),
+        (["predict", "--model", str(model), "--audio", str(no_path), "--out", str(tmp_path / "o2")], "lacks the column path"),
+        (["predict", "--model", str(model), "--audio", str(empty), "--speaker-pattern", "(unclosed", "--out", str(tmp_path / "o3")], "not a regular expression"),
+        (["train", "--from-run", str(evaluated), "--target", "savee", "--out", str(tmp_path / "m2")], "--target 'savee' is not among the corpora"),
+        (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "no_such", "--out", str(tmp_path / "m3")], "unknown method 'no_such'"),
+        (["train", "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo", "--method", "coral", "--store", str(evaluated), "--out", str(tmp_path / "m4")], "learns from a source corpus"),
+        (["train", "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo", "--method", "best", "--store", str(evaluated), "--out", str(tmp_path / "m5")], "needs --from-run"),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert cli.main([*argv, "--no-progress"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (argv, err)
+
+
+def test_a_killed_predict_resumes_and_ends_as_a_clean_run(data, evaluated, tmp_path):
+    """SIGKILL the job once its first shard is written; the re-run labels the rest and equals a run never killed."""
+    model = tmp_path / "model"
+    assert cli.main([
+        "train", "--corpus", f"manifest={data['manifests']['ravdess']}", "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo",
+        "--method", "speaker_norm_linear", "--store", str(evaluated), "--out", str(model), "--no-progress",
+    ]) == 0
+    audio = _table(tmp_path / "audio.csv", data["emovo"][["path", "speaker"]])
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    def predict(out: Path, store: Path) -> subprocess.Popen:
+        command = [sys.executable, "-m", "crossemo.cli", "predict", "--model", str(model), "--audio", str(audio), "--out", str(out), "--store", str(store), "--no-progress"]
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    killed = tmp_path / "killed"
+    job = predict(killed, tmp_path / "store-killed")
+    deadline = time.monotonic() + 300
+    while not list((killed / "predictions").glob("part-*.parquet")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait(timeout=60)
+    written = list((killed / "predictions").glob("part-*.parquet"))
+    assert 1 <= len(written) < 3, "the kill came too late to leave work undone"
+    again = predict(killed, tmp_path / "store-killed")
+    output = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, output
+    assert f"{len(written)} finished shard(s) reused" in output
+    clean = predict(tmp_path / "clean", tmp_path / "store-clean")
+    assert clean.communicate(timeout=300)[0] and clean.returncode == 0
+    def table(out: Path) -> pd.DataFrame:
+        return pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
+    pd.testing.assert_frame_equal(table(killed), table(tmp_path / "clean"))
+    assert len(table(killed)) == len(data["emovo"])
+    assert sorted(p.name for p in (killed / "predictions").glob("part-*")) == sorted(p.name for p in (tmp_path / "clean" / "predictions").glob("part-*"))
