@@ -242,9 +242,7 @@ def read(uri: str, *, storage_options: storage.StorageOptions | None = None) -> 
     Raises:
         OSError: if the file cannot be read (missing, access denied …).
     """
-    fs, path = storage.filesystem(uri, storage_options=storage_options)
-    with fs.open(path, "rb") as handle:
-        return handle.read()
+    return storage.read_bytes(uri, storage_options=storage_options)
 
 
 def load(uri: str, *, storage_options: storage.StorageOptions | None = None, settings: AnalysisSettings | None = None) -> Audio:

@@ -85,6 +85,24 @@ def describe_error(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+def read_bytes(uri: str, *, storage_options: StorageOptions | None = None) -> bytes:
+    """Read a whole file.
+
+    Args:
+        uri: local path or URL such as ``s3://bucket/key``.
+        storage_options: keyword arguments for the filesystem.
+
+    Returns:
+        the file's bytes, unchanged.
+
+    Raises:
+        OSError: if the file cannot be read (missing, access denied …).
+    """
+    fs, path = filesystem(uri, storage_options=storage_options)
+    with fs.open(path, "rb") as handle:
+        return handle.read()
+
+
 def write_bytes(data: bytes, uri: str, *, storage_options: StorageOptions | None = None) -> None:
     """Write a file so that no reader ever sees it half-written.
 

@@ -62,6 +62,28 @@ class _Network(nn.Module):
         return self.output(self.feature(x))
 
 
+def build_net(*, n_features: int, n_classes: int, hidden: int, dropout: float, reg: float, epochs: int, batch_size: int, learning_rate: float):
+    """The skada network :class:`DANN` trains, unfitted and uninitialised (its ``net_config_`` rebuilds a fitted one).
+
+    Args:
+        n_features: input features.
+        n_classes: output units, one per class of ``classes_``.
+        hidden, dropout, epochs, batch_size, learning_rate: checked values of the method's parameters.
+        reg: weight of the domain-adversarial loss (0 when ``fit`` had no unlabelled rows).
+
+    Returns:
+        a ``skada.deep`` ``DomainAwareNet`` on the CPU.
+    """
+    from skada.deep import DANN as SkadaDANN
+
+    return SkadaDANN(
+        _Network(n_features, hidden, n_classes, dropout),
+        layer_name="feature", reg=reg, num_features=hidden,
+        max_epochs=epochs, batch_size=batch_size, optimizer=torch.optim.Adam, lr=learning_rate,
+        train_split=None, verbose=0, device="cpu",
+    )
+
+
 def _number(method: BaseEstimator, name: str) -> float:
     """A parameter that must be a real number, as a float."""
     value = getattr(method, name)
@@ -84,6 +106,8 @@ class DANN(ClassifierMixin, BaseEstimator):
 
     Attributes:
         net_: the fitted ``skada.deep`` network.
+        net_config_: the arguments of :func:`build_net` that made ``net_`` (JSON values), so a
+            saved model can rebuild the network and load its weights.
         classes_: the labels seen in training, the study's emotions first in their order.
         n_features_in_: number of input features.
     """
@@ -99,8 +123,6 @@ class DANN(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, *, is_target, speakers, X_unlabelled=None, speakers_unlabelled=None) -> DANN:
         """Train the network on the labelled rows, adversarially against the unlabelled rows."""
-        from skada.deep import DANN as SkadaDANN
-
         hidden, epochs, batch_size = (check_positive_int(getattr(self, name), name) for name in ("hidden", "epochs", "batch_size"))
         dropout, reg, learning_rate = (_number(self, name) for name in ("dropout", "reg", "learning_rate"))
         if not 0.0 <= dropout < 1.0:
@@ -124,12 +146,11 @@ class DANN(ClassifierMixin, BaseEstimator):
         domains = np.concatenate([np.ones(len(labelled), int), np.full(len(unlabelled), -1)])
         with single_thread():
             torch.manual_seed(seed)
-            self.net_ = SkadaDANN(
-                _Network(X.shape[1], hidden, len(self.classes_), dropout),
-                layer_name="feature", reg=reg if len(unlabelled) else 0.0, num_features=hidden,
-                max_epochs=epochs, batch_size=batch_size, optimizer=torch.optim.Adam, lr=learning_rate,
-                train_split=None, verbose=0, device="cpu",
-            )
+            self.net_config_ = {
+                "n_features": X.shape[1], "n_classes": len(self.classes_), "hidden": hidden, "dropout": dropout,
+                "reg": reg if len(unlabelled) else 0.0, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+            }
+            self.net_ = build_net(**self.net_config_)
             if not len(unlabelled):
                 # skada's balanced loader needs both domains; without test audio the "target" is the labelled rows again.
                 rows, labels, domains = np.vstack([rows, rows]), np.concatenate([labels, np.full(len(rows), -1)]), np.concatenate([domains, -domains])
