@@ -99,6 +99,8 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     config.method_params = {choice.method: params} if params else {}
     prepared = pipeline.prepare(config, need_pairs=False)
     storage.check_writable(model_uri, storage_options=config.fs_options)
+    if storage.exists(storage.join(model_uri, "model.json"), storage_options=config.fs_options):
+        raise pipeline.ConfigError(f"--out {model_uri} already holds a model bundle; give another folder or remove it first")
     adapt_to = inputs.list_inputs(args.adapt_to, storage_options=config.fs_options) if args.adapt_to else None
     return TrainSetup(config, prepared, model_uri, args.target, sources if choice.with_source else [], choice, evaluation, adapt_to)
 

@@ -151,7 +151,7 @@ def fit(choice: Choice, *, source: protocol.Dataset | None, target: protocol.Dat
         raise TrainingError(f"target {target.corpus} has no labelled utterance with features")
     source = protocol.usable_source(source, target) if source is not None and choice.with_source else None
     train = protocol.training_rows(source, target, np.ones(len(target.y), bool))
-    shared = None
-    if choice.method in protocol.SHARED_PREPARATIONS and source is not None:
-        shared = protocol.SHARED_PREPARATIONS[choice.method](source, seed=seed, params=params)
-    return protocol.fit_method(choice.method, train, seed=seed, params=params, shared_model=shared, unlabelled=unlabelled)
+    # No shared preparation: an evaluation shares the fcnn's source network
+    # between folds, but its fit trains the same network from the same rows
+    # and seed itself, and a bundle keeps parameters, not fitted objects.
+    return protocol.fit_method(choice.method, train, seed=seed, params=params, unlabelled=unlabelled)
