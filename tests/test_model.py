@@ -176,8 +176,8 @@ def test_predict_skips_finished_shards_and_labels_only_new_files(data, evaluated
     ("change", "message"),
     [
         (lambda m: shutil.rmtree(m), "does not exist"),
-        (lambda m: _edit_json(m, format_version=99), "format version 99"),
-        (lambda m: _edit_json(m, crossemo_version="7.0.0"), "crossemo 7"),
+        (lambda m: _edit_json(m, format_version=99), "format_version 99, newer than this crossemo"),
+        (lambda m: _edit_json(m, crossemo_version="7.0.0"), "was made by crossemo 7.0.0"),
         (lambda m: _edit_json(m, feature_set="/nowhere/custom.conf"), "cannot be built here"),
     ],
 )
