@@ -64,6 +64,13 @@ RESULT_COLUMNS = [
     "key", "source", "target", "scenario", "method", "fold", "seed", "uri", "speaker", "true", "predicted",
     "accuracy", "uar", "n_train", "n_test", "cpu_seconds", "wall_seconds",
 ]
+"""The columns of every result file, also of those written before files carried probabilities (the report needs no more)."""
+
+PROBABILITY_COLUMNS = [f"p_{emotion}" for emotion in EMOTIONS]
+"""Follow :data:`RESULT_COLUMNS` in result files: the model's probability of each of the study's emotions.
+
+An emotion the model cannot predict (not in its ``classes_``) has probability 0.
+"""
 
 DETERMINISTIC_METHODS = frozenset({"majority"})
 """Methods whose result does not depend on the seed: with several seeds they still run once."""
@@ -473,18 +480,46 @@ def dry_run(method: str, params: dict[str, Any]) -> None:
     run_task(task, datasets["source"] if scenario == 3 else None, datasets["target"], shared_model=shared)
 
 
+def emotion_probabilities(probabilities: np.ndarray, classes: Iterable[str]) -> np.ndarray:
+    """A method's class probabilities laid out over the study's emotions.
+
+    Args:
+        probabilities: the method's ``predict_proba``, shape (n, len(classes)).
+        classes: the method's ``classes_``, the order of those columns.
+
+    Returns:
+        shape (n, len(EMOTIONS)), columns in :data:`~crossemo.labels.EMOTIONS`
+        order; an emotion not among ``classes`` gets 0.
+
+    Raises:
+        ValueError: a class outside the study's emotions, or columns that do not match ``classes``.
+    """
+    classes = [str(label) for label in classes]
+    unknown = sorted(set(classes) - set(EMOTIONS))
+    if unknown:
+        raise ValueError(f"result files hold probabilities of the study's emotions {EMOTIONS}; the model has class(es) {unknown}")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(classes):
+        raise ValueError(f"predict_proba gave shape {probabilities.shape}; expected one column per class of {classes}")
+    spread = np.zeros((probabilities.shape[0], len(EMOTIONS)))
+    spread[:, [EMOTIONS.index(label) for label in classes]] = probabilities
+    return spread
+
+
 def run_task(task: Task, source: Dataset | None, target: Dataset, *, shared_model: Any = None) -> pd.DataFrame:
     """Fit one method on a task's training rows and score it on its test rows.
 
     Returns:
-        one row per test utterance with :data:`RESULT_COLUMNS`; ``accuracy``
-        and ``uar`` are the fold's (see :func:`score`), over the target's classes.
+        one row per test utterance with :data:`RESULT_COLUMNS` and
+        :data:`PROBABILITY_COLUMNS`; ``accuracy`` and ``uar`` are the fold's
+        (see :func:`score`), over the target's classes.
     """
     started, cpu_started = time.perf_counter(), time.process_time()
     train, test = split(task, source, target)
     # The test rows' features, never their labels: adapting methods learn the target domain from them.
     model = fit_method(task.method, train, seed=task.seed, params=task.params, shared_model=shared_model, unlabelled=(test["X"], test["speakers"]))
     predicted = np.asarray(model.predict(test["X"], speakers=test["speakers"])).astype(str)
+    probabilities = emotion_probabilities(model.predict_proba(test["X"], speakers=test["speakers"]), model.classes_)
     accuracy, uar = score(test["y"], predicted, classes=target_classes(target.y))
     frame = pd.DataFrame({
         "uri": test["uris"], "speaker": test["speakers"], "true": test["y"], "predicted": predicted,
@@ -498,6 +533,7 @@ def run_task(task: Task, source: Dataset | None, target: Dataset, *, shared_mode
     frame.insert(0, "key", task.key)
     frame["accuracy"], frame["uar"] = accuracy, uar
     frame["n_train"], frame["n_test"] = len(train["y"]), len(test["y"])
+    frame[PROBABILITY_COLUMNS] = probabilities
     frame["cpu_seconds"] = time.process_time() - cpu_started
     frame["wall_seconds"] = time.perf_counter() - started
-    return frame[RESULT_COLUMNS]
+    return frame[RESULT_COLUMNS + PROBABILITY_COLUMNS]

@@ -10,8 +10,8 @@ import pytest
 import ray
 import soundfile as sf
 
-from crossemo import featurestore, methods, pipeline
-from crossemo.labels import METADATA_COLUMNS
+from crossemo import featurestore, methods, pipeline, protocol
+from crossemo.labels import EMOTIONS, METADATA_COLUMNS
 from crossemo.synthetic import make_demo_corpora
 
 FAST = {name: {"n_estimators": 20} for name in ("rf", "multitask", "norm_neutral", "norm_distribution", "speaker_norm")}
@@ -245,6 +245,12 @@ def test_a_multi_source_pair_trains_on_the_union_and_has_its_own_rows(corpora_di
         assert list(zip(tables[name]["source"], tables[name]["target"])) == [("synth_studio+third", "synth_phone")], name
     assert set(pd.read_csv(out / "report" / "verdict.csv")["source"]) == {"synth_studio+third"}
     results = pipeline.read_results(record.result_uris, storage_options=None)
+    # The files the Ray tasks wrote carry every emotion's probability, the most probable being the prediction.
+    probabilities = results[protocol.PROBABILITY_COLUMNS].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    recommended = (results["method"] == methods.RECOMMENDED).to_numpy()
+    assert recommended.any()
+    np.testing.assert_array_equal(np.array(EMOTIONS)[probabilities[recommended].argmax(axis=1)], results.loc[recommended, "predicted"])
     s1 = results[results["scenario"] == 1]
     sizes = {name: len(frame) for name, frame in extraction.features.items()}
     assert s1["n_train"].iloc[0] == sizes["synth_studio"] + sizes["third"]

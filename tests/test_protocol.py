@@ -72,6 +72,8 @@ def test_predict_never_sees_test_labels(datasets, monkeypatch):
     seen = {}
 
     class Spy:
+        classes_ = np.array(["neutral"])
+
         def fit(self, X, y, *, is_target, speakers, X_unlabelled, speakers_unlabelled):
             seen["fit_rows"] = len(y)
             seen["unlabelled"] = (X_unlabelled.shape, set(speakers_unlabelled))
@@ -81,13 +83,18 @@ def test_predict_never_sees_test_labels(datasets, monkeypatch):
             seen["predict_args"] = (X.shape, set(speakers))
             return np.array(["neutral"] * len(X))
 
+        def predict_proba(self, X, *, speakers):
+            seen["predict_proba_args"] = (X.shape, set(speakers))
+            return np.ones((len(X), 1))
+
     monkeypatch.setattr(protocol.methods, "make_method", lambda name, **kw: Spy())
     task = next(t for t in protocol.plan(datasets, [("a", "b")], ["rf"]) if t.scenario == 3 and t.fold == "b/t1")
     frame = protocol.run_task(task, datasets["a"], datasets["b"])
     assert seen["fit_rows"] == len(datasets["a"].y) + (datasets["b"].speakers == "b/t1").sum()
     assert seen["predict_args"][1] == {"b/t2"}
-    assert seen["unlabelled"] == seen["predict_args"]  # the test rows' features, the only thing fit gets of them
-    assert list(frame.columns) == protocol.RESULT_COLUMNS
+    assert seen["unlabelled"] == seen["predict_args"] == seen["predict_proba_args"]  # the test rows' features, the only thing fit gets of them
+    assert list(frame.columns) == protocol.RESULT_COLUMNS + protocol.PROBABILITY_COLUMNS
+    assert (frame[protocol.PROBABILITY_COLUMNS].to_numpy() == [1.0, 0.0, 0.0, 0.0]).all()
     assert frame["accuracy"].iloc[0] == pytest.approx(0.25)
     assert frame["uar"].iloc[0] == pytest.approx(0.25)
 

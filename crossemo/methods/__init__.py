@@ -46,6 +46,16 @@ Every method is a scikit-learn estimator (``clone``, ``get_params`` and
   ``classes_`` holds the labels the method can predict.
 - ``predict(X, *, speakers)`` takes the target's test rows and their speaker
   ids, never their labels, and returns an array of emotion labels.
+- ``predict_proba(X, *, speakers)`` takes the same arguments and returns the
+  class probabilities, a float64 array of shape (n, ``len(classes_)``) whose
+  columns follow ``classes_`` and whose rows sum to 1. ``predict`` returns
+  the class of the highest probability, ties going to the first in
+  ``classes_``, except in the forest family (``rf``, ``speaker_norm``,
+  ``norm_neutral``, ``norm_distribution``): there a tie goes to the class
+  whose name sorts first, scikit-learn's rule, which the study's results
+  were made with. ``multitask``'s probabilities are those of its target
+  classes, renormalised (see :mod:`.multitask`); ``majority`` gives its one
+  class probability 1.
 
 Methods are deterministic given ``random_state`` and single-threaded
 (forests use ``n_jobs=1``; torch runs on one thread inside ``fit`` and

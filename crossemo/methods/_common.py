@@ -1,9 +1,9 @@
-"""Helpers every method shares: input checks, label order, seeds and safe scales.
+"""Helpers every method shares: input checks, label order, probabilities, seeds and safe scales.
 
 The methods take the same arguments (see :mod:`crossemo.methods`), so the
 checks that turn them into clean arrays, and the conventions every method
-follows (labels in the study's order, seeds derived from ``random_state``),
-live here once.
+follows (labels in the study's order, probability columns in ``classes_``
+order, seeds derived from ``random_state``), live here once.
 """
 
 from __future__ import annotations
@@ -78,6 +78,38 @@ def ordered_labels(labels: Iterable[str]) -> np.ndarray:
     present = set(str(label) for label in labels)
     known = [e for e in EMOTIONS if e in present]
     return np.array(known + sorted(present - set(EMOTIONS)), dtype=str)
+
+
+def class_columns(classes: Iterable[str], model_classes: Iterable[str]) -> list[int]:
+    """The column of a fitted model's ``predict_proba`` (ordered as ``model_classes``) that holds each of ``classes``.
+
+    Raises:
+        ValueError: a class the model has no column for.
+    """
+    columns = {str(label): i for i, label in enumerate(model_classes)}
+    missing = [str(label) for label in classes if str(label) not in columns]
+    if missing:
+        raise ValueError(f"the fitted model has no probability column for class(es) {missing}")
+    return [columns[str(label)] for label in classes]
+
+
+def normalised_rows(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities as float64 rows that sum to 1 (a float32 softmax's rows do only within about 1e-7).
+
+    Dividing by a row sum this close to 1 cannot reorder a row's float32
+    values (distinct ones differ by far more than float64 rounding), so the
+    most probable class stays the same.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+class MostProbableMixin:
+    """``predict`` as the class of ``classes_`` with the highest ``predict_proba`` (ties: the first in ``classes_``)."""
+
+    def predict(self, X, *, speakers) -> np.ndarray:
+        """The most probable emotion of every test row (ties: the first in ``classes_``)."""
+        return self.classes_[np.argmax(self.predict_proba(X, speakers=speakers), axis=1)]
 
 
 def check_emotions(y: np.ndarray, method: str) -> None:

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.utils.validation import check_is_fitted
 
-from crossemo.methods._common import check_fit_inputs, check_predict_inputs, ordered_labels
+from crossemo.methods._common import check_fit_inputs, check_predict_inputs, class_columns, ordered_labels
 
 N_ESTIMATORS = 1000
 """The study's number of trees."""
@@ -68,10 +68,27 @@ class ForestMethod(ClassifierMixin, BaseEstimator):
         return self
 
     def predict(self, X, *, speakers) -> np.ndarray:
-        """Emotion labels for the target's test rows."""
+        """Emotion labels for the target's test rows: the forest's own prediction.
+
+        That is the most probable class, a tie going to the class whose name
+        sorts first (the forest's column order), which may not be the first
+        of the tied classes in ``classes_``; the study's results were made so.
+        """
+        return np.asarray(self.forest_.predict(self._forest_input(X, speakers))).astype(str)
+
+    def predict_proba(self, X, *, speakers) -> np.ndarray:
+        """Class probabilities of the target's test rows (the mean of the trees' leaf class shares), n × len(classes_), columns in ``classes_`` order."""
+        return self.forest_.predict_proba(self._forest_input(X, speakers))[:, self._class_columns()]
+
+    def _forest_input(self, X, speakers) -> np.ndarray:
+        """The checked test rows as the fitted forest sees them."""
         check_is_fitted(self, "forest_")
         X, speakers = check_predict_inputs(X, speakers, self.n_features_in_)
-        return np.asarray(self.forest_.predict(self._test_matrix(X, speakers))).astype(str)
+        return self._test_matrix(X, speakers)
+
+    def _class_columns(self) -> list[int]:
+        """The column of ``forest_.predict_proba`` that holds each class of ``classes_``."""
+        return class_columns(self.classes_, self.forest_.classes_)
 
     def _training_matrix(self, X: np.ndarray, y: np.ndarray, is_target: np.ndarray, speakers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return X, y

@@ -31,11 +31,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from crossemo.methods._common import check_fit_inputs, check_predict_inputs, check_unlabelled, ordered_labels, target_weights
+from crossemo.methods._common import (
+    MostProbableMixin, check_fit_inputs, check_predict_inputs, check_unlabelled, class_columns, normalised_rows, ordered_labels, target_weights,
+)
 from crossemo.methods.speaker_norm import speaker_zscore
 
 
-class LinearMethod(ClassifierMixin, BaseEstimator):
+class LinearMethod(MostProbableMixin, ClassifierMixin, BaseEstimator):
     """Per-speaker z-normalisation, an adaptation hook, then a weighted logistic regression.
 
     Parameters:
@@ -93,19 +95,14 @@ class LinearMethod(ClassifierMixin, BaseEstimator):
 
     def _probabilities(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities of already normalised and adapted rows, columns in ``classes_`` order."""
-        columns = [list(self.model_.classes_).index(c) for c in self.classes_]
-        probabilities = self.model_.predict_proba(features.astype(np.float32))[:, columns].astype(np.float64)
-        return probabilities / probabilities.sum(axis=1, keepdims=True)  # float32 rows sum to 1 only within 1e-7
+        columns = class_columns(self.classes_, self.model_.classes_)
+        return normalised_rows(self.model_.predict_proba(features.astype(np.float32))[:, columns])
 
     def predict_proba(self, X, *, speakers) -> np.ndarray:
         """Class probabilities (n × len(classes_)), every test speaker normalised by their own rows."""
         check_is_fitted(self, "model_")
         X, speakers = check_predict_inputs(X, speakers, self.n_features_in_)
         return self._probabilities(self._test_matrix(speaker_zscore(X, speakers)))
-
-    def predict(self, X, *, speakers) -> np.ndarray:
-        """The most probable emotion of every test row."""
-        return self.classes_[np.argmax(self.predict_proba(X, speakers=speakers), axis=1)]
 
 
 def domain_labels(is_target: np.ndarray, n_unlabelled: int) -> np.ndarray:

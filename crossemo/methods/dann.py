@@ -42,7 +42,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from crossemo.methods._common import check_fit_inputs, check_predict_inputs, check_unlabelled, derive_seed, ordered_labels
+from crossemo.methods._common import MostProbableMixin, check_fit_inputs, check_predict_inputs, check_unlabelled, derive_seed, normalised_rows, ordered_labels
 from crossemo.methods._torch import check_positive_int, single_thread
 from crossemo.methods.speaker_norm import speaker_zscore
 
@@ -92,7 +92,7 @@ def _number(method: BaseEstimator, name: str) -> float:
     return float(value)
 
 
-class DANN(ClassifierMixin, BaseEstimator):
+class DANN(MostProbableMixin, ClassifierMixin, BaseEstimator):
     """Domain-adversarial network (skada) on per-speaker z-normalised features.
 
     Parameters:
@@ -166,8 +166,4 @@ class DANN(ClassifierMixin, BaseEstimator):
         X, speakers = check_predict_inputs(X, speakers, self.n_features_in_)
         with single_thread():
             # skorch applies the softmax of a cross-entropy classifier itself.
-            return np.asarray(self.net_.predict_proba(speaker_zscore(X, speakers).astype(np.float32), sample_domain=-np.ones(len(X), int)), dtype=np.float64)
-
-    def predict(self, X, *, speakers) -> np.ndarray:
-        """The most probable emotion of every test row."""
-        return self.classes_[np.argmax(self.predict_proba(X, speakers=speakers), axis=1)]
+            return normalised_rows(self.net_.predict_proba(speaker_zscore(X, speakers).astype(np.float32), sample_domain=-np.ones(len(X), int)))

@@ -79,7 +79,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from crossemo.methods._common import check_fit_inputs, check_predict_inputs, mean_and_scale, ordered_labels
+from crossemo.methods._common import MostProbableMixin, check_fit_inputs, check_predict_inputs, mean_and_scale, normalised_rows, ordered_labels
 from crossemo.methods._torch import as_tensor, check_positive_int, check_sizes, generator, linear, single_thread, train_classifier
 from crossemo.methods.speaker_norm import speaker_zscore
 
@@ -137,7 +137,7 @@ class RBM:
         return errors
 
 
-class DBN(ClassifierMixin, BaseEstimator):
+class DBN(MostProbableMixin, ClassifierMixin, BaseEstimator):
     """Deep Belief Network: greedy CD-1 pre-training of stacked RBMs, then supervised fine-tuning.
 
     Parameters:
@@ -251,7 +251,4 @@ class DBN(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "network_")
         X, speakers = check_predict_inputs(X, speakers, self.n_features_in_)
         with single_thread(), torch.no_grad():
-            return torch.softmax(self.network_(self._standardise(X, speakers)), dim=1).numpy().astype(np.float64)
-
-    def predict(self, X, *, speakers) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X, speakers=speakers), axis=1)]
+            return normalised_rows(torch.softmax(self.network_(self._standardise(X, speakers)), dim=1).numpy())

@@ -99,7 +99,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from crossemo.labels import EMOTIONS
-from crossemo.methods._common import check_emotions, check_features, check_fit_inputs, check_predict_inputs, mean_and_scale, ordered_labels
+from crossemo.methods._common import MostProbableMixin, check_emotions, check_features, check_fit_inputs, check_predict_inputs, mean_and_scale, normalised_rows, ordered_labels
 from crossemo.methods._torch import SeededDropout, as_tensor, check_positive_int, check_sizes, generator, linear, single_thread, train_classifier, train_with_early_stopping
 from crossemo.methods.speaker_norm import speaker_zscore
 
@@ -254,7 +254,7 @@ class SourceFCNN(BaseEstimator):
         return standardise(X, speakers, scaling=self.scaling, mean=self.mean_, scale=self.scale_)
 
 
-class FineTunedFCNN(ClassifierMixin, BaseEstimator):
+class FineTunedFCNN(MostProbableMixin, ClassifierMixin, BaseEstimator):
     """The ``fcnn`` method: the source-trained FCNN with only its output layer fine-tuned on the target.
 
     Parameters:
@@ -358,11 +358,7 @@ class FineTunedFCNN(ClassifierMixin, BaseEstimator):
         columns = [EMOTIONS.index(c) for c in self.classes_]
         with single_thread(), torch.no_grad():
             logits = self.network_(self._standardise(X, speakers))[:, columns]
-            return torch.softmax(logits, dim=1).numpy().astype(np.float64)
-
-    def predict(self, X, *, speakers) -> np.ndarray:
-        """The most probable emotion among ``classes_``."""
-        return self.classes_[np.argmax(self.predict_proba(X, speakers=speakers), axis=1)]
+            return normalised_rows(torch.softmax(logits, dim=1).numpy())
 
 
 def _finetuned_from(network: torch.nn.Sequential, finetune_layers) -> int:

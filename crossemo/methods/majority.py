@@ -4,7 +4,8 @@ Table 2 of the study reports it next to the Random Forest for every
 scenario. The most frequent label among all the training rows is predicted
 for every test row; a tie goes to the emotion that comes first in the order
 neutral, anger, joy, sadness (labels outside the study's four come after
-them, alphabetically).
+them, alphabetically). ``predict_proba`` gives that label probability 1,
+the only class the method has.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from crossemo.methods._common import check_fit_inputs, check_predict_inputs, ordered_labels
+from crossemo.methods._common import MostProbableMixin, check_fit_inputs, check_predict_inputs, ordered_labels
 
 
-class Majority(ClassifierMixin, BaseEstimator):
+class Majority(MostProbableMixin, ClassifierMixin, BaseEstimator):
     """Predict the most frequent training label.
 
     Parameters:
@@ -43,7 +44,8 @@ class Majority(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         return self
 
-    def predict(self, X, *, speakers) -> np.ndarray:
+    def predict_proba(self, X, *, speakers) -> np.ndarray:
+        """Probability 1 for the one class, ``majority_``, on every test row: shape (n, 1)."""
         check_is_fitted(self, "majority_")
         X, speakers = check_predict_inputs(X, speakers, self.n_features_in_)
-        return np.full(X.shape[0], self.majority_, dtype=np.asarray(self.majority_).dtype)
+        return np.ones((X.shape[0], 1))

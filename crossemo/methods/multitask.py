@@ -7,7 +7,10 @@ can separate the target's own way of expressing each emotion. At
 prediction time only the target's classes count: the emotion is the argmax
 of the forest's ``predict_proba`` over the ``…@target`` columns, so a
 source class is never predicted (and neither is an emotion the target's
-training speaker lacks).
+training speaker lacks). The method's ``predict_proba`` is those columns
+renormalised to sum to 1, an emotion's probability given that the row is
+the target's; not the sum of its source and target classes, whose argmax
+could be an emotion the prediction rule never picks.
 
 Oversampling (the study: "we oversampled examples from the target dataset
 until we got equal distributions in both datasets"): read, as the project
@@ -25,9 +28,8 @@ counts per emotion; that is not what this method does.)
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
-from crossemo.methods._common import check_predict_inputs, derive_seed, ordered_labels
+from crossemo.methods._common import MostProbableMixin, class_columns, derive_seed, ordered_labels
 from crossemo.methods._forest import ForestMethod
 
 SEPARATOR = "@"
@@ -57,7 +59,7 @@ def oversample_indices(n_target: int, n_source: int, rng: np.random.Generator) -
     return np.concatenate([np.tile(np.arange(n_target), repeats), extra])
 
 
-class MultiTask(ForestMethod):
+class MultiTask(MostProbableMixin, ForestMethod):
     """Random Forest with separate source and target classes, the target oversampled to the source's size.
 
     Parameters:
@@ -92,23 +94,18 @@ class MultiTask(ForestMethod):
 
     def _predictable_classes(self, y, is_target):
         classes = ordered_labels(y[is_target])
-        forest_classes = list(self.forest_.classes_)
-        self.target_columns_ = np.array([forest_classes.index(corpus_label(c, TARGET_TAG)) for c in classes])
+        self.target_columns_ = np.array(class_columns([corpus_label(c, TARGET_TAG) for c in classes], self.forest_.classes_))
         return classes
+
+    def _class_columns(self) -> np.ndarray:
+        return self.target_columns_
 
     def predict_proba(self, X, *, speakers) -> np.ndarray:
         """The forest's probabilities of the target classes, renormalised; columns follow ``classes_``.
 
         A row whose probability mass is all on source classes gets equal shares.
         """
-        check_is_fitted(self, "forest_")
-        X, speakers = check_predict_inputs(X, speakers, self.n_features_in_)
-        proba = self.forest_.predict_proba(X)[:, self.target_columns_]
+        proba = super().predict_proba(X, speakers=speakers)
         total = proba.sum(axis=1, keepdims=True)
         uniform = np.full_like(proba, 1.0 / proba.shape[1])
         return np.where(total > 0, proba / np.where(total > 0, total, 1.0), uniform)
-
-    def predict(self, X, *, speakers) -> np.ndarray:
-        """The target emotion with the highest probability (ties: the first in ``classes_``)."""
-        proba = self.predict_proba(X, speakers=speakers)
-        return self.classes_[np.argmax(proba, axis=1)]
