@@ -66,18 +66,22 @@ def normalises_test_speakers(method: object) -> bool:
 
 
 def label(method: object, X: np.ndarray, speakers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The most probable emotion and every class probability of each row.
+    """Each row's emotion, as the method's ``predict`` gives it, and every class probability.
+
+    The emotion is ``predict``'s, not recomputed from the probabilities, so a
+    bundle labels exactly as the evaluated method did (a forest breaks a tie
+    between classes its own way).
 
     Args:
-        method: a fitted method with ``predict_proba``.
+        method: a fitted method.
         X: features, n × d.
         speakers: n speaker ids (whose rows normalise together).
 
     Returns:
         ``(emotions, probabilities)``: n labels, and n × len(classes_) probabilities.
     """
-    probabilities = np.asarray(method.predict_proba(X, speakers=speakers), dtype=np.float64)
-    return np.asarray(method.classes_)[np.argmax(probabilities, axis=1)], probabilities
+    emotions = np.asarray(method.predict(X, speakers=speakers)).astype(str)
+    return emotions, np.asarray(method.predict_proba(X, speakers=speakers), dtype=np.float64)
 
 
 def labelled_frame(rows: pd.DataFrame, classes: list[str], emotions: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
