@@ -287,3 +287,32 @@ def test_a_wrong_secret_ends_in_one_line_naming_access(how: str, runs: Runs, sea
     for value in (wrong, seaweed.secret_key):
         assert value not in result.stdout + result.stderr
     assert objects(seaweed, f"{runs.prefix}/denied-{how}") == {}
+
+
+def test_train_and_predict_from_and_to_s3(runs: Runs, seaweed: SeaweedS3, tmp_path: Path) -> None:  # noqa: F811
+    """A bundle trained from the S3 run labels the S3 audio into S3, as the same commands do on local disk; no credential anywhere."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ce-e2e-"))
+    endpoint = ("--storage-option", f"endpoint_url={seaweed.endpoint}")
+    env = seaweed.environment(base=base_environment(ray_tmp))
+    places = {
+        "s3": (runs.s3.out, runs.s3.corpora, f"s3://{seaweed.bucket}/{runs.prefix}/model", f"s3://{seaweed.bucket}/{runs.prefix}/labels", endpoint, env),
+        "local": (runs.local.out, runs.local.corpora, str(tmp_path / "model"), str(tmp_path / "labels"), (), base_environment(ray_tmp / "local")),
+    }
+    outputs, labels = "", {}
+    try:
+        for where, (run_out, corpora, model, out, extra, environment) in places.items():
+            trained = finished(crossemo("train", "--from-run", run_out, "--target", "synth_phone", "--method", "rf", "--out", model, "--no-progress", *extra, env=environment, cwd=tmp_path), f"train on {where}")
+            assert "0 extracted" in trained.stdout  # the run's feature store, on S3 for the S3 run
+            predicted = finished(crossemo("predict", "--model", model, "--audio", f"{corpora}/synth_phone", "--speaker-pattern", r"/(?P<speaker>p\d+)/", "--out", out, "--no-progress", *extra, env=environment, cwd=tmp_path), f"predict on {where}")
+            assert "16 labelled" in predicted.stdout, predicted.stdout
+            outputs += trained.stdout + trained.stderr + predicted.stdout + predicted.stderr
+            options = seaweed.storage_options | {"key": seaweed.access_key, "secret": seaweed.secret_key} if where == "s3" else {}
+            frame = pd.read_parquet(f"{out}/predictions", storage_options=options or None)
+            assert set(frame["speaker"]) == {"p01", "p02"}
+            labels[where] = _relative_uris(frame, corpora).drop(columns=["input", "model_id"]).sort_values("uri").reset_index(drop=True)
+        pd.testing.assert_frame_equal(labels["s3"], labels["local"], check_exact=True)
+        written = {**objects(seaweed, f"{runs.prefix}/model"), **objects(seaweed, f"{runs.prefix}/labels")}
+        assert any(name.endswith("/model.json") for name in written) and any("/predictions/part-" in name for name in written), list(written)
+        assert_no_credentials(seaweed, written, outputs, ray_tmp)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
