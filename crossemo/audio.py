@@ -469,7 +469,7 @@ def decode_block(block: np.ndarray, sampling_rate: int, *, channel: Channel = DE
             meter.add(block)
             energies = meter.energies()
         chosen = _choose_channel(channel, energies)
-    return _decoded(_mono(block, chosen), sampling_rate=sampling_rate, channels=channels, chosen=chosen, is_float=is_float, notes=notes)
+    return _decoded(to_mono(block, chosen), sampling_rate=sampling_rate, channels=channels, chosen=chosen, is_float=is_float, notes=notes)
 
 
 def prepare(data: bytes, *, settings: AnalysisSettings | None = None) -> Analysis:
@@ -572,6 +572,11 @@ def resample(signal: np.ndarray, sampling_rate: int, target_rate: int) -> np.nda
     return np.ascontiguousarray(audresample.resample(np.ascontiguousarray(signal, dtype=np.float32), sampling_rate, target_rate)[0])
 
 
+def to_mono(block: np.ndarray, channel: int | None) -> np.ndarray:
+    """One channel of a ``(frames, channels)`` block, or (``None``) their mean."""
+    return block[:, channel] if channel is not None else block.mean(axis=1)
+
+
 def channel_energies(block: np.ndarray) -> np.ndarray:
     """Sum of squared samples per channel of a ``(frames, channels)`` block, in float64."""
     # float64 accumulation: float32 sums of millions of squares lose digits.
@@ -642,11 +647,6 @@ def _check_finite(block: np.ndarray) -> None:
 def _check_not_silent(energies: np.ndarray) -> None:
     if not np.any(energies > 0):
         raise AudioError("silent (all samples zero)")
-
-
-def _mono(block: np.ndarray, channel: int | None) -> np.ndarray:
-    """One channel of a ``(frames, channels)`` block, or (``None``) their mean."""
-    return block[:, channel] if channel is not None else block.mean(axis=1)
 
 
 def _decoded(signal: np.ndarray, *, sampling_rate: int, channels: int, chosen: int | None, is_float: bool, notes: tuple[str, ...]) -> Decoded:
@@ -751,7 +751,7 @@ def _read_channel(handle: sf.SoundFile, channel: int | None, frames: int) -> np.
         if not len(block):
             break
         count = min(len(block), frames - position)
-        output[position : position + count] = _mono(block[:count], channel)
+        output[position : position + count] = to_mono(block[:count], channel)
         position += count
     return output[:position]
 
