@@ -65,6 +65,12 @@ order :func:`prepare` applies them, each for a reason:
   output (two passes for multi-channel files: energies first, then the chosen
   channel), so a 10-minute 48 kHz stereo file costs its raw bytes plus one
   ``float32`` mono copy (115 MB), never a multi-channel or ``float64`` copy.
+* **Excerpts of long files** (:func:`open_stream`, used by
+  :mod:`crossemo.segments`): the header is checked as above (a data size that
+  was never written is repaired on the fly), then only the frames asked for
+  are read and decoded (:func:`decode_block`). An excerpt gets the rules of a
+  file of its own: the channel rule, float scaling, minimum duration, silence
+  and no-speech checks look at its frames only.
 
 Every rule and its parameters are in :class:`AnalysisSettings` and
 :data:`DECODE_RULES_VERSION`, which key the feature cache.
@@ -77,7 +83,9 @@ import io
 import re
 import struct
 from dataclasses import asdict, dataclass
-from typing import Literal, Union
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO, Literal, Union
 
 import audresample
 import numpy as np
@@ -111,6 +119,9 @@ MIN_LEVEL_RANGE_DB: float = 6.0
 
 BLOCK_FRAMES: int = 1 << 16
 """Frames decoded per block; bounds the temporary multi-channel buffer."""
+
+READ_BLOCK_BYTES: int = 1 << 23
+"""Bytes fetched at once from remote storage when a file is read in excerpts (:func:`open_stream`)."""
 
 Channel = Union[Literal["loudest", "first", "mean"], int]
 """How several channels become one: ``loudest`` (most speech-band energy), ``first``, ``mean``, or an index."""
@@ -266,6 +277,104 @@ def load(uri: str, *, storage_options: storage.StorageOptions | None = None, set
     return Audio(analysis=prepare(data, settings=settings), sha256=hashlib.sha256(data).hexdigest())
 
 
+class Stream:
+    """An audio file open for reading excerpts (:func:`open_stream`): only the frames asked for are decoded.
+
+    Attributes:
+        sampling_rate: the file's rate in Hz.
+        channels: its number of channels.
+        frames: its length in frames.
+        is_float: whether it stores float samples.
+        notes: what was repaired in its header.
+    """
+
+    def __init__(self, handle: sf.SoundFile, *, frames: int, notes: tuple[str, ...]) -> None:
+        self._handle = handle
+        self.sampling_rate: int = handle.samplerate
+        self.channels: int = handle.channels
+        self.frames = frames
+        self.is_float = handle.subtype in _FLOAT_SUBTYPES
+        self.notes = notes
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sampling_rate
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start`` to ``stop`` as a new ``(frames, channels)`` ``float32`` array.
+
+        Raises:
+            AudioError: the file ends before ``stop``, or its data cannot be decoded there.
+        """
+        try:
+            self._handle.seek(start)
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise AudioError(f"cannot seek to frame {start} ({error})") from None
+        block = _read_block(self._handle, np.empty((stop - start, self.channels), dtype=np.float32))
+        if len(block) < stop - start:
+            raise AudioError(f"truncated data: frames {start} to {stop} asked for, the file ends at frame {start + len(block)}")
+        return block
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The whole file from its start, :data:`BLOCK_FRAMES` frames at a time; each block is overwritten by the next."""
+        self._handle.seek(0)
+        buffer = np.empty((BLOCK_FRAMES, self.channels), dtype=np.float32)
+        while len(block := _read_block(self._handle, buffer)):
+            yield block
+
+    def excerpt(self, start: int, stop: int, *, settings: AnalysisSettings) -> Analysis:
+        """The analysis signal of frames ``start`` to ``stop``, made as :func:`prepare` makes a file's.
+
+        Raises:
+            AudioError: as :meth:`read`, :func:`decode_block` and :func:`analyse`.
+        """
+        decoded = decode_block(self.read(start, stop), self.sampling_rate, channel=settings.channel, is_float=self.is_float, min_duration=settings.min_duration, notes=self.notes)
+        return analyse(decoded, settings=settings)
+
+
+@contextmanager
+def open_stream(uri: str, *, storage_options: storage.StorageOptions | None = None, channel: Channel = DEFAULT_CHANNEL, min_duration: float = MIN_DURATION) -> Iterator[Stream]:
+    """Open an audio file through fsspec for reading excerpts, never holding it whole.
+
+    The header gets the checks of :func:`decode_file` (WAV chunks, a data size
+    that was never written repaired on the fly, plausible rate, the channel
+    index); the samples are only decoded when read.
+
+    Args:
+        uri: local path or URL.
+        storage_options: keyword arguments for the filesystem.
+        channel: the channel rule the excerpts will use (an index is checked here).
+        min_duration: shortest accepted file in seconds.
+
+    Yields:
+        the open file.
+
+    Raises:
+        OSError: if the file cannot be read.
+        AudioError: empty, not audio, a bad header, an implausible rate, a
+            channel index the file lacks, or shorter than ``min_duration``.
+    """
+    fs, path = storage.filesystem(uri, storage_options=storage_options)
+    with fs.open(path, "rb", block_size=READ_BLOCK_BYTES) as raw:
+        size = raw.seek(0, io.SEEK_END)
+        if not size:
+            raise AudioError("empty file")
+
+        def read_at(offset: int, count: int) -> bytes:
+            raw.seek(offset)
+            return raw.read(count)
+
+        repair = _inspect_wav(read_at, size)
+        head = read_at(0, 16)
+        raw.seek(0)
+        with _open(_RepairedWav(raw, repair) if repair else raw, head) as handle:
+            _check_format(handle.samplerate, handle.channels, channel)
+            frames = handle.frames if 0 < handle.frames < _UNKNOWN_FRAMES else _count_frames(handle)
+            _check_duration(frames, handle.samplerate, min_duration)
+            yield Stream(handle, frames=frames, notes=(repair.note,) if repair else ())
+
+
 def decode(data: bytes, *, channel: Channel = DEFAULT_CHANNEL, min_duration: float = MIN_DURATION) -> tuple[np.ndarray, int]:
     """Decode audio bytes to one mono signal at the file's own rate.
 
@@ -297,38 +406,68 @@ def decode_file(data: bytes, *, channel: Channel = DEFAULT_CHANNEL, min_duration
     if not data:
         raise AudioError("empty file")
     data, notes = _check_riff(data)
-    with _open(data) as handle:
+    with _open(io.BytesIO(data), data) as handle:
         sampling_rate, channels, claimed = handle.samplerate, handle.channels, handle.frames
         is_float = handle.subtype in _FLOAT_SUBTYPES
-        if sampling_rate <= 0 or channels <= 0:
-            raise AudioError(f"invalid header ({channels} channels at {sampling_rate} Hz)")
-        if not MIN_SAMPLING_RATE <= sampling_rate <= MAX_SAMPLING_RATE:
-            raise AudioError(f"implausible sampling rate {sampling_rate} Hz (accepted: {MIN_SAMPLING_RATE} to {MAX_SAMPLING_RATE} Hz)")
-        if isinstance(channel, int) and channels > 1 and not -channels <= channel < channels:
-            raise AudioError(f"has {channels} channel{'s' if channels > 1 else ''}, no channel {channel}")
+        _check_format(sampling_rate, channels, channel)
         known = 0 < claimed < _UNKNOWN_FRAMES
-        if known and claimed / sampling_rate < min_duration:
-            raise AudioError(_too_short(claimed, sampling_rate, min_duration))
+        if known:
+            _check_duration(claimed, sampling_rate, min_duration)
         # A mono file of known length is decoded straight into its output in
         # one pass; everything else needs the channel energies first.
         output = np.empty(claimed, dtype=np.float32) if known and channels == 1 else None
         energies, band_energies, frames = _scan(handle, output, speech_band=channels > 1 and channel == "loudest")
     if known and frames < claimed:
         raise AudioError(f"truncated data: header claims {claimed} frames, decoded {frames}")
-    if frames / sampling_rate < min_duration:
-        raise AudioError(_too_short(frames, sampling_rate, min_duration))
-    if not np.any(energies > 0):
-        raise AudioError("silent (all samples zero)")
+    _check_duration(frames, sampling_rate, min_duration)
+    _check_not_silent(energies)
     if output is not None:
         signal, chosen = output[:frames], 0  # a mono file is its one channel, whatever the rule
     else:
         chosen = _choose_channel(channel, band_energies if band_energies is not None else energies)
-        with _open(data) as handle:
+        with _open(io.BytesIO(data), data) as handle:
             signal = _read_channel(handle, chosen, frames)
-    if is_float:
-        signal, note = _float_to_full_scale(signal)
-        notes += (note,) if note else ()
-    return Decoded(signal=signal, sampling_rate=sampling_rate, channels=channels, channel="mean" if chosen is None else str(chosen), notes=notes)
+    return _decoded(signal, sampling_rate=sampling_rate, channels=channels, chosen=chosen, is_float=is_float, notes=notes)
+
+
+def decode_block(block: np.ndarray, sampling_rate: int, *, channel: Channel = DEFAULT_CHANNEL, is_float: bool = False, min_duration: float = MIN_DURATION, notes: tuple[str, ...] = ()) -> Decoded:
+    """Decode frames already read (an excerpt of a file) to mono by the rules of :func:`decode_file`.
+
+    The excerpt is treated as a file of its own: the channel rule and the
+    float scaling look at these frames only, so the result equals
+    :func:`decode_file` of the same frames written as a file.
+
+    Args:
+        block: ``(frames, channels)`` ``float32`` samples as libsndfile decodes them.
+        sampling_rate: their rate in Hz.
+        channel: how several channels become one (see :data:`CHANNEL_RULES`).
+        is_float: whether the file stores float samples (their scale is checked).
+        min_duration: shortest accepted excerpt in seconds.
+        notes: what was repaired in the file the frames come from.
+
+    Returns:
+        the mono ``float32`` signal at ``sampling_rate`` and what was done.
+
+    Raises:
+        AudioError: an implausible rate, a channel index the block does not
+            have, NaN or infinite samples, shorter than ``min_duration``,
+            silent, or float samples far beyond full scale.
+    """
+    frames, channels = block.shape
+    _check_format(sampling_rate, channels, channel)
+    _check_duration(frames, sampling_rate, min_duration)
+    _check_finite(block)
+    energies = channel_energies(block)
+    _check_not_silent(energies)
+    if channels == 1:
+        chosen = 0
+    else:
+        if channel == "loudest":
+            meter = _SpeechBandMeter(channels, sampling_rate)
+            meter.add(block)
+            energies = meter.energies()
+        chosen = _choose_channel(channel, energies)
+    return _decoded(to_mono(block, chosen), sampling_rate=sampling_rate, channels=channels, chosen=chosen, is_float=is_float, notes=notes)
 
 
 def prepare(data: bytes, *, settings: AnalysisSettings | None = None) -> Analysis:
@@ -348,7 +487,22 @@ def prepare(data: bytes, *, settings: AnalysisSettings | None = None) -> Analysi
         AudioError: as :func:`decode_file`, or no speech.
     """
     settings = settings or AnalysisSettings()
-    decoded = decode_file(data, channel=settings.channel, min_duration=settings.min_duration)
+    return analyse(decode_file(data, channel=settings.channel, min_duration=settings.min_duration), settings=settings)
+
+
+def analyse(decoded: Decoded, *, settings: AnalysisSettings) -> Analysis:
+    """The rules after decoding: remove DC, refuse a signal without speech, resample to the analysis rate.
+
+    Args:
+        decoded: a mono signal at its file's rate (:func:`decode_file`, :func:`decode_block`).
+        settings: the decode rules.
+
+    Returns:
+        the analysis signal at ``settings.analysis_rate`` and what was done.
+
+    Raises:
+        AudioError: no speech (:func:`check_speech`).
+    """
     signal = remove_dc(decoded.signal)
     check_speech(signal, decoded.sampling_rate)
     notes = decoded.notes
@@ -416,6 +570,11 @@ def resample(signal: np.ndarray, sampling_rate: int, target_rate: int) -> np.nda
     return np.ascontiguousarray(audresample.resample(np.ascontiguousarray(signal, dtype=np.float32), sampling_rate, target_rate)[0])
 
 
+def to_mono(block: np.ndarray, channel: int | None) -> np.ndarray:
+    """One channel of a ``(frames, channels)`` block, or (``None``) their mean."""
+    return block[:, channel] if channel is not None else block.mean(axis=1)
+
+
 def channel_energies(block: np.ndarray) -> np.ndarray:
     """Sum of squared samples per channel of a ``(frames, channels)`` block, in float64."""
     # float64 accumulation: float32 sums of millions of squares lose digits.
@@ -463,6 +622,39 @@ def _float_to_full_scale(signal: np.ndarray) -> tuple[np.ndarray, str]:
     raise AudioError(f"float samples peak at {peak:.6g}, far beyond full scale 1.0 (and not integer-scaled); rescale the file to [-1, 1]")
 
 
+def _check_format(sampling_rate: int, channels: int, channel: Channel) -> None:
+    """Refuse a header no rule can use: no channels, an implausible rate, or a channel index the file lacks."""
+    if sampling_rate <= 0 or channels <= 0:
+        raise AudioError(f"invalid header ({channels} channels at {sampling_rate} Hz)")
+    if not MIN_SAMPLING_RATE <= sampling_rate <= MAX_SAMPLING_RATE:
+        raise AudioError(f"implausible sampling rate {sampling_rate} Hz (accepted: {MIN_SAMPLING_RATE} to {MAX_SAMPLING_RATE} Hz)")
+    if isinstance(channel, int) and channels > 1 and not -channels <= channel < channels:
+        raise AudioError(f"has {channels} channel{'s' if channels > 1 else ''}, no channel {channel}")
+
+
+def _check_duration(frames: int, sampling_rate: int, min_duration: float) -> None:
+    if frames / sampling_rate < min_duration:
+        raise AudioError(_too_short(frames, sampling_rate, min_duration))
+
+
+def _check_finite(block: np.ndarray) -> None:
+    if not np.isfinite(block).all():
+        raise AudioError("contains NaN or infinite samples")
+
+
+def _check_not_silent(energies: np.ndarray) -> None:
+    if not np.any(energies > 0):
+        raise AudioError("silent (all samples zero)")
+
+
+def _decoded(signal: np.ndarray, *, sampling_rate: int, channels: int, chosen: int | None, is_float: bool, notes: tuple[str, ...]) -> Decoded:
+    """The mono signal with float samples brought to full scale (see :func:`_float_to_full_scale`)."""
+    if is_float:
+        signal, note = _float_to_full_scale(signal)
+        notes += (note,) if note else ()
+    return Decoded(signal=signal, sampling_rate=sampling_rate, channels=channels, channel="mean" if chosen is None else str(chosen), notes=notes)
+
+
 def _too_short(frames: int, sampling_rate: int, min_duration: float) -> str:
     # Samples and enough digits that a clip just under the limit never reads as the limit.
     seconds = frames / sampling_rate
@@ -470,13 +662,16 @@ def _too_short(frames: int, sampling_rate: int, min_duration: float) -> str:
     return f"shorter than {min_duration:g} s ({frames} samples at {sampling_rate} Hz: {seconds:.{digits}f} s)"
 
 
-def _open(data: bytes) -> sf.SoundFile:
-    """Open bytes with libsndfile, turning its errors into short reasons."""
+def _open(file: BinaryIO, head: bytes) -> sf.SoundFile:
+    """Open a file object with libsndfile, turning its errors into short reasons.
+
+    ``head`` is the file's first bytes: a known container that fails to open is corrupt, anything else is not audio.
+    """
     try:
-        return sf.SoundFile(io.BytesIO(data))
+        return sf.SoundFile(file)
     except sf.LibsndfileError as error:
         detail = _libsndfile_reason(error)
-        if data.startswith(_AUDIO_MAGIC):
+        if head.startswith(_AUDIO_MAGIC):
             raise AudioError(f"corrupt header ({detail})") from None
         raise AudioError(f"not an audio file ({detail})") from None
     except (RuntimeError, ValueError, TypeError) as error:
@@ -505,8 +700,7 @@ def _scan(handle: sf.SoundFile, output: np.ndarray | None, *, speech_band: bool)
         block = _read_block(handle, buffer)
         if not len(block):
             return energies, meter.energies() if meter else None, frames
-        if not np.isfinite(block).all():
-            raise AudioError("contains NaN or infinite samples")
+        _check_finite(block)
         energies += channel_energies(block)
         if meter:
             meter.add(block)
@@ -555,9 +749,19 @@ def _read_channel(handle: sf.SoundFile, channel: int | None, frames: int) -> np.
         if not len(block):
             break
         count = min(len(block), frames - position)
-        output[position : position + count] = block[:count, channel] if channel is not None else block[:count].mean(axis=1)
+        output[position : position + count] = to_mono(block[:count], channel)
         position += count
     return output[:position]
+
+
+def _count_frames(handle: sf.SoundFile) -> int:
+    """Length of a file whose header does not tell it: decoded block by block, nothing kept."""
+    buffer = np.empty((BLOCK_FRAMES, handle.channels), dtype=np.float32)
+    frames = 0
+    while len(block := _read_block(handle, buffer)):
+        frames += len(block)
+    handle.seek(0)
+    return frames
 
 
 def _read_block(handle: sf.SoundFile, buffer: np.ndarray) -> np.ndarray:
@@ -575,6 +779,46 @@ def _libsndfile_reason(error: sf.LibsndfileError) -> str:
 
 
 def _check_riff(data: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """Check a RIFF/WAVE file's header (:func:`_inspect_wav`) before libsndfile sees it.
+
+    Returns:
+        ``(bytes to decode, notes)``: the bytes unchanged, or with the
+        ``data`` and ``RIFF`` sizes set to what the file holds, and a note.
+
+    Raises:
+        AudioError: as :func:`_inspect_wav`.
+    """
+    repair = _inspect_wav(lambda offset, count: data[offset : offset + count], len(data))
+    if repair is None:
+        return data, ()
+    patched = bytearray(data[: repair.end])
+    repair.overlay(patched, 0)
+    return bytes(patched), (repair.note,)
+
+
+@dataclass(frozen=True)
+class _WavRepair:
+    """A WAV whose ``data`` size was never written, and the header bytes that fix it.
+
+    Attributes:
+        end: the file's length in bytes once its last partial frame is left out.
+        patches: ``(offset, bytes)`` to write over the header (the ``RIFF`` and ``data`` sizes).
+        note: the sentence that tells what was repaired.
+    """
+
+    end: int
+    patches: tuple[tuple[int, bytes], ...]
+    note: str
+
+    def overlay(self, chunk: bytearray | memoryview, offset: int) -> None:
+        """Write the patched bytes that fall within ``chunk``, which starts at file ``offset``."""
+        for at, value in self.patches:
+            low, high = max(at, offset), min(at + len(value), offset + len(chunk))
+            if low < high:
+                chunk[low - offset : high - offset] = value[low - at : high - at]
+
+
+def _inspect_wav(read_at: Callable[[int, int], bytes], size: int) -> _WavRepair | None:
     """Walk the chunks of a RIFF/WAVE file before libsndfile sees it.
 
     libsndfile shortens a WAV whose ``data`` chunk claims more bytes than the
@@ -583,42 +827,49 @@ def _check_riff(data: bytes) -> tuple[bytes, tuple[str, ...]]:
     written (0 or 0xFFFFFFFF, left by a recorder that was not closed); the
     first two are told apart here, the last is repaired.
 
+    Args:
+        read_at: ``read_at(offset, count)`` gives up to ``count`` bytes of the file from ``offset``.
+        size: the file's length in bytes.
+
     Returns:
-        ``(bytes to decode, notes)``: the bytes unchanged, or with the
-        ``data`` and ``RIFF`` sizes set to what the file holds, and a note.
+        how to repair a header that declares no data size, or ``None`` (not a
+        WAV, or nothing to repair).
 
     Raises:
         AudioError: truncated header, truncated data, unsupported encoding, or
             a format chunk whose block size or byte rate contradicts its rate,
             channels and sample width.
     """
-    if not data.startswith(b"RIFF"):
-        return data, ()
-    if len(data) < 12:
-        raise AudioError(f"truncated header ({len(data)} bytes)")
-    if data[8:12] != b"WAVE":
-        return data, ()
+    start = read_at(0, 12)
+    if not start.startswith(b"RIFF"):
+        return None
+    if size < 12:
+        raise AudioError(f"truncated header ({size} bytes)")
+    if start[8:12] != b"WAVE":
+        return None
     position, tag, fmt = 12, None, None
     while True:
-        if position + 8 > len(data):
+        if position + 8 > size:
             raise AudioError("truncated header (no 'data' chunk)")
-        chunk, size = data[position : position + 4], int.from_bytes(data[position + 4 : position + 8], "little")
+        header = read_at(position, 8)
+        chunk, length = header[:4], int.from_bytes(header[4:8], "little")
         body = position + 8
         if chunk == b"fmt ":
-            if size < 14 or body + min(size, 16) > len(data):
+            if length < 14 or body + min(length, 16) > size:
                 raise AudioError("truncated header (incomplete 'fmt ' chunk)")
-            tag = int.from_bytes(data[body : body + 2], "little")
-            if size >= 16:
-                fmt = struct.unpack_from("<HIIHH", data, body + 2)
-            if tag == 0xFFFE and size >= 26 and body + 26 <= len(data):
+            fields = read_at(body, min(length, 26))
+            tag = int.from_bytes(fields[:2], "little")
+            if length >= 16:
+                fmt = struct.unpack_from("<HIIHH", fields, 2)
+            if tag == 0xFFFE and len(fields) >= 26:
                 # WAVE_FORMAT_EXTENSIBLE: the real tag opens the sub-format GUID.
-                tag = int.from_bytes(data[body + 24 : body + 26], "little")
+                tag = int.from_bytes(fields[24:26], "little")
         elif chunk == b"data":
-            available = len(data) - body
-            if size not in _UNKNOWN_SIZES and size > available:
-                raise AudioError(f"truncated data: header claims {size} bytes of audio, file has {available}")
+            available = size - body
+            if length not in _UNKNOWN_SIZES and length > available:
+                raise AudioError(f"truncated data: header claims {length} bytes of audio, file has {available}")
             break
-        position = body + size + (size & 1)
+        position = body + length + (length & 1)
     if tag is not None and tag not in _WAV_TAGS_DECODED:
         raise AudioError(f"unsupported encoding (WAV format tag 0x{tag:04X})")
     if tag in _WAV_TAGS_LINEAR and fmt is not None:
@@ -629,10 +880,44 @@ def _check_riff(data: bytes) -> tuple[bytes, tuple[str, ...]]:
                 f"WAV header contradicts itself: {channels} channels of {bits} bits at {rate} Hz need {expected_align} bytes per frame "
                 f"and {rate * expected_align} bytes per second, it declares {block_align} and {byte_rate}; its sampling rate cannot be trusted"
             )
-    if size in _UNKNOWN_SIZES and available > 0:
+    if length in _UNKNOWN_SIZES and available > 0:
         whole = available - available % max(1, fmt[3] if fmt else 1)
-        patched = bytearray(data[: body + whole])
-        patched[position + 4 : position + 8] = whole.to_bytes(4, "little")
-        patched[4:8] = (len(patched) - 8).to_bytes(4, "little")
-        return bytes(patched), (f"WAV header declared {'no' if size == 0 else 'an unknown amount of'} audio data; recovered the {whole} bytes the file holds (a recording that was not closed cleanly?)",)
-    return data, ()
+        end = body + whole
+        return _WavRepair(
+            end=end,
+            patches=((4, (end - 8).to_bytes(4, "little")), (position + 4, whole.to_bytes(4, "little"))),
+            note=f"WAV header declared {'no' if length == 0 else 'an unknown amount of'} audio data; recovered the {whole} bytes the file holds (a recording that was not closed cleanly?)",
+        )
+    return None
+
+
+class _RepairedWav(io.RawIOBase):
+    """A file object that reads as its WAV with the header repaired (:class:`_WavRepair`), without copying the file."""
+
+    def __init__(self, raw: BinaryIO, repair: _WavRepair) -> None:
+        super().__init__()
+        self._raw, self._repair, self._position = raw, repair, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._repair.end}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self._repair.end - self._position))
+        self._raw.seek(self._position)
+        data = self._raw.read(count)
+        view = memoryview(buffer).cast("B")[: len(data)]
+        view[:] = data
+        self._repair.overlay(view, self._position)
+        self._position += len(data)
+        return len(data)
