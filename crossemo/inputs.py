@@ -4,6 +4,7 @@
 
 * a folder or ``s3://`` prefix: every audio-like file below it (``.wav``,
   ``.flac`` …; see :data:`crossemo.corpora.base.AUDIO_LIKE_SUFFIXES`), links followed;
+* one audio file;
 * a table (``.csv``, ``.parquet``, ``.pq``) with a ``path`` column, read like a
   corpus manifest (:func:`crossemo.corpora.manifest.list_files`), whose other
   columns travel with each file to the predictions.
@@ -127,10 +128,26 @@ def _list_one(uri: str, storage_options: storage.StorageOptions | None) -> tuple
         files, missing = manifest.list_files(uri, storage_options=storage_options)
         files = files.drop(columns=["path"])
         return files, missing.assign(stage="read")[["uri", "stage", "reason"]], True
+    if base.is_audio_like(uri):
+        return _one_file(uri, storage_options), pd.DataFrame(columns=["uri", "stage", "reason"]), False
     found, broken = base.list_audio(uri, storage_options=storage_options)
     files = pd.DataFrame([(file_uri, stamp) for file_uri, _, stamp in found], columns=["uri", "fingerprint"])
     missing = pd.DataFrame([{**entry, "stage": "read"} for entry in broken], columns=["uri", "stage", "reason"])
     return files, missing, False
+
+
+def _one_file(uri: str, storage_options: storage.StorageOptions | None) -> pd.DataFrame:
+    """A single audio file given as an input."""
+    try:
+        fs, path = storage.filesystem(uri, storage_options=storage_options)
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise base.CorpusError(f"{uri} does not exist") from None
+    except Exception as error:  # storage back-ends raise many kinds; name it and stop
+        raise base.CorpusError(f"cannot reach {uri}: {storage.describe_error(error)}") from error
+    if info.get("type") != "file":
+        raise base.CorpusError(f"{uri} is not a file")
+    return pd.DataFrame({"uri": [uri], "fingerprint": [base.fingerprint(info)]})
 
 
 def _compile(speaker_pattern: str | None) -> re.Pattern | None:

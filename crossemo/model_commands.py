@@ -44,11 +44,24 @@ def add_train_parser(commands: Any, add_run_options: Any) -> None:
 def add_predict_parser(commands: Any, add_common: Any) -> None:
     predict = commands.add_parser("predict", help="label audio files with a model bundle, as a Ray batch job")
     predict.add_argument("--model", required=True, help="the model bundle (folder or s3:// prefix) written by `crossemo train`")
-    predict.add_argument("--audio", action="append", default=[], required=True, help="a folder or s3:// prefix of .wav/.flac files, or a CSV/Parquet table with a path column; repeatable")
+    predict.add_argument("--audio", action="append", default=[], required=True, help="an audio file, a folder or s3:// prefix of .wav/.flac files, or a CSV/Parquet table with a path column; repeatable")
     predict.add_argument("--out", required=True, help="output folder or s3:// prefix (predictions/, segments/)")
     predict.add_argument("--speaker-pattern", dest="speaker_pattern", metavar="REGEX", help="a regular expression with a group named speaker, matched on each file's URI")
+    predict.add_argument("--segment", type=_segment_mode, metavar="SECONDS|speech", help="label long recordings window by window: fixed windows of SECONDS, or the stretches where a voice activity detector (silero-vad) finds speech")
+    predict.add_argument("--hop", type=float, metavar="SECONDS", help="seconds between fixed windows' starts (default: the window length, no overlap)")
+    predict.add_argument("--max-length", dest="max_length", type=float, default=10.0, metavar="SECONDS", help="longest speech window; longer stretches are split (default 10)")
     predict.add_argument("--store", help="feature store whose cache to read and extend (default: --out)")
     add_common(predict)
+
+
+def _segment_mode(text: str) -> float | str:
+    """``--segment``: ``speech`` or a number of seconds."""
+    if text == "speech":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of seconds nor speech") from None
 
 
 @dataclass
@@ -199,14 +212,35 @@ def _unlabelled_features(listing: inputs.AudioFiles, store: featurestore.Feature
     return X, ("adapt/" + listing.files.loc[usable, "speaker"].astype(str)).to_numpy()
 
 
-def predict_setup(args: argparse.Namespace) -> tuple[Any, FeatureExtractor, audio.AnalysisSettings, inputs.AudioFiles, dict | None]:
-    """Load and check the bundle, list the audio and probe the output, before Ray.
+@dataclass
+class PredictSetup:
+    """A checked ``predict`` request, before Ray."""
+
+    loaded: Any
+    extractor: FeatureExtractor
+    settings: audio.AnalysisSettings
+    listing: inputs.AudioFiles
+    segmentation: prediction.Segmentation | None
+    storage_options: dict | None
+
+
+def predict_setup(args: argparse.Namespace) -> PredictSetup:
+    """Check the segmentation, load and check the bundle, list the audio and probe the output, before Ray.
 
     Raises:
         bundle.BundleError, inputs.InputError, storage.StorageError, pipeline.ConfigError: one line naming the cause.
     """
     from crossemo import bundle
 
+    segmentation = None
+    if args.segment is not None:
+        segmentation = prediction.Segmentation(args.segment, hop=args.hop, max_length=args.max_length)
+        try:
+            segmentation.rule()
+        except ValueError as error:
+            raise pipeline.ConfigError(f"--segment: {error}") from None
+    elif args.hop is not None:
+        raise pipeline.ConfigError("--hop needs --segment SECONDS")
     options = pipeline.parse_storage_options(args.storage_option) or None
     loaded = bundle.load_bundle(args.model, storage_options=options)
     metadata = loaded.metadata
@@ -225,21 +259,25 @@ def predict_setup(args: argparse.Namespace) -> tuple[Any, FeatureExtractor, audi
     storage.check_writable(args.out, storage_options=options)
     if args.store:
         storage.check_writable(args.store, storage_options=options)
-    return loaded, extractor, settings, listing, options
+    return PredictSetup(loaded, extractor, settings, listing, segmentation, options)
+
+
+def label(args: argparse.Namespace, setup: PredictSetup) -> Any:
+    """Label the listed audio as :func:`predict_setup` checked it (Ray starts here if there is work)."""
+    from crossemo import orchestration
+
+    store = featurestore.FeatureStore(args.store or args.out, setup.storage_options)
+    return orchestration.label_files(
+        setup.listing, setup.loaded, args.model, args.out, store=store, extractor=setup.extractor, settings=setup.settings,
+        segmentation=setup.segmentation, address=args.address, storage_options=setup.storage_options, progress=args.progress,
+    )
 
 
 def command_predict(args: argparse.Namespace) -> int:
-    from crossemo import orchestration
-
-    loaded, extractor, settings, listing, options = predict_setup(args)
-    for warning in listing.warnings:
+    setup = predict_setup(args)
+    for warning in setup.listing.warnings:
         print(f"warning: {warning}")
-    store = featurestore.FeatureStore(args.store or args.out, options)
-    summary = orchestration.label_files(
-        listing, loaded, args.model, args.out, store=store, extractor=extractor, settings=settings,
-        address=args.address, storage_options=options, progress=args.progress,
-    )
-    print_labelling(summary, args.out, loaded.model_id)
+    print_labelling(label(args, setup), args.out, setup.loaded.model_id)
     return 0
 
 
@@ -247,10 +285,13 @@ def print_labelling(summary: Any, out: str, model_id: str) -> None:
     """The one-screen summary of a ``predict`` run."""
     folder = storage.join(out, "predictions")
     reused = f"; {summary.reused_shards} finished shard(s) reused" if summary.reused_shards else ""
+    extracted = f", {summary.extracted} file(s) extracted" if summary.extracted is not None else ""
     print(f"\nmodel {model_id}: {summary.files} files, {summary.labelled} labelled, {summary.rejected} not usable, in {summary.wall_seconds:.1f} s "
-          f"({summary.shards} shard(s) labelled, {summary.extracted} file(s) extracted{reused})")
+          f"({summary.shards} shard(s) labelled{extracted}{reused})")
     if summary.emotions:
         total = sum(summary.emotions.values())
         shares = pd.Series(summary.emotions).sort_values(ascending=False)
         print("predicted: " + ", ".join(f"{emotion} {n / total:.0%} ({n})" for emotion, n in shares.items()))
     print(f"labels in {folder} (pandas.read_parquet reads the folder); files not used, with the reason, in {storage.join(folder, prediction.REJECTED_FILE)}")
+    if summary.windows:
+        print(f"{summary.windows} windows labelled one by one in {storage.join(out, 'segments')}; a file's label is the mean of its windows' probabilities")

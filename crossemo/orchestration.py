@@ -312,6 +312,16 @@ def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], 
     )
 
 
+def _follow(pending: list, sizes: list[int], what: str, progress: bool) -> None:
+    """Wait for every task, with a progress bar over the files they hold."""
+    size_of = dict(zip(pending, sizes))
+    with tqdm(total=sum(sizes), desc=what, unit="file", disable=not progress) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done[0])
+            bar.update(size_of[done[0]])
+
+
 _LOADED_BUNDLES: dict[str, Any] = {}
 """Bundles a worker has loaded, by model id: a worker labels many shards with one model."""
 
@@ -360,6 +370,57 @@ def _label_shard(
     return {"labelled": len(out), "rejected": len(rejected_frame), "cpu_seconds": time.process_time() - started}
 
 
+@ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def _label_segments_shard(
+    shard: Any, segmentation: Any, bundle_uri: str, model_id: str, rule: str, store: featurestore.FeatureStore, extractor: FeatureExtractor,
+    settings: audio.AnalysisSettings, generation: featurestore.CacheGeneration, out: str, storage_options: dict | None,
+) -> dict[str, Any]:
+    """Cut, extract and label one shard's files window by window; write its segments part, then its predictions part."""
+    from crossemo import prediction
+
+    started = time.process_time()
+    loaded = _bundle(bundle_uri, model_id, storage_options)
+    names = list(loaded.metadata["feature_names"])
+    classes = [str(c) for c in loaded.method.classes_]
+    windows, rejected = [], []
+    for uri, speaker in zip(shard.files["uri"], shard.files["speaker"]):
+        try:
+            frame = prediction.file_windows(
+                uri, mode=segmentation.mode, hop=segmentation.hop, max_length=segmentation.max_length, rule=rule, store=store,
+                generation=generation, extractor=extractor, settings=settings, storage_options=storage_options,
+            )
+        except OSError as error:
+            rejected.append({"uri": uri, "speaker": speaker, "stage": "read", "reason": storage.describe_error(error)})
+            continue
+        except audio.AudioError as error:
+            rejected.append({"uri": uri, "speaker": speaker, "stage": "decode", "reason": str(error)})
+            continue
+        usable = frame[frame["reason"] == ""]
+        if usable.empty:
+            rejected.append({"uri": uri, "speaker": speaker, "stage": "segments", "reason": prediction.no_window_reason(frame, segmentation.mode)})
+            continue
+        windows.append(usable.assign(uri=uri, speaker=speaker))
+    rejected_frame = pd.DataFrame(rejected, columns=prediction.REJECTED_COLUMNS)
+    segment_rows = pd.concat(windows, ignore_index=True) if windows else pd.DataFrame(columns=["uri", "speaker", "start", "end", *names])
+    if len(segment_rows):
+        emotions, probabilities = prediction.label(loaded.method, segment_rows[names].to_numpy(dtype=np.float32), segment_rows["speaker"].to_numpy(str))
+    else:
+        emotions, probabilities = np.empty(0, dtype=str), np.empty((0, len(classes)))
+    labelled = prediction.labelled_frame(segment_rows[["uri", "start", "end"]], classes, emotions, probabilities)
+    labelled["model_id"] = model_id
+    storage.write_frame(labelled, storage.join(out, "segments", shard.part_name()), storage_options=storage_options)
+    files = shard.files[shard.files["uri"].isin(set(labelled["uri"]))].reset_index(drop=True)
+    means = [prediction.mean_of_windows(labelled[labelled["uri"] == uri], classes) for uri in files["uri"]]
+    per_file = prediction.labelled_frame(
+        files.drop(columns=["fingerprint"]), classes, np.array([m[0] for m in means], dtype=str), np.vstack([m[1] for m in means]) if means else np.empty((0, len(classes))),
+    )
+    per_file["windows"] = [int((labelled["uri"] == uri).sum()) for uri in files["uri"]]
+    per_file["model_id"] = model_id
+    part = storage.join(out, "predictions", shard.part_name())
+    storage.write_frame(per_file, part, storage_options=storage_options, metadata=prediction.part_metadata(shard, rule=rule, rejected=rejected_frame))
+    return {"labelled": len(per_file), "rejected": len(rejected_frame), "cpu_seconds": time.process_time() - started}
+
+
 @dataclass
 class LabellingSummary:
     """What a ``predict`` run did."""
@@ -369,16 +430,17 @@ class LabellingSummary:
     rejected: int
     reused_shards: int
     shards: int
-    extracted: int
+    extracted: int | None
     removed_parts: int
     emotions: dict[str, int]
+    windows: int
     wall_seconds: float
     ray_started: bool
 
 
 def label_files(
     listing: Any, loaded: Any, bundle_uri: str, out: str, *, store: featurestore.FeatureStore, extractor: FeatureExtractor,
-    settings: audio.AnalysisSettings, address: str | None = None, storage_options: dict | None = None, progress: bool = True,
+    settings: audio.AnalysisSettings, segmentation: Any = None, address: str | None = None, storage_options: dict | None = None, progress: bool = True,
 ) -> LabellingSummary:
     """Label every listed file with a loaded bundle, skipping shards already written; Ray starts only if there is work.
 
@@ -390,6 +452,7 @@ def label_files(
         store: the feature store whose cache to read and fill.
         extractor: the bundle's feature set.
         settings: the bundle's decode rules.
+        segmentation: how to cut files into windows (:class:`crossemo.prediction.Segmentation`); ``None``: whole files.
         address: Ray cluster address (see :func:`connect`).
         storage_options: fsspec options for ``out``, the store and the bundle.
         progress: show progress bars.
@@ -402,7 +465,7 @@ def label_files(
     started = time.perf_counter()
     folder = storage.join(out, "predictions")
     model_id = loaded.model_id
-    rule = "whole files"
+    rule = segmentation.rule() if segmentation is not None else prediction.WHOLE_FILES
     per_speaker = prediction.normalises_test_speakers(loaded.method)
     files = listing.files
     valid, stale = prediction.still_valid(prediction.read_parts(folder, storage_options=storage_options), files, model_id=model_id, rule=rule, per_speaker=per_speaker)
@@ -410,7 +473,16 @@ def label_files(
     todo = files[~files["uri"].isin(covered)].reset_index(drop=True)
     shards = prediction.plan_shards(todo, model_id=model_id, rule=rule, per_speaker=per_speaker)
     extraction = None
-    if shards:
+    if shards and segmentation is not None:
+        connect(address)
+        generation = featurestore.CacheGeneration.of(extractor, settings)
+        extractor_ref = ray.put(extractor)
+        pending = [
+            _label_segments_shard.remote(shard, segmentation, bundle_uri, model_id, rule, store, extractor_ref, settings, generation, out, storage_options)
+            for shard in shards
+        ]
+        _follow(pending, [len(shard.files) for shard in shards], "files", progress)
+    elif shards:
         connect(address)
         generation = featurestore.CacheGeneration.of(extractor, settings)
         extraction = extract_files(todo, store, extractor=extractor, settings=settings, generation=generation, progress=progress)
@@ -426,23 +498,24 @@ def label_files(
             rows["stage"] = rows["uri"].map(failures["stage"]).fillna("read") if len(failures) else "read"
             rows["reason"] = rows["uri"].map(failures["reason"]).fillna("no features") if len(failures) else "no features"
             pending.append(_label_shard.remote(shard, rows, bundle_uri, model_id, rule, storage.join(folder, shard.part_name()), storage_options))
-        with tqdm(total=len(todo), desc="labels", unit="file", disable=not progress) as bar:
-            sizes = {ref: len(shard.files) for ref, shard in zip(pending, shards)}
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done[0])
-                bar.update(sizes[done[0]])
+        _follow(pending, [len(shard.files) for shard in shards], "labels", progress)
     for part in stale:
         storage.remove(part.uri, storage_options=storage_options)
+        windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])
+        if storage.exists(windows, storage_options=storage_options):
+            storage.remove(windows, storage_options=storage_options)
     parts = prediction.read_parts(folder, storage_options=storage_options)
     rejected = pd.concat([part.rejected for part in parts] + [listing.missing.assign(speaker="")[prediction.REJECTED_COLUMNS]], ignore_index=True)
     storage.write_frame(rejected.reset_index(drop=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
     emotions: dict[str, int] = {}
+    windows = 0
     for part in parts:
-        for emotion, n in storage.read_frame(part.uri, columns=["emotion"], storage_options=storage_options)["emotion"].value_counts().items():
+        labels = storage.read_frame(part.uri, storage_options=storage_options)
+        for emotion, n in labels["emotion"].value_counts().items():
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
+        windows += int(labels["windows"].sum()) if "windows" in labels else 0
     return LabellingSummary(
         files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=len(rejected),
-        reused_shards=len(valid), shards=len(shards), extracted=extraction.extracted if extraction else 0, removed_parts=len(stale),
-        emotions=emotions, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
+        reused_shards=len(valid), shards=len(shards), extracted=extraction.extracted if extraction else None, removed_parts=len(stale),
+        emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -182,3 +183,80 @@ def still_valid(parts: list[Part], files: pd.DataFrame, *, model_id: str, rule: 
             ok = len(speakers) == 1 and (files["speaker"] == next(iter(speakers))).sum() == len(part.files)
         (valid if ok else stale).append(part)
     return valid, stale
+
+
+WHOLE_FILES = "whole files"
+"""The rule of a run without ``--segment``: each file is one utterance."""
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """How ``--segment`` cuts files: ``mode`` a window length in seconds or ``"speech"``; see :mod:`crossemo.segments`."""
+
+    mode: Any
+    hop: float | None = None
+    max_length: float = 10.0
+
+    def rule(self) -> str:
+        """The rule in one line (raises ``ValueError`` for a bad mode, hop or maximum length)."""
+        from crossemo import segments
+
+        return segments.describe_rule(self.mode, hop=self.hop, max_length=self.max_length)
+
+
+WINDOW_COLUMNS = ["start", "end", "reason"]
+"""A window cache entry's columns besides the features (``reason`` empty for a usable window)."""
+
+
+def window_cache_uri(store: Any, generation: Any, file_sha256: str, rule: str) -> str:
+    """Where one file's windows and their features are cached: keyed by its content, the segmentation rule and the cache generation."""
+    key = hashlib.sha256(f"{file_sha256}\n{rule}".encode()).hexdigest()[:32]
+    return storage.join(store.out, "cache", "segments", generation.feature_set_id, generation.id, f"{key}.parquet")
+
+
+def file_windows(
+    uri: str, *, mode: Any, hop: float | None, max_length: float, rule: str, store: Any, generation: Any, extractor: Any, settings: Any,
+    storage_options: storage.StorageOptions | None = None,
+) -> pd.DataFrame:
+    """One file's windows with their features (NaN for a rejected window), from the cache or computed and cached.
+
+    Memory is bounded by a window: the file is hashed and decoded block by
+    block (:mod:`crossemo.segments`); only the windows' features are kept.
+
+    Returns:
+        ``start``, ``end`` (seconds), ``reason`` (``""`` when usable), then the feature columns.
+
+    Raises:
+        OSError: the file cannot be read.
+        crossemo.audio.AudioError: it cannot be opened as audio.
+    """
+    from crossemo import segments
+    from crossemo.features.extractor import FeatureError
+
+    file_sha = segments.stream_digest(uri, storage_options=storage_options)
+    cached = window_cache_uri(store, generation, file_sha, rule)
+    if storage.exists(cached, storage_options=store.storage_options):
+        return storage.read_frame(cached, storage_options=store.storage_options)
+    rows, vectors = [], []
+    blank = np.full(len(extractor.names), np.nan, dtype=np.float32)
+    for segment in segments.iter_segments(uri, mode=mode, hop=hop, max_length=max_length, settings=settings, storage_options=storage_options):
+        reason = segment.reason
+        vector = blank
+        if segment.analysis is not None:
+            try:
+                vector = np.asarray(extractor.extract(segment.analysis.signal, segment.analysis.sampling_rate), dtype=np.float32)
+            except FeatureError as error:
+                reason = str(error)
+        rows.append({"start": segment.window.start, "end": segment.window.end, "reason": reason})
+        vectors.append(vector)
+    matrix = np.vstack(vectors) if vectors else np.empty((0, len(extractor.names)), dtype=np.float32)
+    frame = pd.concat([pd.DataFrame(rows, columns=WINDOW_COLUMNS), pd.DataFrame(matrix, columns=list(extractor.names))], axis=1)
+    storage.write_frame(frame, cached, storage_options=store.storage_options)
+    return frame
+
+
+def no_window_reason(windows: pd.DataFrame, mode: Any) -> str:
+    """Why a file gave no usable window."""
+    if windows.empty:
+        return "no speech found" if mode == "speech" else "no window"
+    return f"no usable window ({len(windows)} rejected; the first: {windows['reason'].iloc[0]})"

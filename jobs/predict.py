@@ -15,12 +15,13 @@ input with no task started, 130 stopped by ``ray job stop``).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import run as job  # noqa: I001 (jobs/run.py, the job runner both jobs share; it puts this checkout on sys.path)
 
-from crossemo import featurestore, model_commands, orchestration  # noqa: E402 (after the runner puts this checkout first)
+from crossemo import model_commands  # noqa: E402 (after the runner puts this checkout first)
 
 
 def label(argv: list[str], state: job.JobState) -> int:
@@ -28,16 +29,16 @@ def label(argv: list[str], state: job.JobState) -> int:
     started = time.perf_counter()
     args = job.parse_args(argv, "predict")
     state.out = args.out
-    loaded, extractor, settings, listing, options = model_commands.predict_setup(args)
+    setup = model_commands.predict_setup(args)
     job.log.info(
-        "start: model %s (%s, %s); audio %s (%d files); out %s; cluster %s",
-        args.model, loaded.model_id, loaded.metadata["method"], ", ".join(args.audio), len(listing.files), args.out, args.address or "RAY_ADDRESS",
+        "start: model %s (%s, %s); audio %s (%d files); segments %s; out %s; cluster %s",
+        args.model, setup.loaded.model_id, setup.loaded.metadata["method"], ", ".join(args.audio), len(setup.listing.files),
+        setup.segmentation.rule() if setup.segmentation else "none", args.out, args.address or os.environ.get("RAY_ADDRESS") or "in-process",
     )
-    for warning in listing.warnings:
+    for warning in setup.listing.warnings:
         job.log.warning("%s", warning)
-    store = featurestore.FeatureStore(args.store or args.out, options)
-    summary = orchestration.label_files(listing, loaded, args.model, args.out, store=store, extractor=extractor, settings=settings, address=args.address, storage_options=options, progress=args.progress)
-    model_commands.print_labelling(summary, args.out, loaded.model_id)
+    summary = model_commands.label(args, setup)
+    model_commands.print_labelling(summary, args.out, setup.loaded.model_id)
     job.log.info(
         "done: %d files; %d labelled; %d not usable; %d shards labelled, %d reused; %.1f s",
         summary.files, summary.labelled, summary.rejected, summary.shards, summary.reused_shards, time.perf_counter() - started,

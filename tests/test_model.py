@@ -261,3 +261,63 @@ def test_a_killed_predict_resumes_and_ends_as_a_clean_run(data, evaluated, tmp_p
     pd.testing.assert_frame_equal(table(killed), table(tmp_path / "clean"))
     assert len(table(killed)) == len(data["emovo"])
     assert sorted(p.name for p in (killed / "predictions").glob("part-*")) == sorted(p.name for p in (tmp_path / "clean" / "predictions").glob("part-*"))
+
+
+@pytest.fixture(scope="module")
+def call(data, tmp_path_factory):
+    """A recording of eight real EMOVO utterances (speaker m1) with 2 s of near-silence after each, and a file of silence."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("calls")
+    rows = data["emovo"][data["emovo"]["speaker"] == "m1"].iloc[::4].head(8)
+    pieces, bounds, at = [], [], 0.0
+    for path in rows["path"]:
+        signal, rate = sf.read(path, always_2d=True)
+        signal = signal.mean(axis=1)
+        pieces += [signal, np.random.default_rng(1).normal(0, 1e-4, 2 * rate)]
+        bounds.append((at, at + len(signal) / rate))
+        at += len(signal) / rate + 2
+    sf.write(folder / "call.wav", np.concatenate(pieces), rate)
+    sf.write(folder / "quiet.wav", np.random.default_rng(2).normal(0, 1e-4, 3 * rate), rate)
+    return {"folder": folder, "utterances": bounds, "duration": at}
+
+
+@pytest.fixture(scope="module")
+def rf_model(data, evaluated, tmp_path_factory):
+    model = tmp_path_factory.mktemp("rf") / "model"
+    assert cli.main(["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--out", str(model), "--no-progress"]) == 0
+    return model
+
+
+def test_fixed_windows_label_every_window_and_the_file_by_their_mean(call, rf_model, evaluated, tmp_path, capsys):
+    out = tmp_path / "labels"
+    assert cli.main(["predict", "--model", str(rf_model), "--audio", str(call["folder"]), "--out", str(out), "--segment", "4", "--hop", "2", "--store", str(evaluated), "--no-progress"]) == 0
+    windows = pd.read_parquet(out / "segments")
+    files = pd.read_parquet(out / "predictions").set_index("uri")
+    ours = windows[windows["uri"] == str(call["folder"] / "call.wav")]
+    assert np.allclose(ours["end"] - ours["start"], 4.0) and ours["end"].max() == pytest.approx(call["duration"], abs=0.01)
+    assert len(ours) >= int((call["duration"] - 4) / 2)  # windows of silence are rejected, not labelled
+    probabilities = [c for c in files.columns if c.startswith("p_")]
+    row = files.loc[str(call["folder"] / "call.wav")]
+    np.testing.assert_allclose(row[probabilities].to_numpy(dtype=float), ours[probabilities].mean().to_numpy(), rtol=1e-9)
+    assert row["emotion"] == probabilities[int(np.argmax(row[probabilities].to_numpy(dtype=float)))].removeprefix("p_")
+    assert row["windows"] == len(ours)
+    rejected = pd.read_parquet(out / "predictions" / "_rejected.parquet")
+    assert list(rejected["uri"]) == [str(call["folder"] / "quiet.wav")] and rejected["stage"].iloc[0] == "segments"
+    assert "windows labelled one by one" in capsys.readouterr().out
+
+
+def test_speech_windows_find_the_utterances(call, rf_model, evaluated, tmp_path):
+    out = tmp_path / "labels"
+    assert cli.main(["predict", "--model", str(rf_model), "--audio", str(call["folder"] / "call.wav"), "--out", str(out), "--segment", "speech", "--store", str(evaluated), "--no-progress"]) == 0
+    windows = pd.read_parquet(out / "segments")
+    for start, end in call["utterances"]:
+        assert ((windows["start"] < end) & (windows["end"] > start)).any(), (start, end)
+    silences = [(end + 0.5, end + 1.5) for _, end in call["utterances"]]
+    for start, end in silences:
+        assert not ((windows["start"] >= start) & (windows["end"] <= end)).any()
+    assert (windows["end"] - windows["start"] <= 10.0 + 1e-6).all()
+    # A second run cuts nothing again: the windows come from the cache, the shard is skipped.
+    parts = sorted(p.name for p in (out / "segments").iterdir())
+    assert cli.main(["predict", "--model", str(rf_model), "--audio", str(call["folder"] / "call.wav"), "--out", str(out), "--segment", "speech", "--store", str(evaluated), "--no-progress"]) == 0
+    assert sorted(p.name for p in (out / "segments").iterdir()) == parts
