@@ -58,10 +58,19 @@ def _k8s_objects() -> list[dict[str, Any]]:
     return [doc for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml" for doc in _documents(path)]
 
 
-def _one(kind: str) -> dict[str, Any]:
-    found = [doc for doc in _k8s_objects() if doc["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind} in infra/k8s, found {len(found)}"
+def _one(kind: str, component: str | None = None) -> dict[str, Any]:
+    """The one object of ``kind`` (and of that ``app.kubernetes.io/component``, when given)."""
+    found = [doc for doc in _k8s_objects() if doc["kind"] == kind and component in (None, doc["metadata"].get("labels", {}).get("app.kubernetes.io/component"))]
+    assert len(found) == 1, f"expected one {kind}{f' of component {component}' if component else ''} in infra/k8s, found {len(found)}"
     return found[0]
+
+
+RAYJOBS = {"study-run": "jobs/run.py", "predict-run": "jobs/predict.py"}
+"""The RayJobs by component, and the job script each runs."""
+
+
+def _study_job() -> dict[str, Any]:
+    return _one("RayJob", "study-run")
 
 
 def _containers(node: Any) -> Iterator[dict[str, Any]]:
@@ -88,11 +97,12 @@ def _secret_ref(entry: dict[str, Any]) -> tuple[str, str, bool] | None:
 
 def _ray_containers() -> dict[str, dict[str, Any]]:
     """The containers that run Ray or talk to it: head, workers, the RayJob's submitter."""
-    cluster, job = _one("RayCluster"), _one("RayJob")
+    cluster = _one("RayCluster")
     found = {"head": cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]}
     for group in cluster["spec"]["workerGroupSpecs"]:
         found[f"worker {group['groupName']}"] = group["template"]["spec"]["containers"][0]
-    found["submitter"] = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
+    found["submitter"] = _study_job()["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
+    found["predict submitter"] = _one("RayJob", "predict-run")["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
     return found
 
 
@@ -109,13 +119,13 @@ def _shell_commands(text: str) -> list[str]:
     return commands
 
 
-def _job_invocations(text: str) -> list[list[str]]:
-    """The arguments after `python jobs/run.py` in every command of a text that runs it."""
+def _job_invocations(text: str, script: str = "jobs/run.py") -> list[list[str]]:
+    """The arguments after `python <script>` in every command of a text that runs it."""
     found = []
     for command in _shell_commands(text):
-        if "python jobs/run.py" not in command:
+        if f"python {script}" not in command:
             continue
-        words = shlex.split(command[command.index("python jobs/run.py"):])
+        words = shlex.split(command[command.index(f"python {script}"):])
         found.append(words[2:])
     return found
 
@@ -124,8 +134,8 @@ def _docs_code() -> str:
     return "\n".join(re.findall(r"```(?:bash|sh)?\n(.*?)```", DOCS.read_text(), re.S))
 
 
-def _runtime_env_of_rayjob() -> dict[str, Any]:
-    return yaml.safe_load(_one("RayJob")["spec"]["runtimeEnvYAML"])
+def _runtime_env_of_rayjob(component: str = "study-run") -> dict[str, Any]:
+    return yaml.safe_load(_one("RayJob", component)["spec"]["runtimeEnvYAML"])
 
 
 def _dockerfile() -> str:
@@ -210,7 +220,7 @@ def _study_config(tmp_path: Path, args) -> pipeline.RunConfig:
 
 
 def test_rayjob_entrypoint_parses_with_the_job_parser(tmp_path):
-    words = shlex.split(_one("RayJob")["spec"]["entrypoint"])
+    words = shlex.split(_study_job()["spec"]["entrypoint"])
     assert words[:2] == ["python", "jobs/run.py"]
     args = JOB.parse_args(words[2:])
     assert args.config == "/config/study.toml" and args.progress is False
@@ -241,6 +251,14 @@ def test_documented_job_commands_parse_with_the_job_parser():
             assert (REPO / runtime_env).is_file(), command
 
 
+def test_documented_predict_jobs_parse_with_the_predict_parser():
+    invocations = _job_invocations(_docs_code(), "jobs/predict.py") + _job_invocations((REPO / "jobs" / "predict.py").read_text(), "jobs/predict.py")
+    assert len(invocations) >= 2
+    for words in invocations:
+        args = JOB.parse_args(words, "predict")
+        assert args.model and args.audio and args.out
+
+
 def test_parser_rejects_what_crossemo_run_rejects():
     """The job's parser is the CLI's: an unknown flag is bad input, in one line."""
     with pytest.raises(JOB.BadArguments, match="unrecognized arguments: --trees"):
@@ -254,6 +272,7 @@ def test_parser_rejects_what_crossemo_run_rejects():
 def test_runtime_envs_are_valid_and_agree():
     envs = {path.name: yaml.safe_load(path.read_text()) for path in RUNTIME_ENVS}
     envs["RayJob"] = _runtime_env_of_rayjob()
+    assert _runtime_env_of_rayjob("predict-run") == envs["RayJob"], "both RayJobs upload the same code"
     for name, env in envs.items():
         # Ray's own validation. Ray checks that a local working_dir exists: the
         # job files' "." is the repository root they are submitted from; the
@@ -285,7 +304,7 @@ def test_secrets_are_referenced_consistently_and_created_as_documented():
         assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", f"{name} must run with token authentication"
         token_refs.add(_secret_ref(env["RAY_AUTH_TOKEN"]))
     assert len(token_refs) == 1 and None not in token_refs, f"one token for the whole cluster: {token_refs}"
-    heads_and_workers = [c for n, c in containers.items() if n != "submitter"]
+    heads_and_workers = [c for n, c in containers.items() if not n.endswith("submitter")]
     assert all(c.get("env") == heads_and_workers[0].get("env") for c in heads_and_workers), "head and workers need the same credentials"
 
     refs = {_secret_ref(entry) for doc in _k8s_objects() for container in _containers(doc) for entry in container.get("env", [])} - {None}
@@ -349,12 +368,22 @@ def test_launcher_config_is_valid_and_uses_the_token():
 # --- the RayJob, its cluster and its schedule ---------------------------------------------------
 
 
-def test_rayjob_runs_on_the_raycluster():
-    job, cluster = _one("RayJob"), _one("RayCluster")
+@pytest.mark.parametrize("component", RAYJOBS)
+def test_rayjob_runs_on_the_raycluster(component):
+    job, cluster = _one("RayJob", component), _one("RayCluster")
     assert "name" not in job["metadata"] and job["metadata"]["generateName"], "each created run needs its own name"
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
     # A local working_dir is uploaded by `ray job submit` in the submitter pod, which has the code.
     assert job["spec"]["submissionMode"] == "K8sJobMode"
+    assert shlex.split(job["spec"]["entrypoint"])[:2] == ["python", RAYJOBS[component]]
+
+
+def test_predict_rayjob_entrypoint_parses_with_the_predict_parser():
+    words = shlex.split(_one("RayJob", "predict-run")["spec"]["entrypoint"])
+    args = JOB.parse_args(words[2:], "predict")
+    assert args.progress is False and args.speaker_pattern
+    re.compile(args.speaker_pattern)
+    assert all(uri.startswith("s3://") for uri in [args.model, args.out, *args.audio]), "every node must reach the model, the audio and the output"
 
 
 CRON_FIELDS = [(0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}), (0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())})]
@@ -412,7 +441,7 @@ def test_cronjob_creates_the_rayjob_on_a_valid_schedule():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     generators = {g["name"]: g for g in kustomization["configMapGenerator"]}
     generator = generators[volumes[name]["configMap"]["name"]]
-    assert generator["files"] == ["rayjob.yaml"] and generator["options"]["disableNameSuffixHash"] is True
+    assert generator["files"] == ["rayjob.yaml", "rayjob-predict.yaml"] and generator["options"]["disableNameSuffixHash"] is True
 
     # The service account may create RayJobs in its namespace.
     account = pod["serviceAccountName"]
