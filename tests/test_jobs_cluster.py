@@ -463,3 +463,38 @@ def test_ray_job_stop_interrupts_the_run(ray_cluster, demo, tmp_path):
     logs = ray_cluster.ray("job", "logs", "--address", ray_cluster.dashboard, submission_id, check=False).stdout
     assert status == "STOPPED", logs
     assert re.search(r"Z ERROR crossemo-job: interrupted by SIGTERM after [\d.]+ s; finished work is kept in ", logs), logs
+
+
+def _finished_job(cluster: Cluster, *entrypoint: str) -> str:
+    """Submit a job, wait for it to end, and return its log; it must succeed."""
+    submission_id = f"crossemo-test-{uuid.uuid4().hex[:8]}"
+    cluster.submit("--address", cluster.dashboard, "--submission-id", submission_id, "--runtime-env", "jobs/runtime_env.preinstalled.yaml", "--no-wait", "--", *entrypoint)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    status = _job_status(cluster, submission_id)
+    while status not in ("SUCCEEDED", "FAILED", "STOPPED") and time.monotonic() < deadline:
+        time.sleep(3)
+        status = _job_status(cluster, submission_id)
+    logs = cluster.ray("job", "logs", "--address", cluster.dashboard, submission_id, check=False).stdout
+    assert status == "SUCCEEDED", f"job {submission_id} ended {status}:\n{logs}"
+    return logs
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(600)
+def test_a_trained_model_labels_audio_as_a_ray_job_on_two_nodes(ray_cluster, demo, tmp_path):
+    """`crossemo train` and `jobs/predict.py` submitted to the cluster: the job logs its start and end, and its tasks label every file."""
+    config = tmp_path / "fast.toml"
+    config.write_text("[method_params.rf]\nn_estimators = 20\n")
+    model, out = tmp_path / "model", tmp_path / "labels"
+    _finished_job(
+        ray_cluster, "python", "-m", "crossemo.cli", "train", "--corpus", f"manifest={demo['synth_studio']}", "--corpus", f"manifest={demo['synth_phone']}",
+        "--target", "synth_phone", "--method", "rf", "--config", str(config), "--store", str(tmp_path / "store"), "--out", str(model), "--no-progress",
+    )
+    logs = _finished_job(ray_cluster, "python", "jobs/predict.py", "--model", str(model), "--audio", str(demo["synth_phone"].parent), "--out", str(out), "--no-progress")
+    assert re.search(r"^\S+Z INFO crossemo-job: start: model \S+ \(\w+, rf\); audio \S+ \(16 files\)", logs, re.M), logs
+    assert re.search(r"^\S+Z INFO crossemo-job: done: 16 files; 16 labelled; 0 not usable;", logs, re.M), logs
+    labels = pd.read_parquet(out / "predictions")
+    assert len(labels) == 16 and labels["emotion"].notna().all()
+    tasks = json.loads(ray_cluster.ray("list", "tasks", "--address", ray_cluster.dashboard, "--format", "json", "--limit", "10000", "--detail").stdout)
+    labelling = [task for task in tasks if task.get("func_or_class_name", "").startswith("_label_shard") and task["state"] == "FINISHED"]
+    assert labelling, "no finished labelling task listed"
