@@ -33,9 +33,9 @@ DEMO_METHOD_PARAMS = {
 }
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, *, out_help: str = "output folder or s3:// prefix") -> None:
     parser.add_argument("--corpus", action="append", default=[], metavar="NAME=URI", help="a corpus: recipe name and its root (local folder or s3://…); repeat for more")
-    parser.add_argument("--out", help="output folder or s3:// prefix")
+    parser.add_argument("--out", help=out_help)
     parser.add_argument("--feature-set", dest="feature_set", help="is10 (default), egemaps, compare, emobase, or a path to an openSMILE .conf")
     parser.add_argument("--analysis-rate", dest="analysis_rate", type=int, help="every file is resampled to this rate in Hz before features are computed (default 16000)")
     parser.add_argument("--channel", type=_channel, help="how several channels become one: mean (default; see the README's Mono rule), loudest (most speech-band energy: for a dead or humming channel), first, or a channel index")

@@ -31,7 +31,7 @@ UNSET_PARAMS = ("random_state", "source_model")
 
 def add_train_parser(commands: Any, add_run_options: Any) -> None:
     train = commands.add_parser("train", help="fit a method on the source corpora and every labelled target speaker; write a model bundle")
-    add_run_options(train)
+    add_run_options(train, out_help="where to write the model bundle: a new folder or s3:// prefix")
     train.add_argument("--target", required=True, help="the corpus whose speakers the model is for (one of the --corpus names)")
     train.add_argument("--method", help=f"a method, target_only_<method> (the target alone), or {training.BEST} (needs --from-run); default: the recommended {methods.RECOMMENDED}")
     train.add_argument("--from-run", dest="from_run", metavar="OUT", help="a finished evaluation: its settings, corpora and feature store are reused, its figures go into the bundle")
