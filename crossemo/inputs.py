@@ -21,6 +21,7 @@ speakers (the README gives the measured cost).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -61,7 +62,10 @@ class AudioFiles:
     warnings: list[str] = field(default_factory=list)
 
 
-def list_inputs(uris: list[str], *, speaker_pattern: str | None = None, storage_options: storage.StorageOptions | None = None) -> AudioFiles:
+def list_inputs(
+    uris: list[str], *, speaker_pattern: str | None = None, storage_options: storage.StorageOptions | None = None,
+    reserved_columns: Collection[str] = (), flag: str = "--audio",
+) -> AudioFiles:
     """List the files of every input, with each file's speaker.
 
     Args:
@@ -69,23 +73,28 @@ def list_inputs(uris: list[str], *, speaker_pattern: str | None = None, storage_
         speaker_pattern: a regular expression with a named group ``speaker``,
             searched in every URI without a speaker from a table.
         storage_options: fsspec options for object storage.
+        reserved_columns: column names the caller writes itself, which a table may not bring.
+        flag: the option the inputs came from, for messages.
 
     Returns:
         the files (a file given by two inputs is kept once, from the first).
 
     Raises:
-        InputError: no input, a bad pattern, an input that cannot be read, or
-            no audio file in any input.
+        InputError: no input, an empty one, a bad pattern, an input that cannot be
+            read, a table column named as one of ours, or no audio file in any input.
     """
     if not uris:
-        raise InputError("no audio given (--audio FOLDER, s3:// prefix, or a CSV/Parquet table with a path column)")
+        raise InputError(f"no audio given ({flag} FOLDER, s3:// prefix, or a CSV/Parquet table with a path column)")
+    if any(not uri.strip() for uri in uris):
+        # An empty path would list the current folder.
+        raise InputError(f"{flag} is empty; give an audio file, a folder, an s3:// prefix or a table of files")
     pattern = _compile(speaker_pattern)
     frames, missing, rules, extra, warnings = [], [], {}, [], []
     for uri in uris:
         try:
-            files, absent, from_table = _list_one(uri, storage_options)
+            files, absent, from_table = _list_one(uri, storage_options, reserved=("input", *reserved_columns))
         except base.CorpusError as error:
-            raise InputError(f"--audio {uri}: {error}") from None
+            raise InputError(f"{flag} {uri}: {error}") from None
         if from_table and "speaker" in files and (files["speaker"] != "").all():
             rules[uri] = "table"
         elif pattern is not None:
@@ -107,10 +116,10 @@ def list_inputs(uris: list[str], *, speaker_pattern: str | None = None, storage_
     files = pd.concat(frames, ignore_index=True).fillna("")
     twice = files["uri"].duplicated()
     if twice.any():
-        warnings.append(f"{int(twice.sum())} file(s) given by more than one --audio are labelled once")
+        warnings.append(f"{int(twice.sum())} file(s) given by more than one {flag} are labelled once")
         files = files[~twice].reset_index(drop=True)
     if files.empty:
-        raise InputError(f"--audio lists no audio file ({', '.join(uris)}); give folders with .wav/.flac files or a table with a path column")
+        raise InputError(f"{flag} lists no audio file ({', '.join(uris)}); give folders with .wav/.flac files or a table with a path column")
     batch = [uri for uri, rule in rules.items() if rule == "batch"]
     if batch:
         warnings.append(
@@ -122,10 +131,10 @@ def list_inputs(uris: list[str], *, speaker_pattern: str | None = None, storage_
     return AudioFiles(files=files[columns], missing=missing_frame, speaker_rule=rules, extra_columns=extra, warnings=warnings)
 
 
-def _list_one(uri: str, storage_options: storage.StorageOptions | None) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
-    """One input's files (``uri``, ``fingerprint``, table columns) and missing files, and whether it was a table."""
+def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reserved: Collection[str]) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """One input's files (``uri``, ``fingerprint``, table columns) and missing files, and whether it was a table (which may not bring ``reserved`` columns)."""
     if uri.lower().endswith(TABLE_SUFFIXES):
-        files, missing = manifest.list_files(uri, storage_options=storage_options)
+        files, missing = manifest.list_files(uri, storage_options=storage_options, reserved=reserved)
         files = files.drop(columns=["path"])
         return files, missing.assign(stage="read")[["uri", "stage", "reason"]], True
     if base.is_audio_like(uri):

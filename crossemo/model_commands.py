@@ -49,7 +49,7 @@ def add_predict_parser(commands: Any, add_common: Any) -> None:
     predict.add_argument("--speaker-pattern", dest="speaker_pattern", metavar="REGEX", help="a regular expression with a group named speaker, matched on each file's URI")
     predict.add_argument("--segment", type=_segment_mode, metavar="SECONDS|speech", help="label long recordings window by window: fixed windows of SECONDS, or the stretches where a voice activity detector (silero-vad) finds speech")
     predict.add_argument("--hop", type=float, metavar="SECONDS", help="seconds between fixed windows' starts (default: the window length, no overlap)")
-    predict.add_argument("--max-length", dest="max_length", type=float, default=10.0, metavar="SECONDS", help="longest speech window; longer stretches are split (default 10)")
+    predict.add_argument("--max-length", dest="max_length", type=float, metavar="SECONDS", help="with --segment speech: longest speech window; longer stretches are split (default 10)")
     predict.add_argument("--store", help="feature store whose cache to read and extend (default: --out)")
     add_common(predict)
 
@@ -114,7 +114,7 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     storage.check_writable(model_uri, storage_options=config.fs_options)
     if storage.exists(storage.join(model_uri, "model.json"), storage_options=config.fs_options):
         raise pipeline.ConfigError(f"--out {model_uri} already holds a model bundle; give another folder or remove it first")
-    adapt_to = inputs.list_inputs(args.adapt_to, storage_options=config.fs_options) if args.adapt_to else None
+    adapt_to = inputs.list_inputs(args.adapt_to, storage_options=config.fs_options, flag="--adapt-to") if args.adapt_to else None
     return TrainSetup(config, prepared, model_uri, args.target, sources if choice.with_source else [], choice, evaluation, adapt_to)
 
 
@@ -232,34 +232,87 @@ def predict_setup(args: argparse.Namespace) -> PredictSetup:
     """
     from crossemo import bundle
 
+    for flag, value in (("--model", args.model), ("--out", args.out)):
+        if not value.strip():
+            raise pipeline.ConfigError(f"{flag} is empty; give a folder or s3:// prefix")
     segmentation = None
     if args.segment is not None:
-        segmentation = prediction.Segmentation(args.segment, hop=args.hop, max_length=args.max_length)
+        longest = {} if args.max_length is None else {"max_length": args.max_length}
+        segmentation = prediction.Segmentation(args.segment, hop=args.hop, **longest)
         try:
             segmentation.rule()
         except ValueError as error:
             raise pipeline.ConfigError(f"--segment: {error}") from None
     elif args.hop is not None:
         raise pipeline.ConfigError("--hop needs --segment SECONDS")
+    if args.max_length is not None and args.segment != "speech":
+        raise pipeline.ConfigError("--max-length applies to --segment speech only")
     options = pipeline.parse_storage_options(args.storage_option) or None
     loaded = bundle.load_bundle(args.model, storage_options=options)
-    metadata = loaded.metadata
-    try:
-        extractor = FeatureExtractor(metadata["feature_set"], storage_options=options)
-        same = extractor.feature_set_id == metadata["feature_set_id"] and list(extractor.names) == list(metadata["feature_names"])
-    except (ValueError, OSError) as error:
-        raise bundle.BundleError(f"bundle {args.model}: its feature set {metadata['feature_set']!r} cannot be built here: {error}") from None
-    if not same:
-        raise bundle.BundleError(f"bundle {args.model}: its feature set {metadata['feature_set_id']} gives other features here ({extractor.feature_set_id}); retrain it with this crossemo")
-    decode = dict(metadata["decode"])
-    if decode.get("rules") != audio.DECODE_RULES_VERSION:
-        raise bundle.BundleError(f"bundle {args.model}: made with decode rules version {decode.get('rules')}, this crossemo has {audio.DECODE_RULES_VERSION}; retrain it")
-    settings = audio.AnalysisSettings(**{name: decode[name] for name in ("analysis_rate", "channel", "min_duration")})
-    listing = inputs.list_inputs(args.audio, speaker_pattern=args.speaker_pattern, storage_options=options)
+    extractor, settings = _bundle_features(loaded.metadata, args.model, options)
+    if segmentation is not None:
+        _check_windows_usable(segmentation, settings)
+    classes = [str(label) for label in loaded.method.classes_]
+    listing = inputs.list_inputs(args.audio, speaker_pattern=args.speaker_pattern, storage_options=options, reserved_columns=prediction.output_columns(classes))
+    if segmentation is None and prediction.normalises_test_speakers(loaded.method):
+        listing.warnings += _lone_file_warnings(listing.files, loaded.metadata["bundle"]["method"])
     storage.check_writable(args.out, storage_options=options)
     if args.store:
         storage.check_writable(args.store, storage_options=options)
     return PredictSetup(loaded, extractor, settings, listing, segmentation, options)
+
+
+def _bundle_features(metadata: dict[str, Any], uri: str, options: dict | None) -> tuple[FeatureExtractor, audio.AnalysisSettings]:
+    """The feature extractor and decode rules a bundle's ``model.json`` names, checked against this crossemo.
+
+    Raises:
+        bundle.BundleError: a missing or unusable entry, or a feature set or decode rules this crossemo computes otherwise.
+    """
+    from crossemo import bundle
+
+    # model.json's digest covers the fitted method only, so these entries may be missing or edited.
+    try:
+        feature_set, feature_set_id, names, decode = (metadata[key] for key in ("feature_set", "feature_set_id", "feature_names", "decode"))
+        decode = dict(decode)
+    except KeyError as error:
+        raise bundle.BundleError(f"{uri}/{bundle.MODEL_FILE} lacks {error.args[0]!r}, which predict needs; was it written by `crossemo train`?") from None
+    except (TypeError, ValueError):
+        raise bundle.BundleError(f"{uri}/{bundle.MODEL_FILE}: its decode entry is not an object of decode rules") from None
+    try:
+        extractor = FeatureExtractor(feature_set, storage_options=options)
+    except (ValueError, OSError) as error:
+        raise bundle.BundleError(f"bundle {uri}: its feature set {feature_set!r} cannot be built here: {error}") from None
+    if extractor.feature_set_id != feature_set_id:
+        raise bundle.BundleError(f"bundle {uri}: its feature set {feature_set_id} gives other features here ({extractor.feature_set_id}); retrain it with this crossemo")
+    if list(extractor.names) != list(names):
+        raise bundle.BundleError(f"bundle {uri}: the feature names in {bundle.MODEL_FILE} are not those of {feature_set_id} here, in order; retrain it with this crossemo")
+    if decode.get("rules") != audio.DECODE_RULES_VERSION:
+        raise bundle.BundleError(f"bundle {uri}: made with decode rules version {decode.get('rules')}, this crossemo has {audio.DECODE_RULES_VERSION}; retrain it")
+    try:
+        settings = audio.AnalysisSettings(**{name: decode[name] for name in ("analysis_rate", "channel", "min_duration")})
+    except KeyError as error:
+        raise bundle.BundleError(f"{uri}/{bundle.MODEL_FILE}: its decode rules lack {error.args[0]!r}") from None
+    except (TypeError, ValueError) as error:
+        raise bundle.BundleError(f"{uri}/{bundle.MODEL_FILE}: its decode rules are unusable: {error}") from None
+    return extractor, settings
+
+
+def _lone_file_warnings(files: pd.DataFrame, method: str) -> list[str]:
+    """A warning when a speaker (or batch) has one file, for a method that normalises each speaker by their own recordings."""
+    alone = int((files["speaker"].value_counts() == 1).sum())
+    if not alone:
+        return []
+    # Normalising one recording by itself leaves nothing of it: every such file gets the same label.
+    return [(f"{alone} speaker(s) or batch(es) have a single file: {method} normalises each speaker by their own recordings, "
+             "so it gives such a file the same label whatever it holds; give several recordings of each speaker")]
+
+
+def _check_windows_usable(segmentation: prediction.Segmentation, settings: audio.AnalysisSettings) -> None:
+    """Refuse windows that could never be labelled: every one would be shorter than the shortest usable recording."""
+    longest = segmentation.max_length if segmentation.mode == "speech" else segmentation.mode
+    if longest < settings.min_duration:
+        flag = "--max-length" if segmentation.mode == "speech" else "--segment"
+        raise pipeline.ConfigError(f"{flag} {longest:g} s is shorter than the shortest recording the model labels ({settings.min_duration:g} s)")
 
 
 def label(args: argparse.Namespace, setup: PredictSetup) -> Any:

@@ -85,6 +85,11 @@ def label(method: object, X: np.ndarray, speakers: np.ndarray) -> tuple[np.ndarr
     return emotions, np.asarray(method.predict_proba(X, speakers=speakers), dtype=np.float64)
 
 
+def output_columns(classes: list[str]) -> list[str]:
+    """The columns ``predict`` adds to each listed file's own: a table of files may not bring columns of these names."""
+    return ["emotion", *(probability_column(name) for name in classes), "model_id", "windows"]
+
+
 def labelled_frame(rows: pd.DataFrame, classes: list[str], emotions: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
     """``rows`` with ``emotion`` and one ``p_<class>`` column per class appended."""
     frame = rows.reset_index(drop=True).copy()

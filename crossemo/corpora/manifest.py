@@ -64,7 +64,7 @@ import os
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import fsspec
@@ -224,12 +224,21 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
     return build_manifest(name, path, utterances, skipped, warnings=warnings)
 
 
-def list_files(path: str, *, storage_options: storage.StorageOptions | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+FILE_COLUMNS = ("uri", "fingerprint")
+"""The columns :func:`list_files` adds to a table's own."""
+
+
+def list_files(path: str, *, storage_options: storage.StorageOptions | None = None, reserved: Collection[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a table of audio files to label: a ``path`` column, any others carried along.
 
     The file format, encodings and path rules are those of a corpus manifest
     (see the module docstring); only ``path`` is required, and no row is
     skipped for its emotion.
+
+    Args:
+        path: the table, local or a URI.
+        storage_options: fsspec options for object storage.
+        reserved: column names the caller writes itself, which the table may not bring.
 
     Returns:
         ``(files, missing)``: the rows whose file exists, with the table's
@@ -238,11 +247,14 @@ def list_files(path: str, *, storage_options: storage.StorageOptions | None = No
 
     Raises:
         CorpusError: the table is missing or unreadable, lacks ``path``, has a
-            row without a path, lists a relative path leaving its folder, or
-            lists a file twice.
+            column named ``uri``, ``fingerprint`` or one of ``reserved``, has a row without a path,
+            lists a relative path leaving its folder, or lists a file twice.
     """
     fs, manifest_path = _manifest_filesystem(path, storage_options)
     frame = _read_table(fs, manifest_path, path, required=("path",))
+    own = [column for column in (*FILE_COLUMNS, *reserved) if column in frame]
+    if own:
+        raise CorpusError(f"{path}: its column(s) {', '.join(own)} would be overwritten by crossemo's own; rename them (for example {own[0]}_given)")
     frame = frame[~frame.eq("").all(axis=1)].reset_index(drop=True)
     folder = posixpath.dirname(manifest_path)
     filesystems: dict[str, fsspec.AbstractFileSystem] = {}

@@ -1,0 +1,136 @@
+"""``crossemo predict`` refuses what it cannot label well before any Ray work, and warns where labels mean little.
+
+A bundle of the recommended kind of method (one that normalises each speaker
+by their own recordings) is fitted here on features of real EMOVO speech,
+without Ray; every refusal is checked as in :mod:`tests.test_early_errors`:
+one line, exit status 2, Ray never started, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossemo import audio, cli, model_commands
+from crossemo.bundle import save_bundle
+from crossemo.features.extractor import FeatureExtractor
+from crossemo.labels import EMOTIONS
+from tests.test_early_errors import refuse
+from tests.test_methods import fast
+
+EMOVO_CODES = {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}
+SPEAKERS = ("f1", "m1")
+PER_EMOTION = 2
+
+
+@pytest.fixture(scope="module")
+def model(shared_corpora, tmp_path_factory) -> Path:
+    """A speaker_norm_linear bundle fitted on two EMOVO speakers, with the model.json entries ``crossemo train`` writes for predict."""
+    extractor = FeatureExtractor("is10")
+    settings = audio.AnalysisSettings()
+    paths = [p for s in SPEAKERS for code in EMOVO_CODES for p in sorted((shared_corpora / "emovo" / s).glob(f"{code}-*.flac"))[:PER_EMOTION]]
+    X = np.stack([extractor.extract(prepared.signal, prepared.sampling_rate) for prepared in (audio.load(str(p), settings=settings).analysis for p in paths)])
+    y = np.array([EMOVO_CODES[p.name.split("-")[0]] for p in paths])
+    speakers = np.array([p.parent.name for p in paths])
+    method = fast("speaker_norm_linear").fit(X, y, is_target=np.ones(len(y), dtype=bool), speakers=speakers)
+    uri = tmp_path_factory.mktemp("bundle") / "model"
+    metadata = {
+        "feature_set": "is10", "feature_set_id": extractor.feature_set_id, "feature_names": list(extractor.names),
+        "decode": settings.key(), "classes": list(EMOTIONS), "method": "speaker_norm_linear",
+    }
+    save_bundle(method, str(uri), metadata=metadata)
+    return uri
+
+
+@pytest.fixture
+def emovo_f2(shared_corpora) -> Path:
+    return shared_corpora / "emovo" / "f2"
+
+
+def predict(model: Path, audio_input: str, out: Path, *extra: str) -> list[str]:
+    return ["predict", "--model", str(model), "--audio", audio_input, "--out", str(out), "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("empty", ["--model", "--out", "--audio"])
+def test_an_empty_location_is_refused_not_taken_for_the_current_folder(empty, model, emovo_f2, tmp_path, capsys, monkeypatch):
+    # The current folder holds audio, so an empty --audio would list it and an empty --out would write into it.
+    shutil.copy(next(emovo_f2.glob("*.flac")), tmp_path / "call.flac")
+    monkeypatch.chdir(tmp_path)
+    args = predict(model, str(emovo_f2), tmp_path / "labels")
+    args[args.index(empty) + 1] = ""
+    refuse(args, capsys, says=f"{empty} is empty", untouched=tmp_path)
+
+
+def edited(model: Path, tmp_path: Path, change) -> Path:
+    """A copy of the bundle whose model.json ``change`` edited (outside the digested record, so the digests still match)."""
+    copy = tmp_path / "edited"
+    shutil.copytree(model, copy)
+    record = json.loads((copy / "model.json").read_text())
+    change(record)
+    (copy / "model.json").write_text(json.dumps(record))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda r: r.pop("decode"), "model.json lacks 'decode'"),
+        (lambda r: r.pop("feature_names"), "model.json lacks 'feature_names'"),
+        (lambda r: r.__setitem__("decode", "16000"), "its decode entry is not an object"),
+        (lambda r: r["decode"].pop("channel"), "its decode rules lack 'channel'"),
+        (lambda r: r["decode"].__setitem__("analysis_rate", "fast"), "its decode rules are unusable: analysis rate 'fast'"),
+        (lambda r: r["decode"].__setitem__("channel", "left"), "its decode rules are unusable: channel 'left'"),
+        (lambda r: r.__setitem__("feature_names", r["feature_names"][::-1]), "the feature names in model.json are not those of is10"),
+    ],
+)
+def test_a_model_json_missing_or_with_unusable_predict_entries_is_one_line(change, says, model, emovo_f2, tmp_path, capsys):
+    refuse(predict(edited(model, tmp_path, change), str(emovo_f2), tmp_path / "labels"), capsys, says=says, untouched=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--segment", "0.05"], "--segment 0.05 s is shorter than the shortest recording the model labels (0.1 s)"),
+        (["--segment", "speech", "--max-length", "0.05"], "--max-length 0.05 s is shorter than the shortest recording"),
+        (["--max-length", "5"], "--max-length applies to --segment speech only"),
+        (["--segment", "3", "--max-length", "5"], "--max-length applies to --segment speech only"),
+    ],
+)
+def test_windows_that_could_never_be_labelled_and_an_ignored_max_length_are_refused(flags, says, model, emovo_f2, tmp_path, capsys):
+    refuse(predict(model, str(emovo_f2), tmp_path / "labels", *flags), capsys, says=says, untouched=tmp_path)
+
+
+@pytest.mark.parametrize("column", ["emotion", "Emotion", "p_joy", "model_id", "windows", "input", "uri", "fingerprint"])
+def test_a_table_column_that_predict_would_overwrite_is_refused(column, model, emovo_f2, tmp_path, capsys):
+    files = sorted(emovo_f2.glob("*.flac"))[:4]
+    table = tmp_path / "calls.csv"
+    pd.DataFrame({"path": [str(p) for p in files], "speaker": "f2", column: "mine"}).to_csv(table, index=False)
+    line = refuse(predict(model, str(table), tmp_path / "labels"), capsys, says="would be overwritten by crossemo's own", untouched=tmp_path)
+    assert column.lower() in line
+
+
+def test_adapt_to_errors_name_adapt_to(shared_corpora, tmp_path, capsys):
+    args = ["train", "--corpus", f"emovo={shared_corpora}/emovo", "--corpus", f"ravdess={shared_corpora}/ravdess", "--target", "emovo",
+            "--method", "self_training", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "model"), "--no-progress"]
+    refuse([*args, "--adapt-to", str(tmp_path / "nowhere")], capsys, says=f"--adapt-to {tmp_path / 'nowhere'}: ", untouched=tmp_path)
+    refuse([*args, "--adapt-to", ""], capsys, says="--adapt-to is empty", untouched=tmp_path)
+
+
+def test_a_speaker_with_a_single_file_is_warned_about_as_normalising_it_leaves_nothing(model, emovo_f2, tmp_path):
+    anger, sadness = (next(emovo_f2.glob(f"{code}-*.flac")) for code in ("rab", "tri"))
+    table = tmp_path / "calls.csv"
+    pd.DataFrame({"path": [str(anger), str(sadness)], "speaker": ["ann", "bob"]}).to_csv(table, index=False)
+    setup = model_commands.predict_setup(cli.build_parser().parse_args(predict(model, str(table), tmp_path / "labels")))
+    assert any("2 speaker(s) or batch(es) have a single file" in w for w in setup.listing.warnings), setup.listing.warnings
+    # What the warning says: an angry and a sad recording, each alone, get the very same probabilities.
+    X = np.stack([setup.extractor.extract(a.signal, a.sampling_rate) for a in (audio.load(str(p), settings=setup.settings).analysis for p in (anger, sadness))])
+    probabilities = setup.loaded.method.predict_proba(X, speakers=np.array(["ann", "bob"]))
+    assert np.allclose(probabilities[0], probabilities[1])
+
+    together = model_commands.predict_setup(cli.build_parser().parse_args(predict(model, str(emovo_f2), tmp_path / "labels")))
+    assert not any("single file" in w for w in together.listing.warnings), together.listing.warnings
