@@ -465,13 +465,17 @@ def label_files(
     started = time.perf_counter()
     folder = storage.join(out, "predictions")
     model_id = loaded.model_id
+    # Shards are keyed by the model and by the model.json entries that decide
+    # how audio becomes features: the model id covers the bundle's files, not
+    # these, so an edited decode rule must not reuse parts labelled under the old one.
+    shard_model = prediction.labelling_key(loaded)
     rule = segmentation.rule() if segmentation is not None else prediction.WHOLE_FILES
     per_speaker = prediction.normalises_test_speakers(loaded.method)
     files = listing.files
-    valid, stale = prediction.still_valid(prediction.read_parts(folder, storage_options=storage_options), files, model_id=model_id, rule=rule, per_speaker=per_speaker)
+    valid, stale = prediction.still_valid(prediction.read_parts(folder, storage_options=storage_options), files, model_id=shard_model, rule=rule, per_speaker=per_speaker)
     covered = set().union(*(set(part.files["uri"]) for part in valid)) if valid else set()
     todo = files[~files["uri"].isin(covered)].reset_index(drop=True)
-    shards = prediction.plan_shards(todo, model_id=model_id, rule=rule, per_speaker=per_speaker)
+    shards = prediction.plan_shards(todo, model_id=shard_model, rule=rule, per_speaker=per_speaker)
     extraction = None
     if shards and segmentation is not None:
         connect(address)

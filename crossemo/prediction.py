@@ -106,6 +106,12 @@ def mean_of_windows(windows: pd.DataFrame, classes: list[str]) -> tuple[np.ndarr
     return np.asarray(classes)[int(np.argmax(mean))], mean
 
 
+def labelling_key(loaded: Any) -> str:
+    """What a shard's labels depend on besides its files: the model id and the model.json entries that decide the features."""
+    entries = {name: loaded.metadata.get(name) for name in ("feature_set", "feature_set_id", "feature_names", "decode")}
+    return hashlib.sha256(f"{loaded.model_id}\n{json.dumps(entries, sort_keys=True, default=str)}".encode()).hexdigest()
+
+
 def shard_key(files: pd.DataFrame, *, model_id: str, rule: str) -> str:
     """A shard's identity: the model, the rule and every file's URI, fingerprint, speaker and carried columns."""
     digest = hashlib.sha256(f"{model_id}\n{rule}\n".encode())

@@ -321,3 +321,21 @@ def test_speech_windows_find_the_utterances(call, rf_model, evaluated, tmp_path)
     parts = sorted(p.name for p in (out / "segments").iterdir())
     assert cli.main(["predict", "--model", str(rf_model), "--audio", str(call["folder"] / "call.wav"), "--out", str(out), "--segment", "speech", "--store", str(evaluated), "--no-progress"]) == 0
     assert sorted(p.name for p in (out / "segments").iterdir()) == parts
+
+
+def test_an_edited_decode_rule_relabels_instead_of_reusing_parts(rf_model, call, evaluated, tmp_path, capsys):
+    """model.json's decode rules are not in the model id's digest; the parts still follow them."""
+    model = tmp_path / "model"
+    shutil.copytree(rf_model, model)
+    command = ["predict", "--model", str(model), "--audio", str(call["folder"] / "call.wav"), "--out", str(tmp_path / "labels"), "--store", str(evaluated), "--no-progress"]
+    assert cli.main(command) == 0
+    before = {p.name for p in (tmp_path / "labels" / "predictions").glob("part-*")}
+    metadata = json.loads((model / "model.json").read_text())
+    metadata["decode"]["channel"] = "first"
+    (model / "model.json").write_text(json.dumps(metadata))
+    capsys.readouterr()
+    assert cli.main(command) == 0
+    output = capsys.readouterr().out
+    assert "(1 shard(s) labelled" in output and "reused" not in output, output
+    after = {p.name for p in (tmp_path / "labels" / "predictions").glob("part-*")}
+    assert len(after) == 1 and not after & before
