@@ -381,6 +381,22 @@ def test_token_is_required(ray_cluster):
     assert "auth" in (result.stdout + result.stderr).lower()
 
 
+def _finished_job(cluster: Cluster, *entrypoint: str) -> str:
+    """Submit a job, wait for it to end (stopping it if it outlives JOB_TIMEOUT), and return its log; it must succeed."""
+    submission_id = f"crossemo-test-{uuid.uuid4().hex[:8]}"
+    cluster.submit("--address", cluster.dashboard, "--submission-id", submission_id, "--runtime-env", "jobs/runtime_env.preinstalled.yaml", "--no-wait", "--", *entrypoint)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    status = _job_status(cluster, submission_id)
+    while status not in ("SUCCEEDED", "FAILED", "STOPPED") and time.monotonic() < deadline:
+        time.sleep(3)
+        status = _job_status(cluster, submission_id)
+    logs = cluster.ray("job", "logs", "--address", cluster.dashboard, submission_id, check=False).stdout
+    if status not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        cluster.ray("job", "stop", "--address", cluster.dashboard, "--no-wait", submission_id, check=False)
+    assert status == "SUCCEEDED", f"job {submission_id} ended {status}:\n{logs}"
+    return logs
+
+
 @pytest.mark.cluster
 @pytest.mark.timeout(600)
 def test_study_runs_as_a_ray_job_on_two_nodes(ray_cluster, demo, tmp_path):
@@ -389,24 +405,11 @@ def test_study_runs_as_a_ray_job_on_two_nodes(ray_cluster, demo, tmp_path):
     # The study's forests have 1000 trees; 20 are plenty to show the job works.
     config.write_text("[method_params.rf]\nn_estimators = 20\n")
     out = tmp_path / "out"
-    submission_id = f"crossemo-test-{uuid.uuid4().hex[:8]}"
-    ray_cluster.submit(
-        "--address", ray_cluster.dashboard, "--submission-id", submission_id,
-        "--runtime-env", "jobs/runtime_env.preinstalled.yaml", "--no-wait", "--",
-        "python", "jobs/run.py",
+    logs = _finished_job(
+        ray_cluster, "python", "jobs/run.py",
         "--corpus", f"manifest={manifests['synth_studio']}", "--corpus", f"manifest={manifests['synth_phone']}",
         "--config", str(config), "--methods", "rf", "--out", str(out), "--no-progress",
     )
-
-    deadline = time.monotonic() + JOB_TIMEOUT
-    status = _job_status(ray_cluster, submission_id)
-    while status not in ("SUCCEEDED", "FAILED", "STOPPED") and time.monotonic() < deadline:
-        time.sleep(3)
-        status = _job_status(ray_cluster, submission_id)
-    logs = ray_cluster.ray("job", "logs", "--address", ray_cluster.dashboard, submission_id, check=False).stdout
-    if status not in ("SUCCEEDED", "FAILED", "STOPPED"):
-        ray_cluster.ray("job", "stop", "--address", ray_cluster.dashboard, "--no-wait", submission_id, check=False)
-    assert status == "SUCCEEDED", f"job {submission_id} ended {status}:\n{logs}"
 
     # The operator's log lines: a start and an end, with timestamps, the run id and the pairs.
     start = re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO crossemo-job: start: out (\S+);.* (\d+) pairs planned", logs, re.M)
@@ -463,20 +466,6 @@ def test_ray_job_stop_interrupts_the_run(ray_cluster, demo, tmp_path):
     logs = ray_cluster.ray("job", "logs", "--address", ray_cluster.dashboard, submission_id, check=False).stdout
     assert status == "STOPPED", logs
     assert re.search(r"Z ERROR crossemo-job: interrupted by SIGTERM after [\d.]+ s; finished work is kept in ", logs), logs
-
-
-def _finished_job(cluster: Cluster, *entrypoint: str) -> str:
-    """Submit a job, wait for it to end, and return its log; it must succeed."""
-    submission_id = f"crossemo-test-{uuid.uuid4().hex[:8]}"
-    cluster.submit("--address", cluster.dashboard, "--submission-id", submission_id, "--runtime-env", "jobs/runtime_env.preinstalled.yaml", "--no-wait", "--", *entrypoint)
-    deadline = time.monotonic() + JOB_TIMEOUT
-    status = _job_status(cluster, submission_id)
-    while status not in ("SUCCEEDED", "FAILED", "STOPPED") and time.monotonic() < deadline:
-        time.sleep(3)
-        status = _job_status(cluster, submission_id)
-    logs = cluster.ray("job", "logs", "--address", cluster.dashboard, submission_id, check=False).stdout
-    assert status == "SUCCEEDED", f"job {submission_id} ended {status}:\n{logs}"
-    return logs
 
 
 @pytest.mark.cluster
