@@ -235,21 +235,23 @@ def write_cache_shard(store: FeatureStore, generation: CacheGeneration, names: l
 
 def cached_keys(store: FeatureStore, generation: CacheGeneration) -> frozenset[str]:
     """Content keys with features or a cached rejection in this generation."""
-    keys: set[str] = set()
-    for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
-        keys.update(storage.read_frame(uri, columns=["sha256"], storage_options=store.storage_options)["sha256"])
-    return frozenset(keys)
+    return frozenset(cache_index(store, generation))
 
 
-def cache_index(store: FeatureStore, generation: CacheGeneration, wanted: set[str]) -> dict[str, str]:
-    """The cache file holding each content key of ``wanted`` (features, or a ``.rejected.parquet`` rejection).
+def cache_index(store: FeatureStore, generation: CacheGeneration, *, known: dict[str, str] | None = None) -> dict[str, str]:
+    """The cache file holding each content key: its features, else its ``.rejected.parquet`` rejection.
 
-    Keys in no cache file are left out.
+    Args:
+        known: an index read earlier; only cache files it does not name are
+            read (those written since), so a run reads each file's keys once.
     """
-    index: dict[str, str] = {}
+    index = dict(known or {})
+    seen = set(index.values())
     for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
+        if uri in seen:
+            continue
         shas = storage.read_frame(uri, columns=["sha256"], storage_options=store.storage_options)["sha256"]
-        index.update((sha, uri) for sha in shas[shas.isin(wanted)] if sha not in index or index[sha].endswith(".rejected.parquet"))
+        index.update((sha, uri) for sha in shas if sha not in index or index[sha].endswith(".rejected.parquet"))
     return index
 
 

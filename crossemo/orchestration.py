@@ -182,6 +182,8 @@ class FileExtraction:
         extracted: files openSMILE processed.
         reused: files whose content was in the cache already (features or a cached rejection).
         task_cpu_seconds: CPU seconds of the extraction tasks.
+        cache_index: the cache file of every content key cached before the tasks ran
+            (see :func:`crossemo.featurestore.cache_index`).
     """
 
     keys: pd.DataFrame
@@ -189,6 +191,7 @@ class FileExtraction:
     extracted: int
     reused: int
     task_cpu_seconds: float
+    cache_index: dict[str, str]
 
 
 def extract_files(
@@ -207,7 +210,8 @@ def extract_files(
     """
     files = files[["uri", "fingerprint"]].reset_index(drop=True)
     files["sha256"] = featurestore.known_keys(store, files)
-    cached = featurestore.cached_keys(store, generation)
+    index = featurestore.cache_index(store, generation)
+    cached = frozenset(index)
     hits = files["sha256"].isin(cached)
     todo = files.loc[~hits, ["uri", "fingerprint"]].drop_duplicates("uri").reset_index(drop=True)
     # Asking the claims actor costs a round trip per file; a file whose size
@@ -230,7 +234,7 @@ def extract_files(
     rejected = pd.concat([o.rejected for o in outcomes], ignore_index=True) if outcomes else pd.DataFrame(columns=["uri", "sha256", "stage", "reason"])
     return FileExtraction(
         keys=keys, rejected=rejected, extracted=sum(o.extracted for o in outcomes), reused=int(hits.sum()),
-        task_cpu_seconds=sum(o.cpu_seconds for o in outcomes),
+        task_cpu_seconds=sum(o.cpu_seconds for o in outcomes), cache_index=index,
     )
 
 
@@ -491,7 +495,7 @@ def label_files(
         generation = featurestore.CacheGeneration.of(extractor, settings)
         extraction = extract_files(todo, store, extractor=extractor, settings=settings, generation=generation, progress=progress)
         keys = extraction.keys.drop_duplicates("uri").set_index("uri")["sha256"]
-        index = featurestore.cache_index(store, generation, set(keys) - {""})
+        index = featurestore.cache_index(store, generation, known=extraction.cache_index)
         failures = extraction.rejected.drop_duplicates("uri").set_index("uri")
         pending = []
         for shard in shards:
@@ -514,7 +518,8 @@ def label_files(
     emotions: dict[str, int] = {}
     windows = 0
     for part in parts:
-        labels = storage.read_frame(part.uri, storage_options=storage_options)
+        # Only the columns the summary counts: a part can hold many carried columns.
+        labels = storage.read_frame(part.uri, columns=["emotion", "windows"] if segmentation is not None else ["emotion"], storage_options=storage_options)
         for emotion, n in labels["emotion"].value_counts().items():
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
         windows += int(labels["windows"].sum()) if "windows" in labels else 0
