@@ -1,45 +1,44 @@
 """Benchmark: feature extraction on the shared EMOVO and RAVDESS.
 
-Measures, in one run on this machine:
+Measures, on this machine:
 
 1. a plain in-process openSMILE loop over every file (read, the decode rules
    of :func:`crossemo.audio.prepare`, extract), timing each file: the sum is
    the work there is to do; and the same loop without the decode rules (each
    file at its own rate), to show what the rules cost or save. The loop runs
    as one process per CPU side by side, each over its share of the files, so
-   that each file meets the neighbours it meets in the Ray run: a single loop
-   beside an idle CPU is faster per file, and beside someone else's work
-   slower (on this machine one loop's sum ranged from 50 to 60 s within
-   minutes, the side-by-side sum stayed at 50 s);
+   that no file has an idle CPU beside it, as in the Ray run;
 2. Ray's start-up: :func:`crossemo.orchestration.connect` (local Ray with
    ``--cpus`` CPUs), then :func:`crossemo.orchestration.prestart` inside the
-   extraction (each worker imports the extraction code), on its own;
+   extraction (each worker imports the extraction code);
 3. the Ray extraction into a fresh feature store (cold): the extraction
-   phase, from listing the cache to the written store, without the start-up;
+   phase, from reading the cache to the written store, without the start-up;
 4. the same extraction again with Ray shut down (warm: everything comes from
-   the cache, so Ray must not start again; the benchmark checks it).
+   the cache, so Ray must not start; the benchmark fails if it does).
 
-The plain loop and the cold run are taken ``--repeats`` times in turns (the
-other helpers of a shared machine come and go) and the figures are medians.
+The plain loop and the cold run (Ray started for it and shut down after)
+are taken ``--repeats`` times in turns and the figures are medians: on a
+shared machine the same loop's CPU seconds move by 10 % and more within
+minutes.
 
-and prints utterances per second,
+It prints utterances per second,
 
     efficiency = Σ in-process openSMILE time per file ÷ (cold wall time × worker CPUs)
 
 for the extraction phase alone and with Ray's start-up, the warm speed-up
 (cold ÷ warm, both ways), and where the extraction phase's time went, from
 each task's start and end in its worker: before the first task (the driver
-reading the cache and planning the shards), between the first start and the last end
-(CPU-seconds the workers idled, the tail after the first worker ran out of
-work) and after the last task (writing the store). Two figures tell a
-disturbed run, to be repeated: the plain loops' CPU seconds well below their
-summed wall seconds, and more than a few CPU-seconds of other processes
-(what the rest of the machine used) during the cold phase.
+reading the cache and planning the shards), between the first start and the
+last end (CPU-seconds the workers idled; the tail after the first worker ran
+out of work) and after the last task (writing the store). Two figures tell
+a disturbed run, to be repeated: the plain loops' CPU seconds well below
+their summed wall seconds, and more than a few CPU-seconds of other
+processes (what the rest of the machine used) during a loop or a cold phase.
 
 Targets: extraction-phase efficiency ≥ 0.95 on 2 cores; the warm run ≥ 30×
 faster than the cold one.
 
-    python benchmarks/extraction.py [--corpora ../shared/corpora] [--cpus 2] [--feature-set is10]
+    python benchmarks/extraction.py [--corpora ../shared/corpora] [--cpus 2] [--feature-set is10] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -96,7 +95,9 @@ def side_by_side(uris: list[str], feature_set: str, *, rules: bool = True, proce
         processes of the machine used meanwhile.
     """
     machine, own = machine_cpu_seconds(), own_cpu_seconds()
-    with multiprocessing.Pool(processes) as pool:
+    # Fresh interpreters: a process forked from a driver connected to Ray
+    # inherits its state (and its SIGTERM handler) and ran ~15 % slower here.
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
         loops = pool.starmap(plain_loop, [(uris[start::processes], feature_set, rules) for start in range(processes)])
     others = (machine_cpu_seconds() - machine) - (own_cpu_seconds() - own)  # the loops, ended and reaped, count as this process's
     return sum(wall for wall, _ in loops), sum(cpu for _, cpu in loops), others
@@ -174,26 +175,25 @@ def main() -> None:
     manifests = [corpora.prepare("emovo", f"{args.corpora}/emovo"), corpora.prepare("ravdess", f"{args.corpora}/ravdess")]
     uris = [uri for manifest in manifests for uri in manifest.utterances["uri"]]
     own_rate_seconds, _, _ = side_by_side(uris, args.feature_set, rules=False, processes=args.cpus)
-    loops, colds, warms = [], [], []
+    loops, connects, colds, warms = [], [], [], []
     with tempfile.TemporaryDirectory() as out:
         for repeat in range(args.repeats):
             loops.append(side_by_side(uris, args.feature_set, processes=args.cpus))
-            if repeat == 0:
-                started = time.perf_counter()
-                orchestration.connect(num_cpus=args.cpus)
-                connecting = time.perf_counter() - started
+            started = time.perf_counter()
+            orchestration.connect(num_cpus=args.cpus)
+            connects.append(time.perf_counter() - started)
+            cpus = orchestration.cluster_cpus()
             store = featurestore.FeatureStore(f"{out}/{repeat}")
             colds.append(cold_run(manifests, store, args.feature_set))
-        cpus = orchestration.cluster_cpus()
-        ray.shutdown()
+            ray.shutdown()
         for _ in range(args.repeats):
             started = time.perf_counter()
             warm = orchestration.extract_features(manifests, store, feature_set=args.feature_set, progress=False)
             warms.append(time.perf_counter() - started)
             if ray.is_initialized() or warm.extracted:
                 raise SystemExit("the warm run extracted files or started Ray although everything was cached")
-    first = colds[0][0]
-    startup = connecting + first.startup_seconds
+    startups = [connecting + summary.startup_seconds for connecting, (summary, _, _, _) in zip(connects, colds)]
+    startup = statistics.median(startups)
 
     loop_seconds = statistics.median(wall for wall, _, _ in loops)
     cold_wall = statistics.median(wall for _, wall, _, _ in colds)
@@ -201,16 +201,17 @@ def main() -> None:
     median_run = sorted(colds, key=lambda run: run[1])[len(colds) // 2]
     print(pd.Series({
         "files": len(uris),
-        "rows x columns per corpus": {corpus: frame.shape for corpus, frame in first.features.items()},
+        "rows x columns per corpus": {corpus: frame.shape for corpus, frame in colds[0][0].features.items()},
         "worker CPUs": cpus,
         "same loop at each file's own rate, no decode rules": round(own_rate_seconds, 1),
         "plain loop (one per CPU), sum of per-file seconds, each repeat": [round(wall, 1) for wall, _, _ in loops],
         "the loops' CPU seconds (far below the sum: disturbed)": [round(cpu, 1) for _, cpu, _ in loops],
         "CPU-seconds of other processes during each loop": [round(others, 1) for _, _, others in loops],
-        "Ray start-up seconds: connect + workers ready": f"{startup:.2f} = {connecting:.2f} + {first.startup_seconds:.2f}",
+        "Ray start-up seconds (connect + workers ready), each repeat": [f"{c + run[0].startup_seconds:.2f} = {c:.2f} + {run[0].startup_seconds:.2f}" for c, run in zip(connects, colds)],
         "cold extraction phase wall seconds, each repeat": [round(wall, 1) for _, wall, _, _ in colds],
         "CPU-seconds of other processes during each cold phase": [round(others, 1) for _, _, others, _ in colds],
         "plain loop, median": round(loop_seconds, 1),
+        "Ray start-up, median": round(startup, 2),
         "cold extraction phase, median": round(cold_wall, 1),
         "cold utterances per second (phase)": round(len(uris) / cold_wall, 1),
         "efficiency, extraction phase (target >= 0.95)": round(loop_seconds / (cold_wall * cpus), 3),
