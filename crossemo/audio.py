@@ -90,7 +90,6 @@ from typing import BinaryIO, Literal, Union
 import audresample
 import numpy as np
 import soundfile as sf
-from scipy import signal as dsp
 
 from crossemo import storage
 
@@ -722,6 +721,12 @@ class _SpeechBandMeter:
     """
 
     def __init__(self, channels: int, sampling_rate: int) -> None:
+        # Imported here: scipy.signal takes over half a second to import, and
+        # only the loudest-channel rule needs it; every extraction worker and
+        # every command would pay for it otherwise.
+        from scipy import signal as dsp
+
+        self._dsp = dsp
         high = min(SPEECH_BAND[1], 0.45 * sampling_rate)
         self._sos = dsp.butter(4, (SPEECH_BAND[0], high), btype="bandpass", fs=sampling_rate, output="sos")
         self._state: np.ndarray | None = None
@@ -731,8 +736,8 @@ class _SpeechBandMeter:
         if self._state is None:
             # Start as if the first sample had always been there: a channel
             # that opens on a DC bias must not ring the filter like a step.
-            self._state = dsp.sosfilt_zi(self._sos)[:, :, None] * block[0].astype(np.float64)
-        filtered, self._state = dsp.sosfilt(self._sos, block, axis=0, zi=self._state)
+            self._state = self._dsp.sosfilt_zi(self._sos)[:, :, None] * block[0].astype(np.float64)
+        filtered, self._state = self._dsp.sosfilt(self._sos, block, axis=0, zi=self._state)
         self._energies += channel_energies(filtered)
 
     def energies(self) -> np.ndarray:

@@ -200,8 +200,6 @@ def run_and_print(config: pipeline.RunConfig, *, evaluate: bool) -> int:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    from crossemo import orchestration
-
     config = config_from(args)
     pipeline.check_settings(config)
     try:
@@ -212,7 +210,6 @@ def command_evaluate(args: argparse.Namespace) -> int:
     pipeline.plan_evaluation(datasets, config)  # fails fast, before Ray
     record = pipeline.new_record(config, manifests=[], feature_set_id=featurestore.feature_set_of(args.features, storage_options=config.fs_options))
     pipeline.record_feature_store(record, featurestore.generation_of(args.features, storage_options=config.fs_options))
-    orchestration.connect(config.address)
     result_tables = pipeline.evaluate_and_report(datasets, config, record, features_uri=args.features)
     pipeline.write_record(record, config.out, storage_options=config.fs_options)
     print_tables(result_tables, config.out)

@@ -6,7 +6,7 @@ Layout below an output URI ``<out>`` (a local folder or ``s3://…``)::
     <out>/features/_manifest.parquet     every utterance: corpus label, fingerprint, sha256, original rate, channels, notes
     <out>/features/_rejected.parquet     every file not turned into a row: uri, corpus, stage, reason
     <out>/features/_duplicates.parquet   every file whose content another file repeats, and what was done
-    <out>/cache/features/<set id>/<generation>/*.parquet   extracted shards: sha256, audio facts, features
+    <out>/cache/features/<set id>/<generation>/*.parquet   extracted shards: sha256, audio facts, a features vector
     <out>/cache/fingerprints.parquet      uri + size/mtime fingerprint -> sha256 of the bytes
 
 The cache is keyed by the SHA-256 of the audio bytes and by the **cache
@@ -29,6 +29,14 @@ no label can be trusted and one recording must never sit on both sides of a
 held-out-speaker split. Across corpora, a recording that is in the target is
 left out of the source of that pair (:mod:`crossemo.protocol`).
 
+**Cache files** hold each content's features as one ``features`` column of
+fixed-size float32 vectors, their names in the file's metadata
+(:data:`FEATURE_NAMES_KEY`), not as a column per feature: a shard of 64 files
+with a column per IS10 feature takes about six times as long to write and
+eight times as long to read, and a run writes one such file per shard and
+reads them all again. Files of the older layout (a column per feature) are
+read as well.
+
 Everything here runs without Ray; :mod:`crossemo.orchestration` schedules
 :func:`extract_shard` on a cluster.
 """
@@ -44,6 +52,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import opensmile
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from crossemo import audio, storage
 from crossemo.corpora import Manifest
@@ -58,6 +68,8 @@ FEATURE_SET_KEY = "crossemo.feature_set"
 GENERATION_KEY = "crossemo.cache_generation"
 GENERATION_RECORD_KEY = "crossemo.cache_generation_record"
 """Parquet metadata holding :meth:`CacheGeneration.describe` as JSON, so ``crossemo evaluate`` records the decode rules the features were made with."""
+FEATURE_NAMES_KEY = "crossemo.feature_names"
+"""Parquet metadata of a cache file: the names of its ``features`` vectors' elements, in order, as JSON."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +136,15 @@ class ShardOutcome:
         rejected: per file that gave no features, ``uri``, ``sha256``, ``stage``, ``reason``.
         extracted: number of files openSMILE processed.
         cpu_seconds: CPU seconds of the whole task.
+        cache_tables: the cache files written, by URI, as a reader of them
+            would get them (for :meth:`FeatureCache.add`: the driver need not read them back).
     """
 
     keys: pd.DataFrame
     rejected: pd.DataFrame
     extracted: int
     cpu_seconds: float
+    cache_tables: dict[str, pa.Table] = field(default_factory=dict)
 
 
 def content_key(data: bytes) -> str:
@@ -156,7 +171,7 @@ def extract_shard(
 
     Args:
         files: ``uri`` and ``fingerprint`` per file, and optionally
-            ``may_repeat``: whether another file of the run could have the
+            ``may_repeat``: whether a file of another shard could have the
             same content (only those are claimed; every file when absent).
         extractor: the feature set, built once where its config is readable
             (a custom config travels inside it to every worker).
@@ -204,74 +219,159 @@ def extract_shard(
         except FeatureError as error:
             rejected.append({"uri": uri, "sha256": sha, "stage": "features", "reason": str(error)})
     rejected_frame = pd.DataFrame(rejected, columns=["uri", "sha256", "stage", "reason"])
+    written: dict[str, pa.Table] = {}
     if facts or len(rejected_frame):
-        write_cache_shard(store, generation, extractor.names, pd.DataFrame(facts, columns=["sha256", *AUDIO_COLUMNS]), vectors, rejected_frame)
+        written = write_cache_shard(store, generation, extractor.names, pd.DataFrame(facts, columns=["sha256", *AUDIO_COLUMNS]), vectors, rejected_frame)
     return ShardOutcome(
         keys=pd.DataFrame(key_rows, columns=["uri", "fingerprint", "sha256"]),
         rejected=rejected_frame,
         extracted=len(facts),
         cpu_seconds=time.process_time() - started,
+        cache_tables=written,
     )
 
 
-def write_cache_shard(store: FeatureStore, generation: CacheGeneration, names: list[str], facts: pd.DataFrame, vectors: list[np.ndarray], rejected: pd.DataFrame) -> None:
+def write_cache_shard(
+    store: FeatureStore, generation: CacheGeneration, names: list[str], facts: pd.DataFrame, vectors: list[np.ndarray], rejected: pd.DataFrame,
+) -> dict[str, pa.Table]:
     """Write one cache shard: audio facts and features by content key, plus decode/feature rejections.
 
     Read failures are not cached (they may be transient); content that could
     not be decoded or gave non-finite features is, since the same bytes fail
     the same way under the same generation.
+
+    Args:
+        store: the feature store.
+        generation: the cache generation to write to.
+        names: the feature names, in the order of each vector.
+        facts: ``sha256`` and ``AUDIO_COLUMNS``, one row per vector.
+        vectors: one feature vector per row of ``facts``.
+        rejected: ``uri, sha256, stage, reason`` per file that gave no features.
+
+    Returns:
+        the tables written, by URI.
     """
     matrix = np.vstack(vectors).astype(np.float32) if vectors else np.empty((0, len(names)), dtype=np.float32)
-    frame = pd.concat([facts.reset_index(drop=True), pd.DataFrame(matrix, columns=names)], axis=1)
     kept = rejected[rejected["stage"] != "read"].drop(columns=["uri"]).drop_duplicates("sha256")
     digest = hashlib.sha256("".join(sorted(list(facts["sha256"]) + list(kept["sha256"]))).encode()).hexdigest()[:24]
     base = storage.join(store.cache_uri(generation), digest)
     metadata = {FEATURE_SET_KEY: generation.feature_set_id, GENERATION_KEY: generation.id}
-    if len(frame):
-        storage.write_frame(frame, f"{base}.parquet", storage_options=store.storage_options, metadata=metadata)
+    tables: dict[str, pa.Table] = {}
+    if len(facts):
+        table = storage.frame_table(facts.reset_index(drop=True), metadata={**metadata, FEATURE_NAMES_KEY: json.dumps(names)})
+        tables[f"{base}.parquet"] = table.append_column("features", pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), len(names)))
     if len(kept):
-        storage.write_frame(kept.reset_index(drop=True), f"{base}.rejected.parquet", storage_options=store.storage_options, metadata=metadata)
+        tables[f"{base}.rejected.parquet"] = storage.frame_table(kept.reset_index(drop=True), metadata=metadata)
+    for uri, table in tables.items():
+        storage.write_table(table, uri, storage_options=store.storage_options)
+    return tables
 
 
-def cached_keys(store: FeatureStore, generation: CacheGeneration) -> frozenset[str]:
-    """Content keys with features or a cached rejection in this generation."""
-    return frozenset(cache_index(store, generation))
+class FeatureCache:
+    """One cache generation as a run sees it: which contents it holds, and the features it has read so far.
 
-
-def cache_index(store: FeatureStore, generation: CacheGeneration, *, known: dict[str, str] | None = None) -> dict[str, str]:
-    """The cache file holding each content key: its features, else its ``.rejected.parquet`` rejection.
+    Every cache file is opened once: :meth:`scan` reads each file's content
+    keys, and reads the whole file at once when it holds a content the run
+    already knows it needs (a re-run needs every file); :meth:`contents` reads
+    only the files still needed, and tables a run has just written come in
+    through :meth:`add` without being read back.
 
     Args:
-        known: an index read earlier; only cache files it does not name are
-            read (those written since), so a run reads each file's keys once.
+        store: the feature store.
+        generation: the cache generation.
+        names: the feature names, in the order the caller wants the values.
     """
-    index = dict(known or {})
-    seen = set(index.values())
-    for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
-        if uri in seen:
-            continue
-        shas = storage.read_frame(uri, columns=["sha256"], storage_options=store.storage_options)["sha256"]
-        index.update((sha, uri) for sha in shas if sha not in index or index[sha].endswith(".rejected.parquet"))
-    return index
 
+    def __init__(self, store: FeatureStore, generation: CacheGeneration, names: list[str]) -> None:
+        self.store = store
+        self.generation = generation
+        self.names = list(names)
+        self._keys: set[str] = set()
+        self._unread: dict[str, frozenset[str]] = {}  # cache files not read whole yet -> their content keys
+        self._facts: list[pd.DataFrame] = []
+        self._values: list[np.ndarray] = []
+        self._rejections: list[pd.DataFrame] = []
 
-def read_cache(store: FeatureStore, generation: CacheGeneration, wanted: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Audio facts and features, and cached rejections, for the content keys in ``wanted``.
+    @classmethod
+    def scan(cls, store: FeatureStore, generation: CacheGeneration, names: list[str], *, needed: frozenset[str] = frozenset()) -> FeatureCache:
+        """List the cache of ``generation``, reading whole every file that holds a key in ``needed``.
 
-    Returns:
-        ``(audio facts and features indexed by sha256, rejections with sha256/stage/reason)``.
-    """
-    features, rejections = [], []
-    for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
-        shas = storage.read_frame(uri, columns=["sha256"], storage_options=store.storage_options)["sha256"]
-        if not shas.isin(wanted).any():
-            continue
-        frame = storage.read_frame(uri, storage_options=store.storage_options)
-        frame = frame[frame["sha256"].isin(wanted)]
-        (rejections if uri.endswith(".rejected.parquet") else features).append(frame)
-    feature_frame = pd.concat(features).drop_duplicates("sha256").set_index("sha256") if features else pd.DataFrame(columns=AUDIO_COLUMNS)
-    rejected_frame = pd.concat(rejections).drop_duplicates("sha256") if rejections else pd.DataFrame(columns=["sha256", "stage", "reason"])
-    return feature_frame, rejected_frame
+        Raises:
+            ValueError: a cache file's features are named otherwise than ``names``.
+        """
+        cache = cls(store, generation, names)
+        for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
+            fs, path = storage.filesystem(uri, storage_options=store.storage_options)
+            with fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                keys = frozenset(parquet.read(columns=["sha256"]).column("sha256").to_pylist())
+                if keys & needed:
+                    cache.add(uri, parquet.read())
+                else:
+                    cache.note(uri, keys)
+        return cache
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """Content keys with features or a cached rejection."""
+        return frozenset(self._keys)
+
+    def note(self, uri: str, keys: frozenset[str]) -> None:
+        """Take in that the cache file at ``uri`` holds ``keys``, leaving its contents to be read when needed."""
+        self._keys |= keys
+        self._unread[uri] = keys
+
+    def locations(self) -> dict[str, str]:
+        """The cache file holding each content key among the files not read yet: its features, else its rejection.
+
+        Tasks that read their own features (labelling) get these, so the
+        driver reads no features at all.
+        """
+        found: dict[str, str] = {}
+        for uri, keys in self._unread.items():
+            rejection = uri.endswith(".rejected.parquet")
+            found.update((key, uri) for key in keys if not (rejection and key in found))
+        return found
+
+    def add(self, uri: str, table: pa.Table) -> None:
+        """Take in the contents of the cache file at ``uri``.
+
+        Raises:
+            ValueError: its features are named otherwise than :attr:`names`.
+        """
+        self._keys.update(table.column("sha256").to_pylist())
+        self._unread.pop(uri, None)
+        if uri.endswith(".rejected.parquet"):
+            self._rejections.append(table.to_pandas())
+        elif "features" in table.column_names:
+            stored = json.loads((table.schema.metadata or {}).get(FEATURE_NAMES_KEY.encode(), b"[]"))
+            if stored != self.names:
+                raise ValueError(f"cache file {uri} holds {len(stored)} features other than the {len(self.names)} of {self.generation.feature_set_id}; remove it")
+            self._facts.append(table.drop_columns(["features"]).to_pandas())
+            vectors = table.column("features").combine_chunks()
+            self._values.append(vectors.flatten().to_numpy().reshape(len(vectors), len(self.names)))
+        else:  # the older layout: a column per feature
+            frame = table.to_pandas()
+            self._facts.append(frame[["sha256", *AUDIO_COLUMNS]])
+            self._values.append(frame[self.names].to_numpy(dtype=np.float32))
+
+    def contents(self, wanted: set[str]) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+        """Audio facts and features, and cached rejections, of the content keys in ``wanted`` (reading the files still needed).
+
+        Returns:
+            ``(facts, values, rejections)``: ``AUDIO_COLUMNS`` indexed by
+            ``sha256``, one row per content with features; float32 values of
+            shape ``(len(facts), len(names))`` in the same row order; and
+            ``sha256, stage, reason`` per content rejected.
+        """
+        for uri in [uri for uri, keys in self._unread.items() if keys & wanted]:
+            self.add(uri, storage.read_table(uri, storage_options=self.store.storage_options))
+        facts = pd.concat(self._facts, ignore_index=True) if self._facts else pd.DataFrame(columns=["sha256", *AUDIO_COLUMNS])
+        values = np.concatenate(self._values) if self._values else np.empty((0, len(self.names)), dtype=np.float32)
+        rows = np.flatnonzero(facts["sha256"].isin(wanted).to_numpy() & ~facts["sha256"].duplicated().to_numpy())
+        rejections = pd.concat(self._rejections) if self._rejections else pd.DataFrame(columns=["sha256", "stage", "reason"])
+        rejections = rejections[rejections["sha256"].isin(wanted)].drop_duplicates("sha256")
+        return facts.iloc[rows].set_index("sha256"), values[rows], rejections
 
 
 def known_keys(store: FeatureStore, utterances: pd.DataFrame) -> pd.Series:
@@ -284,30 +384,70 @@ def known_keys(store: FeatureStore, utterances: pd.DataFrame) -> pd.Series:
 
 
 def update_fingerprints(store: FeatureStore, keys: pd.DataFrame) -> None:
-    """Merge newly learned ``uri, fingerprint -> sha256`` into the index."""
+    """Merge newly learned ``uri, fingerprint -> sha256`` into the index (left as it is when nothing is new)."""
     keys = keys[keys["sha256"] != ""]
     if storage.exists(store.fingerprints_uri, storage_options=store.storage_options):
         old = storage.read_frame(store.fingerprints_uri, storage_options=store.storage_options)
+        if keys.merge(old, how="left", indicator=True)["_merge"].eq("both").all():
+            return
         keys = pd.concat([old, keys])
     keys = keys.drop_duplicates(["uri", "fingerprint"], keep="last").sort_values("uri").reset_index(drop=True)
     storage.write_frame(keys, store.fingerprints_uri, storage_options=store.storage_options)
 
 
-def may_repeat(fingerprints: pd.Series) -> pd.Series:
-    """Whether each file could share its content with another: only files of equal size can.
-
-    Files whose size the listing did not give are assumed to be able to.
-    """
-    sizes = fingerprints.astype(str).str.split(":").str[0]
-    return sizes.duplicated(keep=False) | (sizes == "")
+def file_sizes(fingerprints: pd.Series) -> pd.Series:
+    """Each file's size in bytes, from its fingerprint (size first, see :func:`crossemo.corpora.base.fingerprint`); NaN where the listing gave none."""
+    return pd.to_numeric(fingerprints.astype(str).str.split(":").str[0], errors="coerce")
 
 
 def shard(frame: pd.DataFrame, *, workers: int, max_size: int = 64) -> list[pd.DataFrame]:
-    """Split work into shards: several per worker for balance, none too large to lose."""
+    """Split files into shards that keep ``workers`` busy to the end, largest files first.
+
+    Files go largest first (their size is the estimate of their cost; files
+    of unknown size count as the median), and each shard takes about
+    ``1 / (2 × workers)`` of the bytes not yet given out, at most ``max_size``
+    files (a shard lost to a dead worker costs little): shards start large,
+    for few round trips and few cache files, and shrink towards the end, so
+    when a worker runs out of work the others finish within a small shard's
+    time. Files of equal size, the only ones that can hold the same content,
+    stay in one shard when the rest of their group is no larger than the
+    shard (a pair of copies always does; a corpus of equally long WAV files
+    is still spread), and that shard then finds the copies itself.
+
+    Args:
+        frame: one row per file, with ``uri`` and ``fingerprint``.
+        workers: the CPUs the shards run on.
+        max_size: the most files in one shard.
+
+    Returns:
+        the shards, in the order to run them, each with column ``may_repeat``:
+        whether another shard could hold the same content (a file of unknown
+        size, or of a size found in another shard).
+    """
     if frame.empty:
         return []
-    size = int(min(max_size, max(1, np.ceil(len(frame) / (4 * max(workers, 1))))))
-    return [frame.iloc[start:start + size].reset_index(drop=True) for start in range(0, len(frame), size)]
+    known = file_sizes(frame["fingerprint"])
+    cost = known.fillna(known.median() if known.notna().any() else 1.0).to_numpy(dtype=float)
+    order = np.lexsort((frame["uri"].to_numpy(), -cost))
+    frame, sizes, cost = frame.iloc[order].reset_index(drop=True), known.to_numpy(dtype=float)[order], cost[order]
+    bounds, start, remaining = [], 0, cost.sum()
+    while start < len(frame):
+        end, taken, target = start + 1, cost[start], remaining / (2 * max(workers, 1))
+        while end < len(frame) and end - start < max_size and taken < target:
+            taken += cost[end]
+            end += 1
+        group_end = end
+        while group_end < len(frame) and sizes[group_end] == sizes[end - 1]:
+            group_end += 1
+        if group_end - end <= end - start and group_end - start <= max_size:
+            taken += cost[end:group_end].sum()
+            end = group_end
+        bounds.append((start, end))
+        remaining -= taken
+        start = end
+    number = pd.Series(np.concatenate([np.full(end - start, index) for index, (start, end) in enumerate(bounds)]))
+    frame["may_repeat"] = np.isnan(sizes) | (number.groupby(sizes).transform("nunique") > 1).to_numpy()
+    return [frame.iloc[start:end].reset_index(drop=True) for start, end in bounds]
 
 
 @dataclass
@@ -329,24 +469,25 @@ class Assembled:
     warnings: list[str]
 
 
-def assemble(store: FeatureStore, manifests: list[Manifest], extractor: FeatureExtractor, generation: CacheGeneration, keys: pd.DataFrame, read_failures: pd.DataFrame) -> Assembled:
+def assemble(cache: FeatureCache, manifests: list[Manifest], extractor: FeatureExtractor, keys: pd.DataFrame, read_failures: pd.DataFrame) -> Assembled:
     """Write ``<out>/features/``: one file per corpus, the manifest, the rejections and the duplicates.
 
     Args:
-        store: the feature store.
+        cache: the cache of the generation the features come from, with
+            everything this run wrote to it (see :meth:`FeatureCache.add`).
         manifests: the corpora of this run.
         extractor: the feature set used.
-        generation: the cache generation the features come from.
         keys: ``uri -> sha256`` for every readable utterance.
         read_failures: files that could not be read this run (``uri``, ``stage``, ``reason``).
 
     Returns:
         what was written.
     """
+    store, generation = cache.store, cache.generation
     utterances = pd.concat([m.utterances for m in manifests], ignore_index=True)
     utterances = utterances.merge(keys[["uri", "sha256"]].drop_duplicates("uri"), on="uri", how="left")
     utterances["sha256"] = utterances["sha256"].fillna("")
-    cached, cached_rejections = read_cache(store, generation, set(utterances["sha256"]) - {""})
+    cached, values, cached_rejections = cache.contents(set(utterances["sha256"]) - {""})
     utterances = utterances.join(cached[AUDIO_COLUMNS], on="sha256")
     rejected = [m.skipped.assign(stage="recipe") for m in manifests if len(m.skipped)]
     if len(read_failures):
@@ -363,8 +504,8 @@ def assemble(store: FeatureStore, manifests: list[Manifest], extractor: FeatureE
     kept = usable[~usable["uri"].isin(copies["uri"])]
     for manifest in manifests:
         rows = kept[kept["corpus"] == manifest.corpus]
-        values = cached.loc[rows["sha256"], extractor.names].to_numpy(dtype=np.float32)
-        frame = pd.concat([rows[list(METADATA_COLUMNS)].reset_index(drop=True), pd.DataFrame(values, columns=extractor.names)], axis=1)
+        rows_values = values[cached.index.get_indexer(rows["sha256"])]
+        frame = pd.concat([rows[list(METADATA_COLUMNS)].reset_index(drop=True), pd.DataFrame(rows_values, columns=cache.names)], axis=1)
         storage.write_frame(frame, storage.join(store.features_uri, f"{manifest.corpus}.parquet"), storage_options=store.storage_options, metadata=metadata)
         written[manifest.corpus] = frame
     stale = remove_stale_tables(store, set(written))

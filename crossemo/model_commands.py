@@ -138,10 +138,11 @@ def command_train(args: argparse.Namespace, config_from: Any) -> int:
     setup = train_setup(args, config_from)
     config = setup.config
     options = config.fs_options
-    orchestration.connect(config.address)
     store = featurestore.FeatureStore(config.out, options)
     settings = config.analysis_settings()
-    extraction = orchestration.extract_features(setup.prepared.manifests, store, feature_set=config.feature_set, settings=settings, progress=config.progress)
+    extraction = orchestration.extract_features(
+        setup.prepared.manifests, store, feature_set=config.feature_set, settings=settings, address=config.address, progress=config.progress,
+    )
     print(f"features ({extraction.feature_set_id}): {extraction.extracted} extracted, {extraction.reused} reused from the cache in {store.out}")
     for warning in extraction.warnings:
         print(f"warning: {warning}")
@@ -201,14 +202,16 @@ def _unlabelled_features(listing: inputs.AudioFiles, store: featurestore.Feature
 
     extractor = FeatureExtractor(config.feature_set, storage_options=config.fs_options)
     generation = featurestore.CacheGeneration.of(extractor, settings)
-    extraction = orchestration.extract_files(listing.files, store, extractor=extractor, settings=settings, generation=generation, progress=config.progress)
+    extraction = orchestration.extract_files(
+        listing.files, store, extractor=extractor, settings=settings, generation=generation, read_features=True, address=config.address, progress=config.progress,
+    )
     keys = extraction.keys.drop_duplicates("uri").set_index("uri")["sha256"]
     shas = listing.files["uri"].map(keys).fillna("")
-    features, _ = featurestore.read_cache(store, generation, set(shas) - {""})
-    usable = shas.isin(features.index)
+    facts, values, _ = extraction.cache.contents(set(shas) - {""})
+    usable = shas.isin(facts.index)
     if not usable.any():
         raise pipeline.ConfigError("--adapt-to: no file gave features (see the reasons with `crossemo predict`)")
-    X = features.loc[shas[usable], extractor.names].to_numpy(dtype=np.float64)
+    X = values[facts.index.get_indexer(shas[usable])].astype(np.float64)
     return X, ("adapt/" + listing.files.loc[usable, "speaker"].astype(str)).to_numpy()
 
 

@@ -17,8 +17,9 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 # among them (seconds per worker). Extraction workers never need it.
 
 TASK_RETRIES = 3
+
+Outcome = TypeVar("Outcome")
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[str, Any]:
@@ -87,6 +90,29 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def _worker_name() -> str:
+    """``<node id>:<pid>`` of the Ray worker process this runs in."""
+    return f"{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
+
+
+@ray.remote(num_cpus=1)
+def _import(work: Callable[..., Any]) -> str:
+    return _worker_name()  # ``work`` arriving here imported its module
+
+
+def prestart(work: Callable[..., Any]) -> None:
+    """Have a worker per CPU of the cluster import ``work``'s module, and wait until they have.
+
+    A worker imports the module of a task's function when it runs its first
+    task (for extraction about half a second: pandas, pyarrow, openSMILE).
+    Done here, as part of starting up, the first shards start at once on
+    every CPU. The tasks go out together and each holds its CPU while it
+    imports, so each lands on a worker of its own unless a worker is slow to
+    start (then that worker imports with its first shard).
+    """
+    ray.get([_import.remote(work) for _ in range(cluster_cpus())])
+
+
 @ray.remote(num_cpus=0)
 class _ContentClaims:
     """Which shard extracts each content key in this run, so identical files are extracted once.
@@ -102,21 +128,123 @@ class _ContentClaims:
         return self._owners.setdefault(sha256, shard) == shard
 
 
+@dataclass(frozen=True)
+class TaskTiming:
+    """When one task of :func:`run_sharded` ran, as its worker saw it.
+
+    Attributes:
+        shard: the shard's position in the order given.
+        items: rows in the shard.
+        worker: ``<node id>:<pid>`` of the worker process.
+        started: wall clock (:func:`time.time`, seconds) when the task began.
+        finished: wall clock when it returned.
+        cpu_seconds: CPU seconds of the worker process during the task.
+    """
+
+    shard: int
+    items: int
+    worker: str
+    started: float
+    finished: float
+    cpu_seconds: float
+
+
+@dataclass
+class ShardedRun(Generic[Outcome]):
+    """What :func:`run_sharded` collected.
+
+    Attributes:
+        outcomes: each shard's outcome, in the order the shards were given.
+        timings: when each task ran, in the same order.
+    """
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    timings: list[TaskTiming] = field(default_factory=list)
+
+
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
+def _shard_task(work: Callable[..., Outcome], index: int, shard: pd.DataFrame, *shared: Any) -> tuple[Outcome, TaskTiming]:
+    started, cpu = time.time(), time.process_time()
+    outcome = work(shard, *shared)
+    return outcome, TaskTiming(index, len(shard), _worker_name(), started, time.time(), time.process_time() - cpu)
+
+
+def _gather(pending: list, sizes: list[int], desc: str, progress: bool) -> list:
+    """Wait for every task, with a progress bar over the files they hold.
+
+    Returns:
+        the tasks' results, in the order of ``pending``; a task that raised makes this raise.
+    """
+    position = {ref: index for index, ref in enumerate(pending)}
+    results: list[Any] = [None] * len(pending)
+    with tqdm(total=sum(sizes), desc=desc, unit="file", disable=not progress) as bar:
+        waiting = list(pending)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            results[position[done[0]]] = ray.get(done[0])
+            bar.update(sizes[position[done[0]]])
+    return results
+
+
+def run_sharded(work: Callable[..., Outcome], shards: Sequence[pd.DataFrame], *shared: Any, desc: str, progress: bool = True) -> ShardedRun[Outcome]:
+    """Run ``work(shard, *shared)`` for every shard as Ray tasks, keeping every CPU of the cluster busy.
+
+    Every shard is submitted at once, in the order given; Ray hands the next
+    waiting one to whichever worker frees up, so no worker idles while a shard
+    waits and the order is the priority (largest first: see
+    :func:`crossemo.featurestore.shard`). The shared arguments go into the
+    object store once, not once per task. A task whose worker died runs
+    again (``TASK_RETRIES``); a task that raised makes this raise.
+
+    Args:
+        work: a module-level function (workers import it by name) taking a
+            shard and the shared arguments; it should write its own output, so
+            that what finished survives a lost driver.
+        shards: the units of work; their rows count for the progress bar.
+        shared: arguments every task gets (an extractor, a model …).
+        desc: the progress bar's label, also the tasks' name in Ray's listings.
+        progress: show a progress bar over rows.
+
+    Returns:
+        the outcomes and timings, in the order of ``shards``.
+    """
+    refs = [ray.put(value) for value in shared]
+    pending = [_shard_task.options(name=desc).remote(work, index, shard, *refs) for index, shard in enumerate(shards)]
+    ordered = _gather(pending, [len(shard) for shard in shards], desc, progress)
+    return ShardedRun([outcome for outcome, _ in ordered], [timing for _, timing in ordered])
+
+
 def _extract_shard(
     files: pd.DataFrame, extractor: FeatureExtractor, settings: audio.AnalysisSettings, generation: featurestore.CacheGeneration,
-    store: featurestore.FeatureStore, cached: frozenset[str], claims: Any,
+    store: featurestore.FeatureStore, cached: frozenset[str], claims: Any, return_features: bool,
 ) -> featurestore.ShardOutcome:
+    """:func:`crossemo.featurestore.extract_shard` as a task of :func:`run_sharded`.
+
+    ``claims`` is ``None`` when no file may repeat another shard's. Without
+    ``return_features`` only the content keys of the cache files written travel
+    back to the driver.
+    """
     shard = hashlib.sha256("\n".join(files["uri"]).encode()).hexdigest()
-    return featurestore.extract_shard(
+    outcome = featurestore.extract_shard(
         files, extractor=extractor, store=store, settings=settings, generation=generation, cached=cached,
-        claim=lambda sha256: ray.get(claims.claim.remote(sha256, shard)),
+        claim=None if claims is None else lambda sha256: ray.get(claims.claim.remote(sha256, shard)),
     )
+    if not return_features:
+        outcome.cache_tables = {uri: table.select(["sha256"]) for uri, table in outcome.cache_tables.items()}
+    return outcome
 
 
 @dataclass
 class ExtractionSummary:
-    """What a feature extraction did, for the CLI and the run record."""
+    """What a feature extraction did, for the CLI and the run record.
+
+    Attributes:
+        startup_seconds: wall seconds spent starting or joining Ray and
+            readying its workers (:func:`prestart`); 0 when nothing needed
+            extracting: then Ray is not started.
+        wall_seconds: wall seconds of the whole extraction, start-up included.
+        timings: when each extraction task ran (see :class:`TaskTiming`).
+    """
 
     features: dict[str, pd.DataFrame]
     rejected: pd.DataFrame
@@ -127,7 +255,9 @@ class ExtractionSummary:
     extracted: int = 0
     reused: int = 0
     task_cpu_seconds: float = 0.0
+    startup_seconds: float = 0.0
     wall_seconds: float = 0.0
+    timings: list[TaskTiming] = field(default_factory=list)
 
 
 def extract_features(
@@ -136,28 +266,35 @@ def extract_features(
     *,
     feature_set: str = "is10",
     settings: audio.AnalysisSettings | None = None,
+    address: str | None = None,
     progress: bool = True,
 ) -> ExtractionSummary:
     """Extract every utterance not yet in the cache, in parallel, and write the feature store.
+
+    The cache is read before Ray is touched: when every utterance is cached,
+    Ray is neither started nor joined.
 
     Args:
         manifests: the corpora to extract.
         store: where features and cache live.
         feature_set: feature set name or config path.
         settings: the decode rules (the defaults when ``None``).
+        address: the Ray cluster to use when there is work (see :func:`connect`).
         progress: show a progress bar over files.
 
     Returns:
-        the summary, including the feature tables as written.
+        the summary, including the feature tables.
     """
     started = time.perf_counter()
     settings = settings or audio.AnalysisSettings()
     extractor = FeatureExtractor(feature_set, storage_options=store.storage_options)
     generation = featurestore.CacheGeneration.of(extractor, settings)
     utterances = pd.concat([m.utterances for m in manifests], ignore_index=True)
-    files = extract_files(utterances[["uri", "fingerprint"]], store, extractor=extractor, settings=settings, generation=generation, progress=progress)
+    files = extract_files(
+        utterances[["uri", "fingerprint"]], store, extractor=extractor, settings=settings, generation=generation, read_features=True, address=address, progress=progress,
+    )
     read_failures = files.rejected[files.rejected["stage"] == "read"]
-    assembled = featurestore.assemble(store, manifests, extractor, generation, files.keys, read_failures[["uri", "stage", "reason"]])
+    assembled = featurestore.assemble(files.cache, manifests, extractor, files.keys, read_failures[["uri", "stage", "reason"]])
     return ExtractionSummary(
         features=assembled.features,
         rejected=assembled.rejected,
@@ -168,7 +305,9 @@ def extract_features(
         extracted=files.extracted,
         reused=files.reused,
         task_cpu_seconds=files.task_cpu_seconds,
+        startup_seconds=files.startup_seconds,
         wall_seconds=time.perf_counter() - started,
+        timings=files.timings,
     )
 
 
@@ -182,8 +321,11 @@ class FileExtraction:
         extracted: files openSMILE processed.
         reused: files whose content was in the cache already (features or a cached rejection).
         task_cpu_seconds: CPU seconds of the extraction tasks.
-        cache_index: the cache file of every content key cached before the tasks ran
-            (see :func:`crossemo.featurestore.cache_index`).
+        cache: the cache with every file this run wrote to it; its features
+            read when asked for (``read_features``), else only where each content is.
+        startup_seconds: wall seconds spent starting or joining Ray and readying
+            its workers (:func:`prestart`); 0 when nothing needed extracting.
+        timings: when each extraction task ran.
     """
 
     keys: pd.DataFrame
@@ -191,14 +333,19 @@ class FileExtraction:
     extracted: int
     reused: int
     task_cpu_seconds: float
-    cache_index: dict[str, str]
+    cache: featurestore.FeatureCache
+    startup_seconds: float = 0.0
+    timings: list[TaskTiming] = field(default_factory=list)
 
 
 def extract_files(
     files: pd.DataFrame, store: featurestore.FeatureStore, *, extractor: FeatureExtractor, settings: audio.AnalysisSettings,
-    generation: featurestore.CacheGeneration, progress: bool = True,
+    generation: featurestore.CacheGeneration, read_features: bool, address: str | None = None, progress: bool = True,
 ) -> FileExtraction:
     """Put every file's features in the content-keyed cache, extracting only what it lacks (Ray tasks).
+
+    The cache is listed before Ray is touched: when every file is cached, Ray
+    is neither started nor joined.
 
     Args:
         files: ``uri`` and ``fingerprint`` per file.
@@ -206,35 +353,47 @@ def extract_files(
         extractor: the feature set.
         settings: the decode rules.
         generation: the cache generation of ``extractor`` and ``settings``.
+        read_features: whether the driver takes in the files' features (to
+            assemble the feature store) or only which cache file holds each
+            content (for tasks that read their own, so the driver's memory does
+            not grow with the number of files).
+        address: the Ray cluster to use when there is work (see :func:`connect`).
         progress: show a progress bar over files.
     """
     files = files[["uri", "fingerprint"]].reset_index(drop=True)
     files["sha256"] = featurestore.known_keys(store, files)
-    index = featurestore.cache_index(store, generation)
-    cached = frozenset(index)
+    needed = frozenset(files["sha256"]) - {""} if read_features else frozenset()
+    cache = featurestore.FeatureCache.scan(store, generation, extractor.names, needed=needed)
+    cached = cache.keys
     hits = files["sha256"].isin(cached)
     todo = files.loc[~hits, ["uri", "fingerprint"]].drop_duplicates("uri").reset_index(drop=True)
-    # Asking the claims actor costs a round trip per file; a file whose size
-    # no other file has cannot repeat another's content, so it need not ask.
-    todo["may_repeat"] = featurestore.may_repeat(todo["fingerprint"])
-    shards = featurestore.shard(todo, workers=cluster_cpus())
-    outcomes: list[featurestore.ShardOutcome] = []
-    if shards:
-        cached_ref, extractor_ref, claims = ray.put(cached), ray.put(extractor), _ContentClaims.remote()
-        pending = [_extract_shard.remote(s, extractor_ref, settings, generation, store, cached_ref, claims) for s in shards]
-        sizes = {ref: len(s) for ref, s in zip(pending, shards)}
-        with tqdm(total=len(todo), desc="features", unit="file", disable=not progress) as bar:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                outcomes.append(ray.get(done[0]))
-                bar.update(sizes[done[0]])
-        ray.kill(claims)
+    run: ShardedRun[featurestore.ShardOutcome] = ShardedRun()
+    startup = 0.0
+    if len(todo):
+        connecting = time.perf_counter()
+        connect(address)
+        prestart(_extract_shard)
+        startup = time.perf_counter() - connecting
+        shards = featurestore.shard(todo, workers=cluster_cpus())
+        # Only contents that another shard may hold need the claims actor (a
+        # worker process of its own, and a round trip per file).
+        claims = _ContentClaims.remote() if any(s["may_repeat"].any() for s in shards) else None
+        run = run_sharded(_extract_shard, shards, extractor, settings, generation, store, cached, claims, read_features, desc="features", progress=progress)
+        if claims is not None:
+            ray.kill(claims)
+    outcomes = run.outcomes
+    for outcome in outcomes:
+        for uri, table in outcome.cache_tables.items():
+            if read_features:
+                cache.add(uri, table)
+            else:
+                cache.note(uri, frozenset(table.column("sha256").to_pylist()))
     keys = pd.concat([files.loc[hits, ["uri", "fingerprint", "sha256"]], *(o.keys for o in outcomes)], ignore_index=True)
     featurestore.update_fingerprints(store, keys)
     rejected = pd.concat([o.rejected for o in outcomes], ignore_index=True) if outcomes else pd.DataFrame(columns=["uri", "sha256", "stage", "reason"])
     return FileExtraction(
         keys=keys, rejected=rejected, extracted=sum(o.extracted for o in outcomes), reused=int(hits.sum()),
-        task_cpu_seconds=sum(o.cpu_seconds for o in outcomes), cache_index=index,
+        task_cpu_seconds=sum(o.cpu_seconds for o in outcomes), cache=cache, startup_seconds=startup, timings=run.timings,
     )
 
 
@@ -268,19 +427,48 @@ class EvaluationSummary:
     result_uris: list[str]
 
 
-def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], results_uri: str, *, storage_options: dict | None = None, progress: bool = True) -> EvaluationSummary:
+def evaluate(
+    datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], results_uri: str, *,
+    storage_options: dict | None = None, address: str | None = None, progress: bool = True,
+) -> EvaluationSummary:
     """Run every task whose result is not written yet; each writes its own Parquet file.
 
-    The datasets go into the object store once; every task gets references,
-    never copies. Work shared by folds (the fcnn's source network) runs once
-    per source corpus and seed and is passed along as a reference too.
-    """
-    from crossemo import protocol  # see the note on imports at the top of this module
+    When every result is written already, Ray is neither started nor joined.
 
+    Args:
+        datasets: the arrays per corpus (and pooled source).
+        tasks: the protocol's tasks.
+        results_uri: where each task's result file goes.
+        storage_options: filesystem options for ``results_uri``.
+        address: the Ray cluster to use when there is work (see :func:`connect`).
+        progress: show a progress bar over tasks.
+    """
     started = time.perf_counter()
     uris = {task.key: storage.join(results_uri, task.result_path()) for task in tasks}
     done = set(storage.list_files(results_uri, suffix=".parquet", storage_options=storage_options))
     todo = [task for task in tasks if uris[task.key] not in done]
+    cpu, preparations = 0.0, 0
+    if todo:
+        connect(address)
+        cpu, preparations = _run_tasks(datasets, todo, uris, storage_options=storage_options, progress=progress)
+    return EvaluationSummary(
+        tasks=len(tasks), reused=len(tasks) - len(todo), fits=len(todo) + preparations, task_cpu_seconds=cpu,
+        wall_seconds=time.perf_counter() - started, result_uris=[uris[task.key] for task in tasks],
+    )
+
+
+def _run_tasks(datasets: dict[str, protocol.Dataset], todo: list[protocol.Task], uris: dict[str, str], *, storage_options: dict | None, progress: bool) -> tuple[float, int]:
+    """Run ``todo`` on Ray, each task writing its result to ``uris[task.key]``.
+
+    The datasets go into the object store once; every task gets references,
+    never copies. Work shared by folds (the fcnn's source network) runs once
+    per source corpus and seed and is passed along as a reference too.
+
+    Returns:
+        ``(CPU seconds of every task and shared preparation, number of shared preparations)``.
+    """
+    from crossemo import protocol  # see the note on imports at the top of this module
+
     refs = {name: ray.put(data) for name, data in datasets.items()}
     shared: dict[tuple[str, str, str | None, int], Any] = {}
     # One preparation per source and seed, unless the target holds some of
@@ -304,26 +492,13 @@ def evaluate(datasets: dict[str, protocol.Dataset], tasks: list[protocol.Task], 
         for task in todo
     ]
     cpu = 0.0
-    with tqdm(total=len(todo), desc="tasks", unit="task", disable=not progress or not todo) as bar:
+    with tqdm(total=len(todo), desc="tasks", unit="task", disable=not progress) as bar:
         while remaining:
             finished, remaining = ray.wait(remaining, num_returns=1)
             cpu += ray.get(finished[0])["cpu_seconds"]
             bar.update(1)
     cpu += sum(seconds for _, seconds in ray.get(list(shared.values())))
-    return EvaluationSummary(
-        tasks=len(tasks), reused=len(tasks) - len(todo), fits=len(todo) + len(shared), task_cpu_seconds=cpu,
-        wall_seconds=time.perf_counter() - started, result_uris=[uris[task.key] for task in tasks],
-    )
-
-
-def _follow(pending: list, sizes: list[int], what: str, progress: bool) -> None:
-    """Wait for every task, with a progress bar over the files they hold."""
-    size_of = dict(zip(pending, sizes))
-    with tqdm(total=sum(sizes), desc=what, unit="file", disable=not progress) as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done[0])
-            bar.update(size_of[done[0]])
+    return cpu, len(shared)
 
 
 _LOADED_BUNDLES: dict[str, Any] = {}
@@ -344,22 +519,32 @@ def _bundle(uri: str, model_id: str, storage_options: dict | None) -> Any:
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
 def _label_shard(
-    shard: Any, rows: pd.DataFrame, bundle_uri: str, model_id: str, rule: str, part_uri: str, storage_options: dict | None,
+    shard: Any, rows: pd.DataFrame, bundle_uri: str, model_id: str, rule: str, store: featurestore.FeatureStore, generation: featurestore.CacheGeneration,
+    part_uri: str, storage_options: dict | None,
 ) -> dict[str, Any]:
-    """Label one shard's files from the feature cache and write its part file; returns its counts."""
+    """Label one shard's files from the feature cache and write its part file; returns its counts.
+
+    ``rows`` gives each file's ``sha256`` and ``cache_uri`` (the cache file
+    holding its features or its rejection; empty when it has neither, with the
+    ``stage`` and ``reason`` to report): the task reads only those files.
+    """
     from crossemo import prediction
 
     started = time.process_time()
     loaded = _bundle(bundle_uri, model_id, storage_options)
-    names = list(loaded.metadata["feature_names"])
-    vectors, rejected = {}, [rows.loc[rows["cache_uri"] == "", ["uri", "stage", "reason"]]]
-    for cache_uri, group in rows[rows["cache_uri"] != ""].groupby("cache_uri"):
-        frame = storage.read_frame(cache_uri, storage_options=storage_options)
-        frame = frame[frame["sha256"].isin(set(group["sha256"]))].drop_duplicates("sha256").set_index("sha256")
-        if cache_uri.endswith(".rejected.parquet"):
-            rejected.append(group.assign(stage=frame.loc[group["sha256"], "stage"].to_numpy(), reason=frame.loc[group["sha256"], "reason"].to_numpy())[["uri", "stage", "reason"]])
-        else:
-            vectors.update(zip(group["uri"], frame.loc[group["sha256"], names].to_numpy(dtype=np.float32)))
+    cache = featurestore.FeatureCache(store, generation, list(loaded.metadata["feature_names"]))
+    found = rows[rows["cache_uri"] != ""]
+    for cache_uri, group in found.groupby("cache_uri"):
+        cache.note(cache_uri, frozenset(group["sha256"]))
+    facts, values, cached_rejections = cache.contents(set(found["sha256"]))
+    reasons = cached_rejections.set_index("sha256")
+    with_reason = found[found["sha256"].isin(reasons.index) & ~found["sha256"].isin(facts.index)]
+    rejected = [
+        rows.loc[rows["cache_uri"] == "", ["uri", "stage", "reason"]],
+        pd.DataFrame({"uri": with_reason["uri"], "stage": reasons.loc[with_reason["sha256"], "stage"].to_numpy(), "reason": reasons.loc[with_reason["sha256"], "reason"].to_numpy()}),
+    ]
+    vectors = dict(zip(found["uri"], found["sha256"]))
+    vectors = {uri: values[facts.index.get_loc(sha)] for uri, sha in vectors.items() if sha in facts.index}
     rejected_frame = pd.concat(rejected, ignore_index=True).merge(shard.files[["uri", "speaker"]], on="uri")
     usable = shard.files[shard.files["uri"].isin(vectors.keys())].reset_index(drop=True)
     classes = [str(c) for c in loaded.method.classes_]
@@ -489,13 +674,13 @@ def label_files(
             _label_segments_shard.remote(shard, segmentation, bundle_uri, model_id, rule, store, extractor_ref, settings, generation, out, storage_options)
             for shard in shards
         ]
-        _follow(pending, [len(shard.files) for shard in shards], "files", progress)
+        _gather(pending, [len(shard.files) for shard in shards], "files", progress)
     elif shards:
-        connect(address)
         generation = featurestore.CacheGeneration.of(extractor, settings)
-        extraction = extract_files(todo, store, extractor=extractor, settings=settings, generation=generation, progress=progress)
+        extraction = extract_files(todo, store, extractor=extractor, settings=settings, generation=generation, read_features=False, address=address, progress=progress)
+        connect(address)  # labelling runs on Ray even when every file was cached
         keys = extraction.keys.drop_duplicates("uri").set_index("uri")["sha256"]
-        index = featurestore.cache_index(store, generation, known=extraction.cache_index)
+        index = extraction.cache.locations()
         failures = extraction.rejected.drop_duplicates("uri").set_index("uri")
         pending = []
         for shard in shards:
@@ -505,8 +690,8 @@ def label_files(
             # A file with no cache entry could not be read (or its content was rejected this run without caching).
             rows["stage"] = rows["uri"].map(failures["stage"]).fillna("read") if len(failures) else "read"
             rows["reason"] = rows["uri"].map(failures["reason"]).fillna("no features") if len(failures) else "no features"
-            pending.append(_label_shard.remote(shard, rows, bundle_uri, model_id, rule, storage.join(folder, shard.part_name()), storage_options))
-        _follow(pending, [len(shard.files) for shard in shards], "labels", progress)
+            pending.append(_label_shard.remote(shard, rows, bundle_uri, model_id, rule, store, generation, storage.join(folder, shard.part_name()), storage_options))
+        _gather(pending, [len(shard.files) for shard in shards], "labels", progress)
     for part in stale:
         storage.remove(part.uri, storage_options=storage_options)
         windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])

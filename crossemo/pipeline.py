@@ -412,7 +412,7 @@ def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig
     options = config.fs_options
     datasets, pairs, tasks, warnings = plan_evaluation(datasets, config)
     record.warnings += warnings
-    summary = orchestration.evaluate(datasets, tasks, storage.join(config.out, "results"), storage_options=options, progress=config.progress)
+    summary = orchestration.evaluate(datasets, tasks, storage.join(config.out, "results"), storage_options=options, address=config.address, progress=config.progress)
     record.pairs = [list(p) for p in pairs]
     record.result_uris = summary.result_uris
     record.counts.update(tasks=summary.tasks, tasks_reused=summary.reused, fits=summary.fits)
@@ -452,12 +452,15 @@ def run(config: RunConfig, *, evaluate: bool = True) -> tuple[RunRecord, Any, di
     options = config.fs_options
     record = new_record(config, manifests=prepared.manifests, feature_set_id=prepared.feature_set_id)
     record.warnings += [f"{m.corpus}: {w}" for m in prepared.manifests for w in m.warnings]
-    orchestration.connect(config.address)
     store = featurestore.FeatureStore(config.out, options)
-    extraction = orchestration.extract_features(prepared.manifests, store, feature_set=config.feature_set, settings=config.analysis_settings(), progress=config.progress)
+    extraction = orchestration.extract_features(
+        prepared.manifests, store, feature_set=config.feature_set, settings=config.analysis_settings(), address=config.address, progress=config.progress,
+    )
     record.cache_generation = extraction.generation.describe()
     record.warnings += extraction.warnings
-    record.timings.update(extraction_wall_seconds=extraction.wall_seconds, extraction_task_cpu_seconds=extraction.task_cpu_seconds)
+    record.timings.update(
+        extraction_wall_seconds=extraction.wall_seconds, extraction_startup_seconds=extraction.startup_seconds, extraction_task_cpu_seconds=extraction.task_cpu_seconds,
+    )
     record.counts.update(
         utterances=sum(len(f) for f in extraction.features.values()), extracted=extraction.extracted, features_reused=extraction.reused,
         rejected=len(extraction.rejected), duplicate_groups=int(extraction.duplicates["group"].nunique()), duplicate_files=len(extraction.duplicates),

@@ -127,14 +127,19 @@ def write_table(table: pa.Table, uri: str, *, storage_options: StorageOptions | 
     write_bytes(buffer.getvalue(), uri, storage_options=storage_options)
 
 
-def write_frame(frame: pd.DataFrame, uri: str, *, storage_options: StorageOptions | None = None, metadata: dict[str, str] | None = None) -> None:
-    """Write a DataFrame as Parquet atomically, with optional file metadata."""
+def frame_table(frame: pd.DataFrame, *, metadata: dict[str, str] | None = None) -> pa.Table:
+    """The Arrow table :func:`write_frame` writes for ``frame``, with optional file metadata."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({key.encode(): value.encode() for key, value in metadata.items()})
         table = table.replace_schema_metadata(merged)
-    write_table(table, uri, storage_options=storage_options)
+    return table
+
+
+def write_frame(frame: pd.DataFrame, uri: str, *, storage_options: StorageOptions | None = None, metadata: dict[str, str] | None = None) -> None:
+    """Write a DataFrame as Parquet atomically, with optional file metadata."""
+    write_table(frame_table(frame, metadata=metadata), uri, storage_options=storage_options)
 
 
 def read_frame(uri: str, *, storage_options: StorageOptions | None = None, columns: list[str] | None = None) -> pd.DataFrame:
@@ -142,6 +147,13 @@ def read_frame(uri: str, *, storage_options: StorageOptions | None = None, colum
     fs, path = filesystem(uri, storage_options=storage_options)
     with fs.open(path, "rb") as handle:
         return pq.read_table(handle, columns=columns).to_pandas()
+
+
+def read_table(uri: str, *, storage_options: StorageOptions | None = None) -> pa.Table:
+    """Read one Parquet file as an Arrow table."""
+    fs, path = filesystem(uri, storage_options=storage_options)
+    with fs.open(path, "rb") as handle:
+        return pq.read_table(handle)
 
 
 def read_metadata(uri: str, *, storage_options: StorageOptions | None = None) -> dict[str, str]:

@@ -434,7 +434,7 @@ def test_study_runs_as_a_ray_job_on_two_nodes(ray_cluster, demo, tmp_path):
     nodes = ray_cluster.alive_nodes()
     assert len(nodes) == 2 and sum(node["is_head_node"] for node in nodes) == 1
     tasks = json.loads(ray_cluster.ray("list", "tasks", "--address", ray_cluster.dashboard, "--format", "json", "--limit", "10000", "--detail").stdout)
-    crossemo_tasks = [task for task in tasks if task.get("func_or_class_name", "").startswith(("_extract_shard", "_run_task")) and task["state"] == "FINISHED"]
+    crossemo_tasks = [task for task in tasks if task.get("func_or_class_name", "").startswith(("_shard_task", "_run_task")) and task["state"] == "FINISHED"]
     assert crossemo_tasks, "no finished crossemo task listed"
     assert {task["node_id"] for task in crossemo_tasks} == {node["node_id"] for node in nodes}
 
