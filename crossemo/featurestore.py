@@ -469,8 +469,10 @@ class Assembled:
     warnings: list[str]
 
 
-def assemble(cache: FeatureCache, manifests: list[Manifest], extractor: FeatureExtractor, keys: pd.DataFrame, read_failures: pd.DataFrame) -> Assembled:
-    """Write ``<out>/features/``: one file per corpus, the manifest, the rejections and the duplicates.
+def assemble(
+    cache: FeatureCache, manifests: list[Manifest], extractor: FeatureExtractor, keys: pd.DataFrame, read_failures: pd.DataFrame, *, write: bool = True,
+) -> Assembled:
+    """Build, and write to ``<out>/features/``, one table per corpus, the manifest, the rejections and the duplicates.
 
     Args:
         cache: the cache of the generation the features come from, with
@@ -479,9 +481,12 @@ def assemble(cache: FeatureCache, manifests: list[Manifest], extractor: FeatureE
         extractor: the feature set used.
         keys: ``uri -> sha256`` for every readable utterance.
         read_failures: files that could not be read this run (``uri``, ``stage``, ``reason``).
+        write: write ``<out>/features/`` (replacing what an earlier run left
+            there); without, the tables are only returned (``crossemo train``
+            must not replace an evaluation's feature store with its corpora).
 
     Returns:
-        what was written.
+        what was built.
     """
     store, generation = cache.store, cache.generation
     utterances = pd.concat([m.utterances for m in manifests], ignore_index=True)
@@ -506,12 +511,14 @@ def assemble(cache: FeatureCache, manifests: list[Manifest], extractor: FeatureE
         rows = kept[kept["corpus"] == manifest.corpus]
         rows_values = values[cached.index.get_indexer(rows["sha256"])]
         frame = pd.concat([rows[list(METADATA_COLUMNS)].reset_index(drop=True), pd.DataFrame(rows_values, columns=cache.names)], axis=1)
-        storage.write_frame(frame, storage.join(store.features_uri, f"{manifest.corpus}.parquet"), storage_options=store.storage_options, metadata=metadata)
         written[manifest.corpus] = frame
-    stale = remove_stale_tables(store, set(written))
-    storage.write_frame(utterances, storage.join(store.features_uri, "_manifest.parquet"), storage_options=store.storage_options, metadata=metadata)
-    storage.write_frame(rejected_frame.reset_index(drop=True), storage.join(store.features_uri, "_rejected.parquet"), storage_options=store.storage_options, metadata=metadata)
-    storage.write_frame(duplicates, storage.join(store.features_uri, "_duplicates.parquet"), storage_options=store.storage_options, metadata=metadata)
+    stale = []
+    if write:
+        tables = {**{f"{name}.parquet": frame for name, frame in written.items()}, "_manifest.parquet": utterances,
+                  "_rejected.parquet": rejected_frame.reset_index(drop=True), "_duplicates.parquet": duplicates}
+        for name, frame in tables.items():
+            storage.write_frame(frame, storage.join(store.features_uri, name), storage_options=store.storage_options, metadata=metadata)
+        stale = remove_stale_tables(store, set(written))
     warnings = [f"removed features/{name}.parquet, left by an earlier run with other corpora (its features stay in the cache)" for name in stale]
     warnings += audio_warnings(kept, duplicates, analysis_rate=int(generation.decode.get("analysis_rate", 0)))
     return Assembled(written, rejected_frame, duplicates, utterances, warnings)

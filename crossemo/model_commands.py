@@ -141,7 +141,7 @@ def command_train(args: argparse.Namespace, config_from: Any) -> int:
     store = featurestore.FeatureStore(config.out, options)
     settings = config.analysis_settings()
     extraction = orchestration.extract_features(
-        setup.prepared.manifests, store, feature_set=config.feature_set, settings=settings, address=config.address, progress=config.progress,
+        setup.prepared.manifests, store, feature_set=config.feature_set, settings=settings, address=config.address, write_store=False, progress=config.progress,
     )
     print(f"features ({extraction.feature_set_id}): {extraction.extracted} extracted, {extraction.reused} reused from the cache in {store.out}")
     for warning in extraction.warnings:

@@ -267,6 +267,7 @@ def extract_features(
     feature_set: str = "is10",
     settings: audio.AnalysisSettings | None = None,
     address: str | None = None,
+    write_store: bool = True,
     progress: bool = True,
 ) -> ExtractionSummary:
     """Extract every utterance not yet in the cache, in parallel, and write the feature store.
@@ -280,6 +281,8 @@ def extract_features(
         feature_set: feature set name or config path.
         settings: the decode rules (the defaults when ``None``).
         address: the Ray cluster to use when there is work (see :func:`connect`).
+        write_store: write ``<out>/features/``; without, only the cache is
+            filled and the tables are returned (see :func:`crossemo.featurestore.assemble`).
         progress: show a progress bar over files.
 
     Returns:
@@ -294,7 +297,7 @@ def extract_features(
         utterances[["uri", "fingerprint"]], store, extractor=extractor, settings=settings, generation=generation, read_features=True, address=address, progress=progress,
     )
     read_failures = files.rejected[files.rejected["stage"] == "read"]
-    assembled = featurestore.assemble(files.cache, manifests, extractor, files.keys, read_failures[["uri", "stage", "reason"]])
+    assembled = featurestore.assemble(files.cache, manifests, extractor, files.keys, read_failures[["uri", "stage", "reason"]], write=write_store)
     return ExtractionSummary(
         features=assembled.features,
         rejected=assembled.rejected,

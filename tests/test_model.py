@@ -178,6 +178,17 @@ def test_predict_skips_finished_shards_and_labels_only_new_files(data, evaluated
     assert len(pd.read_parquet(out / "predictions")) == 11
 
 
+def test_train_leaves_the_evaluations_feature_store_as_it_was(data, evaluated, tmp_path):
+    """Training on a subset of the run's corpora reads the run's cache; ``features/`` stays the evaluation's, untouched."""
+    features = evaluated / "features"
+    before = {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in features.iterdir()}
+    assert cli.main([
+        "train", "--from-run", str(evaluated), "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo",
+        "--method", "target_only_rf", "--out", str(tmp_path / "model"), "--no-progress",
+    ]) == 0
+    assert {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in features.iterdir()} == before
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
