@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,8 +334,20 @@ def command_predict(args: argparse.Namespace) -> int:
     setup = predict_setup(args)
     for warning in setup.listing.warnings:
         print(f"warning: {warning}")
-    print_labelling(label(args, setup), args.out, setup.loaded.model_id)
-    return 0
+    summary = label(args, setup)
+    print_labelling(summary, args.out, setup.loaded.model_id)
+    return labelling_status(summary, args.out, storage_options=setup.storage_options)
+
+
+def labelling_status(summary: Any, out: str, *, storage_options: dict | None = None) -> int:
+    """0 when a file was labelled; else 1, with one line on stderr naming the commonest reason (a script must not take no labels for success)."""
+    if summary.labelled or not summary.files:
+        return 0
+    rejected = storage.join(out, "predictions", prediction.REJECTED_FILE)
+    reasons = storage.read_frame(rejected, columns=["reason"], storage_options=storage_options)["reason"] if summary.rejected else pd.Series(dtype=str)
+    commonest = f"; the commonest reason ({reasons.value_counts().iloc[0]} file(s)): {reasons.value_counts().index[0]}" if len(reasons) else ""
+    print(f"crossemo: error: none of the {summary.files} file(s) could be labelled{commonest}; every reason is in {rejected}", file=sys.stderr)
+    return 1
 
 
 def print_labelling(summary: Any, out: str, model_id: str) -> None:

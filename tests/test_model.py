@@ -350,3 +350,13 @@ def test_an_edited_decode_rule_relabels_instead_of_reusing_parts(rf_model, call,
     assert "(1 shard(s) labelled" in output and "reused" not in output, output
     after = {p.name for p in (tmp_path / "labels" / "predictions").glob("part-*")}
     assert len(after) == 1 and not after & before
+
+
+def test_predict_that_labels_nothing_fails_naming_the_commonest_reason(call, rf_model, evaluated, tmp_path, capsys):
+    out = tmp_path / "labels"
+    capsys.readouterr()
+    assert cli.main(["predict", "--model", str(rf_model), "--audio", str(call["folder"] / "quiet.wav"), "--out", str(out), "--store", str(evaluated), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "none of the 1 file(s) could be labelled" in err and "no speech" in err, err
+    # What was found is still written: the reason, for the file.
+    assert list(pd.read_parquet(out / "predictions" / "_rejected.parquet")["uri"]) == [str(call["folder"] / "quiet.wav")]
