@@ -11,7 +11,8 @@
 
 **Speakers.** Methods that normalise each speaker by their own recordings
 need to know whose recordings belong together. In order of precedence: the
-table's ``speaker`` column; else ``speaker_pattern``, a regular expression
+table's ``speaker`` column (a blank cell there falls to the next rule, for
+that file alone); else ``speaker_pattern``, a regular expression
 with a group named ``speaker`` searched in each file's URI; else every
 ``--audio`` input is one *recording batch* (its files are normalised
 together, as if one speaker), which costs accuracy when it holds several
@@ -95,8 +96,19 @@ def list_inputs(
             files, absent, from_table = _list_one(uri, storage_options, reserved=("input", *reserved_columns))
         except base.CorpusError as error:
             raise InputError(f"{flag} {uri}: {error}") from None
-        if from_table and "speaker" in files and (files["speaker"] != "").all():
+        given = files["speaker"].fillna("").astype(str).str.strip() if from_table and "speaker" in files else pd.Series("", index=files.index)
+        if (given != "").any():
             rules[uri] = "table"
+            blank = given == ""
+            if blank.any():
+                # A few blank cells must not cost the other files their speakers.
+                found = files.loc[blank, "uri"].map(lambda text: _speaker_in(pattern, text)) if pattern is not None else pd.Series(None, index=given.index[blank])
+                given[blank] = found.fillna(uri)
+                warnings.append(
+                    f"{int(blank.sum())} file(s) of {uri} have a blank speaker cell; {int(found.notna().sum())} took theirs from --speaker-pattern, "
+                    f"the rest are normalised together as the batch {uri}"
+                )
+            files["speaker"] = given
         elif pattern is not None:
             rules[uri] = "pattern"
             found = files["uri"].map(lambda text: _speaker_in(pattern, text))

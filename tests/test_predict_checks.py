@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossemo import audio, cli, model_commands
+from crossemo import audio, cli, inputs, model_commands
 from crossemo.bundle import save_bundle
 from crossemo.features.extractor import FeatureExtractor
 from crossemo.labels import EMOTIONS
@@ -134,3 +134,19 @@ def test_a_speaker_with_a_single_file_is_warned_about_as_normalising_it_leaves_n
 
     together = model_commands.predict_setup(cli.build_parser().parse_args(predict(model, str(emovo_f2), tmp_path / "labels")))
     assert not any("single file" in w for w in together.listing.warnings), together.listing.warnings
+
+
+def test_a_blank_speaker_cell_costs_only_its_own_file_its_speaker(emovo_f2, tmp_path):
+    files = sorted(emovo_f2.glob("*.flac"))[:6]
+    table = tmp_path / "calls.csv"
+    pd.DataFrame({"path": [str(p) for p in files], "speaker": ["ann", "ann", "", "bob", "bob", "bob"]}).to_csv(table, index=False)
+    listing = inputs.list_inputs([str(table)])
+    speakers = dict(zip(listing.files["uri"], listing.files["speaker"]))
+    assert [speakers[str(p)] for p in files] == ["ann", "ann", str(table), "bob", "bob", "bob"]
+    assert listing.speaker_rule == {str(table): "table"}
+    assert any("1 file(s) of" in w and "blank speaker cell" in w for w in listing.warnings), listing.warnings
+
+    # With a pattern, the blank cell takes the speaker the pattern finds in its path.
+    listing = inputs.list_inputs([str(table)], speaker_pattern=r"/(?P<speaker>f\d)/")
+    speakers = dict(zip(listing.files["uri"], listing.files["speaker"]))
+    assert [speakers[str(p)] for p in files] == ["ann", "ann", "f2", "bob", "bob", "bob"]
