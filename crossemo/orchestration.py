@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import ray
 from tqdm.auto import tqdm
 
@@ -230,7 +231,10 @@ def _extract_shard(
         claim=None if claims is None else lambda sha256: ray.get(claims.claim.remote(sha256, shard)),
     )
     if not return_features:
-        outcome.cache_tables = {uri: table.select(["sha256"]) for uri, table in outcome.cache_tables.items()}
+        # A new table, not a selection: a selection keeps the file's metadata,
+        # whose 1582 feature names (about 50 KB) would reach the driver with
+        # every shard and stay there until extraction ends.
+        outcome.cache_tables = {uri: pa.table({"sha256": table.column("sha256")}) for uri, table in outcome.cache_tables.items()}
     return outcome
 
 

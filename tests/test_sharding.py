@@ -161,3 +161,22 @@ def test_cache_files_of_the_older_layout_are_read(tmp_path, local_ray):
     again = orchestration.extract_features(manifests, store, progress=False)
     assert again.extracted == 0 and again.reused == first.extracted
     assert _files(tmp_path / "out" / "features") == written
+
+
+def test_labelling_extraction_sends_the_driver_content_keys_only(tmp_path, shared_corpora):
+    """Without ``return_features`` a shard hands back which contents each cache file holds, not its features or their 1582 names."""
+    from crossemo import audio
+    from crossemo.features import FeatureExtractor
+
+    files = pd.DataFrame({"uri": [str(p) for p in sorted((shared_corpora / "emovo" / "f1").glob("*.flac"))[:3]]})
+    files["fingerprint"] = ""
+    extractor, settings = FeatureExtractor("is10"), audio.AnalysisSettings()
+    generation = featurestore.CacheGeneration.of(extractor, settings)
+    store = featurestore.FeatureStore(str(tmp_path / "out"))
+    keys_only = orchestration._extract_shard(files, extractor, settings, generation, store, frozenset(), None, False)
+    assert keys_only.extracted == 3 and keys_only.cache_tables
+    for table in keys_only.cache_tables.values():
+        assert table.column_names == ["sha256"] and not table.schema.metadata
+    # The same shard read back for the feature store carries everything.
+    whole = orchestration._extract_shard(files, extractor, settings, generation, featurestore.FeatureStore(str(tmp_path / "again")), frozenset(), None, True)
+    assert all("features" in table.column_names for uri, table in whole.cache_tables.items() if not uri.endswith(".rejected.parquet"))
