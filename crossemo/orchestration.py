@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -524,6 +525,29 @@ def _bundle(uri: str, model_id: str, storage_options: dict | None) -> Any:
     return _LOADED_BUNDLES[model_id]
 
 
+_CACHE_FILES: OrderedDict[str, pa.Table] = OrderedDict()
+"""Feature cache files a worker has read, least recently used first.
+
+Labelling shards follow speakers and extraction shards follow file sizes, so
+one cache file holds files of many labelling shards; read once per worker,
+it serves them all. A cache file never changes (its name is a digest of the
+contents it holds), so keeping it is safe.
+"""
+CACHE_FILES_BYTES = 256 * 2**20
+"""The most bytes of cache files a worker keeps (:data:`_CACHE_FILES`)."""
+
+
+def _cache_file(uri: str, storage_options: dict | None) -> pa.Table:
+    """The cache file at ``uri``, from this worker's memory when it read it before."""
+    if uri in _CACHE_FILES:
+        _CACHE_FILES.move_to_end(uri)
+        return _CACHE_FILES[uri]
+    table = _CACHE_FILES[uri] = storage.read_table(uri, storage_options=storage_options)
+    while len(_CACHE_FILES) > 1 and sum(kept.nbytes for kept in _CACHE_FILES.values()) > CACHE_FILES_BYTES:
+        _CACHE_FILES.popitem(last=False)
+    return table
+
+
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
 def _label_shard(
     shard: Any, rows: pd.DataFrame, bundle_uri: str, model_id: str, rule: str, store: featurestore.FeatureStore, generation: featurestore.CacheGeneration,
@@ -533,7 +557,8 @@ def _label_shard(
 
     ``rows`` gives each file's ``sha256`` and ``cache_uri`` (the cache file
     holding its features or its rejection; empty when it has neither, with the
-    ``stage`` and ``reason`` to report): the task reads only those files.
+    ``stage`` and ``reason`` to report): the task reads only those files,
+    each at most once per worker (:func:`_cache_file`).
     """
     from crossemo import prediction
 
@@ -541,8 +566,8 @@ def _label_shard(
     loaded = _bundle(bundle_uri, model_id, storage_options)
     cache = featurestore.FeatureCache(store, generation, list(loaded.metadata["feature_names"]))
     found = rows[rows["cache_uri"] != ""]
-    for cache_uri, group in found.groupby("cache_uri"):
-        cache.note(cache_uri, frozenset(group["sha256"]))
+    for cache_uri in found["cache_uri"].unique():
+        cache.add(cache_uri, _cache_file(cache_uri, store.storage_options))
     facts, values, cached_rejections = cache.contents(set(found["sha256"]))
     reasons = cached_rejections.set_index("sha256")
     with_reason = found[found["sha256"].isin(reasons.index) & ~found["sha256"].isin(facts.index)]
