@@ -78,6 +78,12 @@ def choose(spec: str | None, *, results: pd.DataFrame | None, source: str | None
         choice = Choice(method, with_source, spec if not with_source else method, f"asked for ({spec})")
     if choice.with_source is False and choice.method in NEEDS_SOURCE:
         raise TrainingError(f"{choice.method} learns from a source corpus; give one with --corpus besides the target")
+    if source is None and spec != BEST and not (spec or "").startswith(tables.TWIN_PREFIX):
+        # Training on the target alone when a transfer was asked for would hand over another model than the one named.
+        raise TrainingError(
+            f"--method {spec or choice.method} trains on source corpora and the target, but no corpus besides {target} is given; add one with --corpus "
+            f"(with --from-run, --corpus replaces the run's corpora: list those too), or train on the target alone with --method {tables.TWIN_PREFIX}{choice.method}"
+        )
     return choice
 
 
@@ -86,7 +92,8 @@ def _best(results: pd.DataFrame | None, source: str | None, target: str) -> Choi
         raise TrainingError(f"--method {BEST} needs --from-run OUT, a finished evaluation to take the best method from")
     ranking = ranking_of(results, source, target)
     if ranking.empty:
-        raise TrainingError(f"the evaluation under --from-run has no results for the pair {source or '-'} → {target}")
+        hint = " (no corpus besides the target is given: with --from-run, --corpus replaces the run's corpora, so list those too)" if source is None else ""
+        raise TrainingError(f"the evaluation under --from-run has no results for the pair {source or '-'} → {target}{hint}")
     top = ranking.iloc[0]
     with_source = bool(top["with_source"])
     return Choice(str(top["method"]), with_source, str(top["column"]), f"best mean UAR of the pair in the evaluation ({top['uar']:.1f} %)")
