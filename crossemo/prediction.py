@@ -19,7 +19,7 @@ leaves whole shards or none.
 **Re-running.** A part stays valid while its model, rule and every one of its
 files are unchanged; its files are then not looked at again. Files no valid
 part covers are sharded anew; parts no longer valid are removed once their
-replacements are written. With a method that normalises each speaker by
+replacements are written. Parts of files this run was not given stay. With a method that normalises each speaker by
 their own recordings (:func:`normalises_test_speakers`), a shard is one
 speaker's files, so adding a recording of a speaker re-labels that speaker
 (from the feature cache); otherwise only the new files are labelled.
@@ -180,11 +180,15 @@ def still_valid(parts: list[Part], files: pd.DataFrame, *, model_id: str, rule: 
     A part is valid when its key is what its files would be keyed by now (same
     model, rule, fingerprints, speakers and carried columns), each of its
     files is still listed unchanged, and, when ``per_speaker``, its files are
-    all of their speaker's current files.
+    all of their speaker's current files. A part none of whose files is
+    listed is neither: a run labels the files it is given, and the labels of
+    files given to earlier runs stay (a daily ``--audio today/`` adds to the output).
     """
     current = files.set_index("uri", drop=False)
     valid, stale = [], []
     for part in parts:
+        if not part.files.empty and not part.files["uri"].isin(current.index).any():
+            continue
         ok = not part.files.empty and part.rule == rule and part.files["uri"].isin(current.index).all()
         if ok:
             now = current.loc[part.files["uri"], part.files.columns].reset_index(drop=True)

@@ -229,6 +229,8 @@ def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_pa
         (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "no_such", "--out", str(tmp_path / "m3")], "unknown method 'no_such'"),
         (["train", "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo", "--method", "coral", "--store", str(evaluated), "--out", str(tmp_path / "m4")], "learns from a source corpus"),
         (["train", "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo", "--method", "best", "--store", str(evaluated), "--out", str(tmp_path / "m5")], "needs --from-run"),
+        (["train", "--from-run", str(evaluated), "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo", "--method", "rf", "--out", str(tmp_path / "m6")],
+         "no corpus besides emovo is given"),
     ]
     for argv, message in cases:
         capsys.readouterr()
@@ -360,3 +362,22 @@ def test_predict_that_labels_nothing_fails_naming_the_commonest_reason(call, rf_
     assert len(err.splitlines()) == 1 and "none of the 1 file(s) could be labelled" in err and "no speech" in err, err
     # What was found is still written: the reason, for the file.
     assert list(pd.read_parquet(out / "predictions" / "_rejected.parquet")["uri"]) == [str(call["folder"] / "quiet.wav")]
+
+
+def test_labels_of_files_not_given_again_stay(data, evaluated, rf_model, tmp_path, capsys):
+    """A daily ``--audio today/ --out labels/`` adds to the labels; it does not remove yesterday's."""
+    audio = tmp_path / "audio"
+    for path in data["emovo"]["path"][:6]:
+        (audio / "day1").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, audio / "day1" / Path(path).name)
+    for path in data["emovo"]["path"][20:23]:
+        (audio / "day2").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, audio / "day2" / Path(path).name)
+    out = tmp_path / "labels"
+    command = ["predict", "--model", str(rf_model), "--out", str(out), "--store", str(evaluated), "--no-progress"]
+    assert cli.main([*command, "--audio", str(audio / "day1")]) == 0
+    first = pd.read_parquet(out / "predictions")
+    assert cli.main([*command, "--audio", str(audio / "day2")]) == 0
+    both = pd.read_parquet(out / "predictions")
+    assert len(both) == 9 and set(first["uri"]) < set(both["uri"])
+    pd.testing.assert_frame_equal(both[both["uri"].isin(first["uri"])].sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
