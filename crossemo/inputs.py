@@ -104,10 +104,10 @@ def list_inputs(
                 # A few blank cells must not cost the other files their speakers.
                 found = files.loc[blank, "uri"].map(lambda text: _speaker_in(pattern, text)) if pattern is not None else pd.Series(None, index=given.index[blank])
                 given[blank] = found.fillna(uri)
-                warnings.append(
-                    f"{int(blank.sum())} file(s) of {uri} have a blank speaker cell; {int(found.notna().sum())} took theirs from --speaker-pattern, "
-                    f"the rest are normalised together as the batch {uri}"
-                )
+                matched, rest = int(found.notna().sum()), int(found.isna().sum())
+                taken = [f"{matched} took theirs from --speaker-pattern"] if pattern is not None else []
+                taken += [f"{rest} are normalised together as the batch {uri}"] if rest else []
+                warnings.append(f"{int(blank.sum())} file(s) of {uri} have a blank speaker cell; {', '.join(taken)}")
             files["speaker"] = given
         elif pattern is not None:
             rules[uri] = "pattern"
