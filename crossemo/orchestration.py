@@ -60,7 +60,14 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
         options: dict[str, Any] = {"address": address, "log_to_driver": True, "configure_logging": False}
         if address is None:
             options.update(num_cpus=num_cpus, include_dashboard=False)
-        ray.init(**options)
+        try:
+            ray.init(**options)
+        except SystemExit as stop:
+            # For the length of ray.init Ray's own handler turns SIGTERM into
+            # sys.exit(15), which would end a job without a word in its log.
+            if stop.code == signal.SIGTERM:
+                interrupt_on_signal(signal.SIGTERM, None)
+            raise
         if threading.current_thread() is threading.main_thread():
             # ray.init() makes SIGTERM (what `ray job stop` and Kubernetes
             # send) exit at once with status 1 and no word in the log; end the

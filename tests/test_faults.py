@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ import boto3
 import pandas as pd
 import pytest
 
-from crossemo import featurestore
+from crossemo import featurestore, orchestration
 from crossemo.features import FeatureExtractor
 from crossemo.synthetic import make_demo_corpora
 
@@ -190,3 +191,18 @@ def test_sigterm_while_ray_works_is_reported_as_sigterm(tmp_path):
     log = "".join(lines) + rest
     assert job.returncode == 130, log
     assert "ERROR crossemo-job: interrupted by SIGTERM after" in log, log
+
+
+def test_sigterm_while_ray_starts_is_reported_as_sigterm(monkeypatch):
+    """Ray's own handler turns a SIGTERM during ray.init into sys.exit(15); the job must still see an interrupt by SIGTERM."""
+    import ray
+
+    def init_stopped_by_sigterm(**options):
+        raise SystemExit(signal.SIGTERM)
+
+    monkeypatch.setattr(orchestration, "_received_signal", None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init_stopped_by_sigterm)
+    with pytest.raises(KeyboardInterrupt):
+        orchestration.connect()
+    assert orchestration.interrupting_signal() == "SIGTERM"
