@@ -19,7 +19,6 @@ import argparse
 import functools
 import shutil
 import tempfile
-import threading
 import tracemalloc
 from pathlib import Path
 
@@ -28,6 +27,13 @@ import psutil
 from crossemo import audio, bundle, featurestore, inputs, orchestration, prediction
 from crossemo.features import FeatureExtractor
 from crossemo.synthetic import make_demo_corpora
+from predict import DriverMemory  # benchmarks/ is on the path when this runs as a script
+
+
+def resident() -> int:
+    """This process's resident memory now, in bytes."""
+    return psutil.Process().memory_info().rss
+
 
 STAGES = [
     (prediction, "read_parts"), (prediction, "plan_shards"), (featurestore.FeatureCache, "scan"), (orchestration, "run_sharded"),
@@ -35,34 +41,13 @@ STAGES = [
 ]
 
 
-class Peak:
-    """This process's resident memory, sampled in the background; ``reset`` starts a new peak."""
-
-    def __init__(self) -> None:
-        self.process = psutil.Process()
-        self.value = 0
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    def now(self) -> int:
-        return self.process.memory_info().rss
-
-    def reset(self) -> int:
-        self.value = self.now()
-        return self.value
-
-    def _sample(self) -> None:
-        while True:
-            self.value = max(self.value, self.now())
-            threading.Event().wait(0.05)
-
-
-def watch(peak: Peak, owner: object, name: str) -> None:
+def watch(memory: DriverMemory, owner: object, name: str) -> None:
     """Print the resident memory around every call of ``owner.name``."""
     function = getattr(owner, name)
 
     @functools.wraps(function)
     def watched(*args, **kwargs):
-        before = peak.reset()
+        before = memory.reset()
         if name == "run_sharded":
             tracemalloc.start()
         try:
@@ -72,7 +57,7 @@ def watch(peak: Peak, owner: object, name: str) -> None:
             if name == "run_sharded":
                 held = f"; Python objects at most {tracemalloc.get_traced_memory()[1] / 2**20:.0f} MB"
                 tracemalloc.stop()
-            print(f"{name:<22} before {before / 2**20:5.0f} MB  peak {peak.value / 2**20:5.0f} MB  after {peak.now() / 2**20:5.0f} MB{held}", flush=True)
+            print(f"{name:<22} before {before / 2**20:5.0f} MB  peak {memory.peak / 2**20:5.0f} MB  after {resident() / 2**20:5.0f} MB{held}", flush=True)
 
     setattr(owner, name, watched)
 
@@ -85,24 +70,25 @@ def main() -> None:
     parser.add_argument("--work", help="where the synthetic files go (default: a temporary folder, removed after)")
     args = parser.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="crossemo-driver-"))
-    peak = Peak()
+    memory = DriverMemory(interval=0.05).__enter__()
     for owner, name in STAGES:
-        watch(peak, owner, name)
+        watch(memory, owner, name)
     orchestration.connect(num_cpus=args.cpus)
     try:
         manifests = make_demo_corpora(work / "corpora", speakers=10, per_emotion=max(1, args.files // (2 * 10 * 4)), seconds=0.5, seed=args.files)
         loaded = bundle.load_bundle(args.model)
         decode = loaded.metadata["decode"]
         settings = audio.AnalysisSettings(**{name: decode[name] for name in ("analysis_rate", "channel", "min_duration")})
-        started = peak.reset()
+        started = memory.reset()
         listing = inputs.list_inputs([str(path.parent) for path in manifests.values()], speaker_pattern=r"/(?P<speaker>[sp]\d+)/")
         print(f"{len(listing.files)} files listed: the list holds {listing.files.memory_usage(deep=True).sum() / 2**20:.1f} MB; resident {started / 2**20:.0f} MB before", flush=True)
         summary = orchestration.label_files(
             listing, loaded, args.model, str(work / "labels"), store=featurestore.FeatureStore(str(work / "store")),
             extractor=FeatureExtractor(loaded.metadata["feature_set"]), settings=settings, progress=False,
         )
-        print(f"{summary.labelled} labelled in {summary.wall_seconds:.1f} s; resident {peak.now() / 2**20:.0f} MB after (+{(peak.now() - started) / 2**20:.0f} MB)")
+        print(f"{summary.labelled} labelled in {summary.wall_seconds:.1f} s; resident {resident() / 2**20:.0f} MB after (+{(resident() - started) / 2**20:.0f} MB)")
     finally:
+        memory.__exit__(None, None, None)
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -57,6 +57,11 @@ class DriverMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    def reset(self) -> int:
+        """Start a new peak from now; returns the resident memory now."""
+        self.peak = psutil.Process().memory_info().rss
+        return self.peak
+
     def _sample(self) -> None:
         process = psutil.Process()
         while not self._stop.is_set():
