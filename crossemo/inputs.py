@@ -130,6 +130,12 @@ def list_inputs(
     if twice.any():
         warnings.append(f"{int(twice.sum())} file(s) given by more than one {flag} are labelled once")
         files = files[~twice].reset_index(drop=True)
+    if files.empty and any(len(absent) for absent in missing):
+        absent = next(absent for absent in missing if len(absent))
+        raise InputError(
+            f"none of the {sum(len(a) for a in missing)} audio file(s) {flag} lists can be read; "
+            f"for example {absent['uri'].iloc[0]}: {absent['reason'].iloc[0]}"
+        )
     if files.empty:
         raise InputError(f"{flag} lists no audio file ({', '.join(uris)}); give folders with .wav/.flac files or a table with a path column")
     batch = [uri for uri, rule in rules.items() if rule == "batch"]
@@ -168,7 +174,10 @@ def _one_file(uri: str, storage_options: storage.StorageOptions | None) -> pd.Da
         raise base.CorpusError(f"cannot reach {uri}: {storage.describe_error(error)}") from error
     if info.get("type") != "file":
         raise base.CorpusError(f"{uri} is not a file")
-    return pd.DataFrame({"uri": [uri], "fingerprint": [base.fingerprint(info)]})
+    # Named as a folder's listing names it (absolute, for a local file), so
+    # the file given both ways is one file, and the shard keys do not depend
+    # on the folder the command ran in.
+    return pd.DataFrame({"uri": [storage.unstrip(fs, path, uri)], "fingerprint": [base.fingerprint(info)]})
 
 
 def _compile(speaker_pattern: str | None) -> re.Pattern | None:

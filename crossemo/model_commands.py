@@ -236,8 +236,8 @@ def predict_setup(args: argparse.Namespace) -> PredictSetup:
     """
     from crossemo import bundle
 
-    for flag, value in (("--model", args.model), ("--out", args.out)):
-        if not value.strip():
+    for flag, value in (("--model", args.model), ("--out", args.out), ("--store", args.store)):
+        if value is not None and not value.strip():
             raise pipeline.ConfigError(f"{flag} is empty; give a folder or s3:// prefix")
     segmentation = None
     if args.segment is not None:
@@ -257,9 +257,15 @@ def predict_setup(args: argparse.Namespace) -> PredictSetup:
     if segmentation is not None:
         _check_windows_usable(segmentation, settings)
     classes = [str(label) for label in loaded.method.classes_]
+    if "classes" in loaded.metadata and [str(label) for label in loaded.metadata["classes"]] != classes:
+        raise bundle.BundleError(f"{args.model}/{bundle.MODEL_FILE} names the classes {loaded.metadata['classes']}, its fitted method has {classes}; was it edited?")
     listing = inputs.list_inputs(args.audio, speaker_pattern=args.speaker_pattern, storage_options=options, reserved_columns=prediction.output_columns(classes))
     if segmentation is None and prediction.normalises_test_speakers(loaded.method):
         listing.warnings += _lone_file_warnings(listing.files, loaded.metadata["bundle"]["method"])
+    for kept in ("features", "cache") if args.store else ():
+        # Parts written there would be read back as feature tables or cache files.
+        if storage.is_within(args.out, storage.join(args.store, kept), storage_options=options):
+            raise pipeline.ConfigError(f"--out {args.out} lies inside the feature store's {kept} folder ({args.store}); write the labels elsewhere")
     storage.check_writable(args.out, storage_options=options)
     if args.store:
         storage.check_writable(args.store, storage_options=options)

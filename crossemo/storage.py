@@ -68,6 +68,13 @@ def join(uri: str, *parts: str) -> str:
     return posixpath.join(uri, *parts)
 
 
+def is_within(uri: str, folder: str, *, storage_options: StorageOptions | None = None) -> bool:
+    """Whether ``uri`` is ``folder`` or lies below it, on the same filesystem (local paths made absolute)."""
+    (fs, path), (folder_fs, folder_path) = filesystem(uri, storage_options=storage_options), filesystem(folder, storage_options=storage_options)
+    path, folder_path = path.rstrip("/"), folder_path.rstrip("/")
+    return type(fs) is type(folder_fs) and (path == folder_path or path.startswith(folder_path + "/"))
+
+
 def unstrip(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
     """Turn a protocol-less path from ``fs`` back into a URI in the style of ``like``."""
     if is_local(like):

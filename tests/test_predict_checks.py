@@ -56,12 +56,12 @@ def predict(model: Path, audio_input: str, out: Path, *extra: str) -> list[str]:
     return ["predict", "--model", str(model), "--audio", audio_input, "--out", str(out), "--no-progress", *extra]
 
 
-@pytest.mark.parametrize("empty", ["--model", "--out", "--audio"])
+@pytest.mark.parametrize("empty", ["--model", "--out", "--audio", "--store"])
 def test_an_empty_location_is_refused_not_taken_for_the_current_folder(empty, model, emovo_f2, tmp_path, capsys, monkeypatch):
     # The current folder holds audio, so an empty --audio would list it and an empty --out would write into it.
     shutil.copy(next(emovo_f2.glob("*.flac")), tmp_path / "call.flac")
     monkeypatch.chdir(tmp_path)
-    args = predict(model, str(emovo_f2), tmp_path / "labels")
+    args = predict(model, str(emovo_f2), tmp_path / "labels", "--store", str(tmp_path / "store"))
     args[args.index(empty) + 1] = ""
     refuse(args, capsys, says=f"{empty} is empty", untouched=tmp_path)
 
@@ -86,6 +86,7 @@ def edited(model: Path, tmp_path: Path, change) -> Path:
         (lambda r: r["decode"].__setitem__("analysis_rate", "fast"), "its decode rules are unusable: analysis rate 'fast'"),
         (lambda r: r["decode"].__setitem__("channel", "left"), "its decode rules are unusable: channel 'left'"),
         (lambda r: r.__setitem__("feature_names", r["feature_names"][::-1]), "the feature names in model.json are not those of is10"),
+        (lambda r: r.__setitem__("classes", r["classes"][::-1]), "its fitted method has ['neutral', 'anger', 'joy', 'sadness']; was it edited?"),
     ],
 )
 def test_a_model_json_missing_or_with_unusable_predict_entries_is_one_line(change, says, model, emovo_f2, tmp_path, capsys):
@@ -150,3 +151,33 @@ def test_a_blank_speaker_cell_costs_only_its_own_file_its_speaker(emovo_f2, tmp_
     listing = inputs.list_inputs([str(table)], speaker_pattern=r"/(?P<speaker>f\d)/")
     speakers = dict(zip(listing.files["uri"], listing.files["speaker"]))
     assert [speakers[str(p)] for p in files] == ["ann", "ann", "f2", "bob", "bob", "bob"]
+
+
+def test_a_file_given_by_its_relative_path_and_in_its_folder_is_listed_once(emovo_f2, monkeypatch):
+    monkeypatch.chdir(emovo_f2.parent)
+    files = sorted(emovo_f2.glob("*.flac"))
+    listing = inputs.list_inputs([f"f2/{files[0].name}", str(emovo_f2)])
+    assert sorted(listing.files["uri"]) == sorted(str(p) for p in files)
+    assert any("given by more than one --audio are labelled once" in w for w in listing.warnings), listing.warnings
+
+
+def test_a_table_whose_files_are_all_missing_says_so(model, tmp_path, capsys):
+    table = tmp_path / "calls.csv"
+    pd.DataFrame({"path": [str(tmp_path / "gone-1.wav"), str(tmp_path / "gone-2.wav")]}).to_csv(table, index=False)
+    message = refuse(predict(model, str(table), tmp_path / "labels"), capsys, says="none of the 2 audio file(s) --audio lists can be read", untouched=tmp_path)
+    assert "gone-1.wav" in message and "path column" not in message, message
+
+
+def test_a_table_of_paths_alone_is_read(emovo_f2, tmp_path):
+    files = sorted(emovo_f2.glob("*.flac"))[:3]
+    table = tmp_path / "calls.csv"
+    table.write_text("path\n" + "".join(f"{p}\n" for p in files))
+    assert list(inputs.list_inputs([str(table)]).files["uri"]) == [str(p) for p in files]
+
+
+@pytest.mark.parametrize("inside", ["features", "cache/features"])
+def test_an_out_inside_the_feature_stores_folders_is_refused(inside, model, emovo_f2, tmp_path, capsys):
+    store = tmp_path / "run"
+    (store / "features").mkdir(parents=True)
+    args = predict(model, str(emovo_f2), store / inside / "labels", "--store", str(store))
+    refuse(args, capsys, says=f"lies inside the feature store's {inside.split('/')[0]} folder", untouched=tmp_path)

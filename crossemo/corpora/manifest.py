@@ -353,7 +353,8 @@ def _read_csv(data: bytes, path: str) -> pd.DataFrame:
         raise CorpusError(f"manifest {path} is empty")
     header = text.partition("\n")[0].rstrip("\r")
     try:
-        separator = csv.Sniffer().sniff(header, delimiters=_SEPARATORS).delimiter
+        # A header of one plain name is a table of one column (``path`` alone, for predict).
+        separator = "," if re.fullmatch(r"\s*\w+\s*", header) else csv.Sniffer().sniff(header, delimiters=_SEPARATORS).delimiter
     except csv.Error as error:
         raise CorpusError(f"manifest {path}: cannot tell the column separator from the header line {header[:80]!r}; separate columns with ',', ';' or a tab") from error
     return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, skip_blank_lines=False)
