@@ -30,6 +30,19 @@ def shared_corpora() -> Path:
     return SHARED_CORPORA
 
 
+@pytest.fixture
+def local_ray():
+    """Ray in this process with two CPUs, shut down afterwards (modules that keep Ray for all their tests define their own)."""
+    import ray
+
+    assert not ray.is_initialized(), "another test left Ray running"
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """A real HTTP S3 endpoint on loopback (moto's threaded server), for unit tests."""

@@ -25,7 +25,6 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-import ray
 
 from crossemo import pipeline, protocol
 from crossemo.synthetic import make_demo_corpora
@@ -253,17 +252,6 @@ def test_killed_driver_leaves_no_process_and_the_next_run_resumes(study: Study, 
         assert path.stat().st_mtime_ns == mtime, f"{path} was written again"
     assert len(result_files(out)) == total
     assert_same_tables(read_tables(out), study.tables)
-
-
-@pytest.fixture
-def local_ray() -> Iterator[None]:
-    """Ray in this process, with two CPUs."""
-    assert not ray.is_initialized(), "another test left Ray running"
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _kill_a_running_task_worker(out: Path, run: Future, deadline: float) -> int:
