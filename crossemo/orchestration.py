@@ -407,7 +407,8 @@ def extract_files(
     featurestore.update_fingerprints(store, keys)
     rejected = pd.concat([o.rejected for o in outcomes], ignore_index=True) if outcomes else pd.DataFrame(columns=["uri", "sha256", "stage", "reason"])
     return FileExtraction(
-        keys=keys, rejected=rejected, extracted=sum(o.extracted for o in outcomes), reused=int(hits.sum()),
+        # Reused: known by fingerprint, or found in the cache by content (a copy under another name).
+        keys=keys, rejected=rejected, extracted=sum(o.extracted for o in outcomes), reused=int(keys["sha256"].isin(cached).sum()),
         task_cpu_seconds=sum(o.cpu_seconds for o in outcomes), cache=cache, startup_seconds=startup, timings=run.timings,
     )
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import ray
 
-from crossemo import cli, corpora, featurestore, orchestration, pipeline, storage
+from crossemo import audio, cli, corpora, featurestore, inputs, orchestration, pipeline, storage
+from crossemo.features import FeatureExtractor
 from crossemo.synthetic import make_demo_corpora
 
 
@@ -21,17 +22,6 @@ def listing(shared_corpora) -> pd.DataFrame:
     """``uri`` and ``fingerprint`` of every real EMOVO and RAVDESS file."""
     manifests = [corpora.prepare("emovo", str(shared_corpora / "emovo")), corpora.prepare("ravdess", str(shared_corpora / "ravdess"))]
     return pd.concat([m.utterances[["uri", "fingerprint"]] for m in manifests], ignore_index=True)
-
-
-@pytest.fixture
-def local_ray():
-    """Ray in this process with two CPUs, shut down afterwards."""
-    assert not ray.is_initialized(), "another test left Ray running"
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_shards_hold_every_file_once_largest_first_and_shrink_to_the_end(listing):
@@ -97,6 +87,23 @@ def test_identical_files_in_different_shards_are_extracted_once(tmp_path, shared
     assert summary.extracted == 1 and len(summary.timings) >= 2
     assert len(summary.features["manifest"]) == 1
     assert (summary.rejected["stage"] == "duplicate").sum() == 69
+
+
+def test_a_copy_of_a_cached_recording_counts_as_reused(tmp_path, shared_corpora, local_ray):
+    """Found in the cache by its content, not its name: not extracted, and counted as reused."""
+    recordings = sorted((shared_corpora / "emovo" / "f1").glob("*.flac"))[:3]
+    extractor, settings = FeatureExtractor("is10"), audio.AnalysisSettings()
+    generation = featurestore.CacheGeneration.of(extractor, settings)
+    store = featurestore.FeatureStore(str(tmp_path / "store"))
+    counts = []
+    for name in ("first", "copies"):
+        (tmp_path / name).mkdir()
+        for path in recordings:
+            shutil.copy(path, tmp_path / name / path.name)
+        files = inputs.list_inputs([str(tmp_path / name)]).files
+        extraction = orchestration.extract_files(files, store, extractor=extractor, settings=settings, generation=generation, read_features=False, progress=False)
+        counts.append((extraction.extracted, extraction.reused))
+    assert counts == [(3, 0), (0, 3)]
 
 
 def _files(out: Path) -> dict[str, bytes]:
