@@ -12,6 +12,7 @@ next run skips it. Ray retries a task whose worker died.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 TASK_RETRIES = 3
 
 Outcome = TypeVar("Outcome")
+Returned = TypeVar("Returned")
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[str, Any]:
@@ -355,7 +357,7 @@ class FileExtraction:
 
 def extract_files(
     files: pd.DataFrame, store: featurestore.FeatureStore, *, extractor: FeatureExtractor, settings: audio.AnalysisSettings,
-    generation: featurestore.CacheGeneration, read_features: bool, address: str | None = None, progress: bool = True,
+    generation: featurestore.CacheGeneration, read_features: bool, address: str | None = None, progress: bool = True, desc: str = "features",
 ) -> FileExtraction:
     """Put every file's features in the content-keyed cache, extracting only what it lacks (Ray tasks).
 
@@ -374,6 +376,7 @@ def extract_files(
             not grow with the number of files).
         address: the Ray cluster to use when there is work (see :func:`connect`).
         progress: show a progress bar over files.
+        desc: the progress bar's label.
     """
     files = files[["uri", "fingerprint"]].reset_index(drop=True)
     files["sha256"] = featurestore.known_keys(store, files)
@@ -393,7 +396,7 @@ def extract_files(
         # Only contents that another shard may hold need the claims actor (a
         # worker process of its own, and a round trip per file).
         claims = _ContentClaims.remote() if any(s["may_repeat"].any() for s in shards) else None
-        run = run_sharded(_extract_shard, shards, extractor, settings, generation, store, cached, claims, read_features, desc="features", progress=progress)
+        run = run_sharded(_extract_shard, shards, extractor, settings, generation, store, cached, claims, read_features, desc=desc, progress=progress)
         if claims is not None:
             ray.kill(claims)
     outcomes = run.outcomes
@@ -667,11 +670,61 @@ class LabellingSummary:
     ray_started: bool
 
 
+def _on_system_arrow_memory(function: Callable[..., Returned]) -> Callable[..., Returned]:
+    """Run ``function`` with Arrow allocating from the system allocator, then restore the pool it had.
+
+    Arrow's default pool (mimalloc) keeps what each wave's tables freed, so a
+    driver that reads and merges the store's index wave after wave grew with
+    the number of files; the system allocator returns it
+    (``python benchmarks/driver_memory.py``: see the README). Workers keep
+    the default pool, which the extraction speed was measured with.
+    """
+
+    @functools.wraps(function)
+    def on_system_memory(*args: Any, **kwargs: Any) -> Returned:
+        previous = pa.default_memory_pool()
+        pa.set_memory_pool(pa.system_memory_pool())
+        try:
+            return function(*args, **kwargs)
+        finally:
+            pa.set_memory_pool(previous)
+
+    return on_system_memory
+
+
+def _extract_and_label(
+    wave: list, bundle_uri: str, model_id: str, rule: str, store: featurestore.FeatureStore, extractor: FeatureExtractor, settings: audio.AnalysisSettings,
+    generation: featurestore.CacheGeneration, folder: str, address: str | None, storage_options: dict | None, progress: bool, of: str,
+) -> tuple[list, int]:
+    """Extract one wave's files into the cache, then send out a labelling task per shard; returns the tasks (not awaited) and the files extracted."""
+    files = pd.concat([shard.files for shard in wave], ignore_index=True)
+    extraction = extract_files(files, store, extractor=extractor, settings=settings, generation=generation, read_features=False, address=address, progress=progress, desc="features" + of)
+    connect(address)  # labelling runs on Ray even when every file was cached
+    keys = extraction.keys.drop_duplicates("uri").set_index("uri")["sha256"]
+    index = extraction.cache.locations()
+    failures = extraction.rejected.drop_duplicates("uri").set_index("uri")
+    pending = []
+    for shard in wave:
+        rows = pd.DataFrame({"uri": shard.files["uri"]})
+        rows["sha256"] = rows["uri"].map(keys).fillna("")
+        rows["cache_uri"] = rows["sha256"].map(index).fillna("")
+        # A file with no cache entry could not be read (or its content was rejected this run without caching).
+        rows["stage"] = rows["uri"].map(failures["stage"]).fillna("read") if len(failures) else "read"
+        rows["reason"] = rows["uri"].map(failures["reason"]).fillna("no features") if len(failures) else "no features"
+        pending.append(_label_shard.remote(shard, rows, bundle_uri, model_id, rule, store, generation, storage.join(folder, shard.part_name()), storage_options))
+    return pending, extraction.extracted
+
+
+@_on_system_arrow_memory
 def label_files(
     listing: Any, loaded: Any, bundle_uri: str, out: str, *, store: featurestore.FeatureStore, extractor: FeatureExtractor,
     settings: audio.AnalysisSettings, segmentation: Any = None, address: str | None = None, storage_options: dict | None = None, progress: bool = True,
 ) -> LabellingSummary:
     """Label every listed file with a loaded bundle, skipping shards already written; Ray starts only if there is work.
+
+    Shards go in waves of at most :data:`crossemo.prediction.MAX_WAVE_FILES`
+    files, each extracted, then labelled while the next is extracted, so the
+    driver's memory beyond the list of files does not grow with its length.
 
     Args:
         listing: the files (:class:`crossemo.inputs.AudioFiles`).
@@ -703,53 +756,56 @@ def label_files(
     files = listing.files
     valid, stale = prediction.still_valid(prediction.read_parts(folder, storage_options=storage_options), files, model_id=shard_model, rule=rule, per_speaker=per_speaker)
     covered = set().union(*(set(part.files["uri"]) for part in valid)) if valid else set()
-    todo = files[~files["uri"].isin(covered)].reset_index(drop=True)
-    shards = prediction.plan_shards(todo, model_id=shard_model, rule=rule, per_speaker=per_speaker)
-    extraction = None
-    if shards and segmentation is not None:
-        connect(address)
-        generation = featurestore.CacheGeneration.of(extractor, settings)
-        extractor_ref = ray.put(extractor)
-        pending = [
-            _label_segments_shard.remote(shard, segmentation, bundle_uri, model_id, rule, store, extractor_ref, settings, generation, out, storage_options)
-            for shard in shards
-        ]
-        _gather(pending, [len(shard.files) for shard in shards], "files", progress)
-    elif shards:
-        generation = featurestore.CacheGeneration.of(extractor, settings)
-        extraction = extract_files(todo, store, extractor=extractor, settings=settings, generation=generation, read_features=False, address=address, progress=progress)
-        connect(address)  # labelling runs on Ray even when every file was cached
-        keys = extraction.keys.drop_duplicates("uri").set_index("uri")["sha256"]
-        index = extraction.cache.locations()
-        failures = extraction.rejected.drop_duplicates("uri").set_index("uri")
-        pending = []
-        for shard in shards:
-            rows = pd.DataFrame({"uri": shard.files["uri"]})
-            rows["sha256"] = rows["uri"].map(keys).fillna("")
-            rows["cache_uri"] = rows["sha256"].map(index).fillna("")
-            # A file with no cache entry could not be read (or its content was rejected this run without caching).
-            rows["stage"] = rows["uri"].map(failures["stage"]).fillna("read") if len(failures) else "read"
-            rows["reason"] = rows["uri"].map(failures["reason"]).fillna("no features") if len(failures) else "no features"
-            pending.append(_label_shard.remote(shard, rows, bundle_uri, model_id, rule, store, generation, storage.join(folder, shard.part_name()), storage_options))
-        _gather(pending, [len(shard.files) for shard in shards], "labels", progress)
+    reused = len(valid)
+    del valid
+    shards = prediction.plan_shards(files[~files["uri"].isin(covered)], model_id=shard_model, rule=rule, per_speaker=per_speaker)
+    batches = list(prediction.waves(shards, max_files=prediction.MAX_WAVE_FILES))
+    extracted: int | None = None
+    generation = featurestore.CacheGeneration.of(extractor, settings)
+    extractor_ref = None
+    # One wave's labelling runs while the next wave is extracted (its tasks
+    # are queued first, so they go first): cores stay busy across waves, and
+    # the driver holds at most two waves' tasks.
+    labelling: tuple[list, list[int], str] | None = None
+    for number, wave in enumerate(batches, 1):
+        of = f" {number}/{len(batches)}" if len(batches) > 1 else ""
+        if segmentation is not None:
+            connect(address)
+            extractor_ref = extractor_ref or ray.put(extractor)
+            pending = [
+                _label_segments_shard.remote(shard, segmentation, bundle_uri, model_id, rule, store, extractor_ref, settings, generation, out, storage_options)
+                for shard in wave
+            ]
+        else:
+            pending, wave_extracted = _extract_and_label(
+                wave, bundle_uri, model_id, rule, store, extractor, settings, generation, folder, address, storage_options, progress, of,
+            )
+            extracted = (extracted or 0) + wave_extracted
+        if labelling is not None:
+            _gather(*labelling, progress)
+        labelling = (pending, [len(shard.files) for shard in wave], ("files" if segmentation is not None else "labels") + of)
+    if labelling is not None:
+        _gather(*labelling, progress)
     for part in stale:
         storage.remove(part.uri, storage_options=storage_options)
         windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])
         if storage.exists(windows, storage_options=storage_options):
             storage.remove(windows, storage_options=storage_options)
-    parts = prediction.read_parts(folder, storage_options=storage_options)
-    rejected = pd.concat([part.rejected for part in parts] + [listing.missing.assign(speaker="")[prediction.REJECTED_COLUMNS]], ignore_index=True)
-    storage.write_frame(rejected.reset_index(drop=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
+    # Part by part, so the driver never holds every part's list of files.
+    rejections = [listing.missing.assign(speaker="")[prediction.REJECTED_COLUMNS]]
     emotions: dict[str, int] = {}
     windows = 0
-    for part in parts:
+    for part in prediction.read_parts(folder, storage_options=storage_options):
+        rejections.append(part.rejected)
         # Only the columns the summary counts: a part can hold many carried columns.
         labels = storage.read_frame(part.uri, columns=["emotion", "windows"] if segmentation is not None else ["emotion"], storage_options=storage_options)
         for emotion, n in labels["emotion"].value_counts().items():
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
         windows += int(labels["windows"].sum()) if "windows" in labels else 0
+    rejected = pd.concat(rejections, ignore_index=True)
+    storage.write_frame(rejected.reset_index(drop=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
     return LabellingSummary(
         files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=len(rejected),
-        reused_shards=len(valid), shards=len(shards), extracted=extraction.extracted if extraction else None, removed_parts=len(stale),
+        reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(stale),
         emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
     )

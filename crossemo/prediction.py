@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,11 @@ REJECTED_KEY = b"crossemo.rejected"
 RULE_KEY = b"crossemo.rule"
 MAX_SHARD_FILES = 64
 """Files per shard of a method that does not normalise per speaker: small enough to lose little when killed."""
+
+MAX_WAVE_FILES = 4096
+"""Files whose extraction and labelling a ``predict`` driver has in hand at once
+(see :func:`waves`): large enough that a wave's last tasks idle the cores
+only briefly, small enough that the driver's memory stays flat."""
 
 REJECTED_COLUMNS = ["uri", "speaker", "stage", "reason"]
 
@@ -140,6 +146,25 @@ def plan_shards(files: pd.DataFrame, *, model_id: str, rule: str, per_speaker: b
     return [Shard(shard_key(group, model_id=model_id, rule=rule), group) for group in groups]
 
 
+def waves(shards: Iterable[Shard], *, max_files: int = MAX_WAVE_FILES) -> Iterator[list[Shard]]:
+    """Consecutive shards in groups of at most ``max_files`` files (a larger shard is a group of its own).
+
+    The driver extracts and labels one group at a time, so the content keys,
+    cache locations, task arguments and results it holds are one group's,
+    whatever the number of files listed.
+    """
+    wave: list[Shard] = []
+    size = 0
+    for shard in shards:
+        if wave and size + len(shard.files) > max_files:
+            yield wave
+            wave, size = [], 0
+        wave.append(shard)
+        size += len(shard.files)
+    if wave:
+        yield wave
+
+
 @dataclass(frozen=True)
 class Part:
     """A part file already written, as its metadata tells it."""
@@ -151,9 +176,8 @@ class Part:
     rule: str
 
 
-def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = None) -> list[Part]:
-    """Every part file under ``folder`` with the files it covers (from the Parquet footers only)."""
-    parts = []
+def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = None) -> Iterator[Part]:
+    """Every part file under ``folder`` with the files it covers (from the Parquet footers only), one at a time."""
     for uri in storage.list_files(folder, suffix=".parquet", storage_options=storage_options):
         name = uri.rsplit("/", 1)[-1]
         if not name.startswith(PART_PREFIX):
@@ -161,8 +185,7 @@ def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = 
         metadata = storage.read_metadata(uri, storage_options=storage_options)
         files = pd.DataFrame(json.loads(metadata.get(FILES_KEY.decode(), "[]")))
         rejected = pd.DataFrame(json.loads(metadata.get(REJECTED_KEY.decode(), "[]")), columns=REJECTED_COLUMNS)
-        parts.append(Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), "")))
-    return parts
+        yield Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), ""))
 
 
 def part_metadata(shard: Shard, *, rule: str, rejected: pd.DataFrame) -> dict[str, str]:
@@ -174,7 +197,7 @@ def part_metadata(shard: Shard, *, rule: str, rejected: pd.DataFrame) -> dict[st
     }
 
 
-def still_valid(parts: list[Part], files: pd.DataFrame, *, model_id: str, rule: str, per_speaker: bool) -> tuple[list[Part], list[Part]]:
+def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, rule: str, per_speaker: bool) -> tuple[list[Part], list[Part]]:
     """Split earlier parts into those still valid for ``files`` and those to remove.
 
     A part is valid when its key is what its files would be keyed by now (same

@@ -381,3 +381,29 @@ def test_labels_of_files_not_given_again_stay(data, evaluated, rf_model, tmp_pat
     both = pd.read_parquet(out / "predictions")
     assert len(both) == 9 and set(first["uri"]) < set(both["uri"])
     pd.testing.assert_frame_equal(both[both["uri"].isin(first["uri"])].sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
+
+
+def test_labels_in_waves_are_the_labels_of_one_wave(data, evaluated, tmp_path, monkeypatch):
+    """Three waves of one speaker each (per-speaker shards of 12 files) extract and label what one wave does."""
+    from crossemo import orchestration, prediction
+
+    model = tmp_path / "model"
+    assert cli.main(["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "speaker_norm_linear", "--out", str(model), "--no-progress"]) == 0
+    table = _table(tmp_path / "emovo.csv", data["emovo"][["path", "speaker"]])
+    extracted: list[int] = []
+    extract_files = orchestration.extract_files
+    monkeypatch.setattr(orchestration, "extract_files", lambda files, *args, **kwargs: extracted.append(len(files)) or extract_files(files, *args, **kwargs))
+
+    def predict(out: Path, store: Path) -> pd.DataFrame:
+        assert cli.main(["predict", "--model", str(model), "--audio", str(table), "--out", str(out), "--store", str(store), "--no-progress"]) == 0
+        return pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
+
+    monkeypatch.setattr(prediction, "MAX_WAVE_FILES", 4 * PER_EMOTION)
+    in_waves = predict(tmp_path / "waves", tmp_path / "store-waves")
+    assert extracted == [4 * PER_EMOTION] * 3
+    monkeypatch.setattr(prediction, "MAX_WAVE_FILES", 4096)
+    extracted.clear()
+    in_one = predict(tmp_path / "one", tmp_path / "store-one")
+    assert extracted == [len(table.read_text().splitlines()) - 1]
+    pd.testing.assert_frame_equal(in_waves, in_one)
+    assert sorted(p.name for p in (tmp_path / "waves" / "predictions").iterdir()) == sorted(p.name for p in (tmp_path / "one" / "predictions").iterdir())
