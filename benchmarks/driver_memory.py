@@ -2,14 +2,16 @@
 
 Labels N synthetic files (the demo's tones, 0.5 s each, 10 speakers per
 corpus) with a model bundle on local Ray, from a fresh store and output, and
-prints the driver's resident memory before each stage of
-:func:`crossemo.orchestration.label_files`, its peak during the stage
-(sampled every 50 ms) and after it, plus the memory of the list of files
-itself and the most Python objects held during extraction (``tracemalloc``):
+prints the driver's resident memory, and its private part (its own heap;
+the rest is mostly pages of Ray's shared object store it touched), before
+each stage of :func:`crossemo.orchestration.label_files` (every wave's), the
+peak during the stage (sampled every 50 ms) and after it, plus the memory of
+the list of files itself and the most Python objects held during extraction
+(``tracemalloc``); at the end, the peaks over the whole labelling:
 
     python benchmarks/driver_memory.py --model MODEL [--files 20000] [--work DIR]
 
-``benchmarks/predict.py`` gives the peak at two sizes; this says which stage
+Run it at two sizes, each in a fresh process: whatever grows between them
 grows with the number of files.
 """
 
@@ -19,24 +21,62 @@ import argparse
 import functools
 import shutil
 import tempfile
+import threading
 import tracemalloc
 from pathlib import Path
-
-import psutil
 
 from crossemo import audio, bundle, featurestore, inputs, orchestration, prediction
 from crossemo.features import FeatureExtractor
 from crossemo.synthetic import make_demo_corpora
-from predict import DriverMemory  # benchmarks/ is on the path when this runs as a script
 
 
-def resident() -> int:
-    """This process's resident memory now, in bytes."""
-    return psutil.Process().memory_info().rss
+class DriverMemory:
+    """Samples this process's resident memory in the background: all of it, and its private (anonymous) part.
+
+    Resident memory also counts the pages of Ray's shared object store that
+    this process has touched (``RssShmem`` in ``/proc/self/status``): those
+    belong to the object store, whose size Ray bounds, not to the driver.
+    The private part is ``RssAnon``: the driver's own heap.
+    """
+
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.peak, self.peak_private = resident_parts()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def reset(self) -> None:
+        """Start new peaks from now."""
+        self.peak, self.peak_private = resident_parts()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            total, private = resident_parts()
+            self.peak, self.peak_private = max(self.peak, total), max(self.peak_private, private)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> DriverMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def resident_parts() -> tuple[int, int]:
+    """This process's resident memory and its anonymous (private heap) part, in bytes (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["RssAnon"].split()[0]) * 1024
+
+
+def megabytes(parts: tuple[int, int]) -> str:
+    """Resident memory and its private part, as ``"T MB (P private)"``."""
+    return f"{parts[0] / 2**20:5.0f} MB ({parts[1] / 2**20:4.0f} private)"
 
 
 STAGES = [
-    (prediction, "read_parts"), (prediction, "plan_shards"), (featurestore.FeatureCache, "scan"), (orchestration, "run_sharded"),
+    (prediction, "still_valid"), (prediction, "plan_shards"), (featurestore.FeatureCache, "scan"), (orchestration, "run_sharded"),
     (featurestore, "update_fingerprints"), (orchestration, "extract_files"), (orchestration, "_gather"),
 ]
 
@@ -47,7 +87,8 @@ def watch(memory: DriverMemory, owner: object, name: str) -> None:
 
     @functools.wraps(function)
     def watched(*args, **kwargs):
-        before = memory.reset()
+        before = resident_parts()
+        memory.reset()
         if name == "run_sharded":
             tracemalloc.start()
         try:
@@ -57,7 +98,7 @@ def watch(memory: DriverMemory, owner: object, name: str) -> None:
             if name == "run_sharded":
                 held = f"; Python objects at most {tracemalloc.get_traced_memory()[1] / 2**20:.0f} MB"
                 tracemalloc.stop()
-            print(f"{name:<22} before {before / 2**20:5.0f} MB  peak {memory.peak / 2**20:5.0f} MB  after {resident() / 2**20:5.0f} MB{held}", flush=True)
+            print(f"{name:<22} before {megabytes(before)}  peak {megabytes((memory.peak, memory.peak_private))}  after {megabytes(resident_parts())}{held}", flush=True)
 
     setattr(owner, name, watched)
 
@@ -79,14 +120,19 @@ def main() -> None:
         loaded = bundle.load_bundle(args.model)
         decode = loaded.metadata["decode"]
         settings = audio.AnalysisSettings(**{name: decode[name] for name in ("analysis_rate", "channel", "min_duration")})
-        started = memory.reset()
+        started = resident_parts()
+        overall = DriverMemory(interval=0.05).__enter__()
         listing = inputs.list_inputs([str(path.parent) for path in manifests.values()], speaker_pattern=r"/(?P<speaker>[sp]\d+)/")
-        print(f"{len(listing.files)} files listed: the list holds {listing.files.memory_usage(deep=True).sum() / 2**20:.1f} MB; resident {started / 2**20:.0f} MB before", flush=True)
+        print(f"{len(listing.files)} files listed: the list holds {listing.files.memory_usage(deep=True).sum() / 2**20:.1f} MB; resident {megabytes(started)} before", flush=True)
         summary = orchestration.label_files(
             listing, loaded, args.model, str(work / "labels"), store=featurestore.FeatureStore(str(work / "store")),
             extractor=FeatureExtractor(loaded.metadata["feature_set"]), settings=settings, progress=False,
         )
-        print(f"{summary.labelled} labelled in {summary.wall_seconds:.1f} s; resident {resident() / 2**20:.0f} MB after (+{(resident() - started) / 2**20:.0f} MB)")
+        overall.__exit__(None, None, None)
+        print(
+            f"{summary.labelled} labelled in {summary.wall_seconds:.1f} s ({summary.files / summary.wall_seconds:.0f} files/s); driver resident "
+            f"{megabytes(started)} before listing, peak {megabytes((overall.peak, overall.peak_private))}, {megabytes(resident_parts())} after"
+        )
     finally:
         memory.__exit__(None, None, None)
         if not args.work:

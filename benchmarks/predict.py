@@ -13,8 +13,9 @@ Measures, in one process on local Ray:
    second warm), and once more into the same output (nothing to do: Ray is
    not even needed).
 2. **Driver memory at two sizes** of the synthetic load (the demo's tones,
-   0.5 s each, 10 speakers per corpus): the driver's peak resident memory
-   while it labels N files, sampled every 0.1 s. The target: it does not grow
+   0.5 s each, 10 speakers per corpus): the driver's peak resident memory,
+   and its private part, while it labels N files, each size in a fresh
+   process (``benchmarks/driver_memory.py``). The target: it does not grow
    with the number of files.
 3. **The cost of the speaker fallback.** Without a speaker column or a
    ``--speaker-pattern``, methods that normalise each speaker by their own
@@ -31,50 +32,20 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import ray
 
 from crossemo import audio, bundle, cli, corpora, featurestore, inputs, methods, metrics, orchestration, pipeline, protocol, training
 from crossemo.features import FeatureExtractor
-from crossemo.synthetic import make_demo_corpora
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEAKER_PATTERN = {"shared": r"/(?P<speaker>[fm]\d|Actor_\d+)/", "synthetic": r"/(?P<speaker>[sp]\d+)/"}
-
-
-class DriverMemory:
-    """Samples this process's resident memory in the background."""
-
-    def __init__(self, interval: float = 0.1):
-        self.interval, self.peak = interval, 0
-        self.baseline = psutil.Process().memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def reset(self) -> int:
-        """Start a new peak from now; returns the resident memory now."""
-        self.peak = psutil.Process().memory_info().rss
-        return self.peak
-
-    def _sample(self) -> None:
-        process = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, process.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> DriverMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+SHARED_SPEAKERS = r"/(?P<speaker>[fm]\d|Actor_\d+)/"
 
 
 def label(model: str, audio_uris: list[str], out: Path, store: Path, pattern: str) -> orchestration.LabellingSummary:
@@ -102,9 +73,9 @@ def throughput(shared: Path, work: Path, cpus: int) -> tuple[str, Path]:
     assert cli.main(["train", "--corpus", f"emovo={shared / 'emovo'}", "--corpus", f"ravdess={shared / 'ravdess'}", "--target", "ravdess", "--store", str(store), "--out", str(model), "--no-progress"]) == 0
     training_seconds = time.perf_counter() - trained
     audio_uris = [str(shared / "emovo"), str(shared / "ravdess")]
-    cold = label(str(model), audio_uris, work / "labels-cold", work / "store-predict", SPEAKER_PATTERN["shared"])
-    warm = label(str(model), audio_uris, work / "labels-warm", work / "store-predict", SPEAKER_PATTERN["shared"])
-    again = label(str(model), audio_uris, work / "labels-warm", work / "store-predict", SPEAKER_PATTERN["shared"])
+    cold = label(str(model), audio_uris, work / "labels-cold", work / "store-predict", SHARED_SPEAKERS)
+    warm = label(str(model), audio_uris, work / "labels-warm", work / "store-predict", SHARED_SPEAKERS)
+    again = label(str(model), audio_uris, work / "labels-warm", work / "store-predict", SHARED_SPEAKERS)
     rows = {
         "files": files,
         "Ray start-up, s": ray_start,
@@ -122,18 +93,15 @@ def throughput(shared: Path, work: Path, cpus: int) -> tuple[str, Path]:
     return str(model), store
 
 
-def driver_memory(model: str, work: Path, sizes: list[int]) -> None:
+def driver_memory(model: str, work: Path, sizes: list[int], cpus: int) -> None:
+    """The driver's peak memory at each size, each labelled by ``driver_memory.py`` in a fresh process (no size inherits another's heap)."""
     for size in sizes:
-        folder = work / f"synthetic-{size}"
-        manifests = make_demo_corpora(folder / "corpora", speakers=10, per_emotion=max(1, size // (2 * 10 * 4)), seconds=0.5, seed=size)
-        uris = [str(path.parent) for path in manifests.values()]
-        with DriverMemory() as memory:
-            summary = label(model, uris, folder / "labels", folder / "store", SPEAKER_PATTERN["synthetic"])
-        print(
-            f"{summary.files} synthetic files: {summary.wall_seconds:.1f} s ({summary.files / summary.wall_seconds:.1f} files/s); driver resident memory "
-            f"{memory.baseline / 2**20:.0f} MB before, peak {memory.peak / 2**20:.0f} MB (+{(memory.peak - memory.baseline) / 2**20:.0f} MB)"
+        run = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("driver_memory.py")), "--model", model, "--files", str(size), "--cpus", str(cpus), "--work", str(work / f"synthetic-{size}")],
+            capture_output=True, text=True, check=True,
         )
-        shutil.rmtree(folder, ignore_errors=True)
+        print(f"{size} synthetic files: {run.stdout.strip().splitlines()[-1]}")
+        shutil.rmtree(work / f"synthetic-{size}", ignore_errors=True)
 
 
 def speaker_fallback(store: Path) -> None:
@@ -173,7 +141,8 @@ def main() -> None:
         sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
         if sizes:
             print()
-            driver_memory(model, work, sizes)
+            ray.shutdown()  # the measured drivers start Ray of their own
+            driver_memory(model, work, sizes, args.cpus)
     finally:
         ray.shutdown()
         if not args.work:
