@@ -21,16 +21,16 @@ import argparse
 import functools
 import shutil
 import tempfile
-import threading
 import tracemalloc
 from pathlib import Path
 
 from crossemo import audio, bundle, featurestore, inputs, orchestration, prediction
 from crossemo.features import FeatureExtractor
 from crossemo.synthetic import make_demo_corpora
+from sampling import Sampler  # benchmarks/ is on the path when this runs as a script
 
 
-class DriverMemory:
+class DriverMemory(Sampler):
     """Samples this process's resident memory in the background: all of it, and its private (anonymous) part.
 
     Resident memory also counts the pages of Ray's shared object store that
@@ -40,28 +40,16 @@ class DriverMemory:
     """
 
     def __init__(self, interval: float = 0.1):
-        self.interval = interval
-        self.peak, self.peak_private = resident_parts()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        super().__init__(interval)
+        self.reset()
 
     def reset(self) -> None:
         """Start new peaks from now."""
         self.peak, self.peak_private = resident_parts()
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            total, private = resident_parts()
-            self.peak, self.peak_private = max(self.peak, total), max(self.peak_private, private)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> DriverMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        total, private = resident_parts()
+        self.peak, self.peak_private = max(self.peak, total), max(self.peak_private, private)
 
 
 def resident_parts() -> tuple[int, int]:

@@ -12,7 +12,6 @@ Random Forest baselines with 100 trees so the benchmark ends in minutes.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from pathlib import Path
 
@@ -21,38 +20,27 @@ import psutil
 
 from crossemo import orchestration, pipeline
 from crossemo.synthetic import make_demo_corpora
+from sampling import Sampler  # benchmarks/ is on the path when this runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class WorkerMemory:
+class WorkerMemory(Sampler):
     """Samples the resident memory of Ray's worker processes in the background."""
 
     def __init__(self, interval: float = 0.5):
-        self.interval = interval
+        super().__init__(interval)
         self.peaks: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            for process in psutil.process_iter(["pid", "name", "cmdline"]):
-                try:
-                    command = " ".join(process.info["cmdline"] or [])
-                    if process.info["name"].startswith("ray::") or "default_worker.py" in command:
-                        rss = process.memory_info().rss
-                        self.peaks[process.pid] = max(self.peaks.get(process.pid, 0), rss)
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> WorkerMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        for process in psutil.process_iter(["pid", "name", "cmdline"]):
+            try:
+                command = " ".join(process.info["cmdline"] or [])
+                if process.info["name"].startswith("ray::") or "default_worker.py" in command:
+                    rss = process.memory_info().rss
+                    self.peaks[process.pid] = max(self.peaks.get(process.pid, 0), rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
 
 
 def _peaks_mb(memory: WorkerMemory) -> list[int]:
