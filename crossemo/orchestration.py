@@ -673,11 +673,11 @@ class LabellingSummary:
 def _on_system_arrow_memory(function: Callable[..., Returned]) -> Callable[..., Returned]:
     """Run ``function`` with Arrow allocating from the system allocator, then restore the pool it had.
 
-    Arrow's default pool (mimalloc) keeps what each wave's tables freed, so a
-    driver that reads and merges the store's index wave after wave grew with
-    the number of files; the system allocator returns it
-    (``python benchmarks/driver_memory.py``: see the README). Workers keep
-    the default pool, which the extraction speed was measured with.
+    Arrow's default pool (mimalloc) keeps what each wave's tables freed, and
+    the driver reads and merges the store's index once a wave; the system
+    allocator returns it (``python benchmarks/driver_memory.py``: see the
+    README). Workers keep the default pool, which the extraction speed was
+    measured with.
     """
 
     @functools.wraps(function)
@@ -724,7 +724,8 @@ def label_files(
 
     Shards go in waves of at most :data:`crossemo.prediction.MAX_WAVE_FILES`
     files, each extracted, then labelled while the next is extracted, so the
-    driver's memory beyond the list of files does not grow with its length.
+    driver holds at most two waves' tasks, content keys and cache locations
+    (:func:`crossemo.prediction.waves`).
 
     Args:
         listing: the files (:class:`crossemo.inputs.AudioFiles`).
@@ -757,12 +758,14 @@ def label_files(
     valid, stale = prediction.still_valid(prediction.read_parts(folder, storage_options=storage_options), files, model_id=shard_model, rule=rule, per_speaker=per_speaker)
     covered = set().union(*(set(part.files["uri"]) for part in valid)) if valid else set()
     reused = len(valid)
-    del valid
+    del valid  # every valid part's list of files: only their URIs (covered) are needed from here
     shards = prediction.plan_shards(files[~files["uri"].isin(covered)], model_id=shard_model, rule=rule, per_speaker=per_speaker)
     batches = list(prediction.waves(shards, max_files=prediction.MAX_WAVE_FILES))
     extracted: int | None = None
     generation = featurestore.CacheGeneration.of(extractor, settings)
-    extractor_ref = None
+    if batches and segmentation is not None:
+        connect(address)
+        extractor_ref = ray.put(extractor)  # once for every wave's segment tasks
     # One wave's labelling runs while the next wave is extracted (its tasks
     # are queued first, so they go first): cores stay busy across waves, and
     # the driver holds at most two waves' tasks.
@@ -770,8 +773,6 @@ def label_files(
     for number, wave in enumerate(batches, 1):
         of = f" {number}/{len(batches)}" if len(batches) > 1 else ""
         if segmentation is not None:
-            connect(address)
-            extractor_ref = extractor_ref or ray.put(extractor)
             pending = [
                 _label_segments_shard.remote(shard, segmentation, bundle_uri, model_id, rule, store, extractor_ref, settings, generation, out, storage_options)
                 for shard in wave

@@ -49,7 +49,8 @@ MAX_SHARD_FILES = 64
 MAX_WAVE_FILES = 4096
 """Files whose extraction and labelling a ``predict`` driver has in hand at once
 (see :func:`waves`): large enough that a wave's last tasks idle the cores
-only briefly, small enough that the driver's memory stays flat."""
+only briefly, small enough that one wave's tasks and keys are a small part
+of the driver's memory."""
 
 REJECTED_COLUMNS = ["uri", "speaker", "stage", "reason"]
 
@@ -149,9 +150,10 @@ def plan_shards(files: pd.DataFrame, *, model_id: str, rule: str, per_speaker: b
 def waves(shards: Iterable[Shard], *, max_files: int = MAX_WAVE_FILES) -> Iterator[list[Shard]]:
     """Consecutive shards in groups of at most ``max_files`` files (a larger shard is a group of its own).
 
-    The driver extracts and labels one group at a time, so the content keys,
-    cache locations, task arguments and results it holds are one group's,
-    whatever the number of files listed.
+    The driver extracts and labels one group at a time, so the files' content
+    keys, cache locations, task arguments and results it holds are at most
+    two groups', whatever the number of files listed (the store's own index
+    and content keys, read once a group, still grow with the store).
     """
     wave: list[Shard] = []
     size = 0
@@ -210,9 +212,13 @@ def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, ru
     current = files.set_index("uri", drop=False)
     valid, stale = [], []
     for part in parts:
-        if not part.files.empty and not part.files["uri"].isin(current.index).any():
+        if part.files.empty:  # a part that records no files cannot be checked
+            stale.append(part)
             continue
-        ok = not part.files.empty and part.rule == rule and part.files["uri"].isin(current.index).all()
+        listed = part.files["uri"].isin(current.index)
+        if not listed.any():
+            continue
+        ok = part.rule == rule and listed.all()
         if ok:
             now = current.loc[part.files["uri"], part.files.columns].reset_index(drop=True)
             ok = now.astype(str).equals(part.files.astype(str)) and shard_key(now, model_id=model_id, rule=rule) == part.key

@@ -172,9 +172,6 @@ def test_cache_files_of_the_older_layout_are_read(tmp_path, local_ray):
 
 def test_labelling_extraction_sends_the_driver_content_keys_only(tmp_path, shared_corpora):
     """Without ``return_features`` a shard hands back which contents each cache file holds, not its features or their 1582 names."""
-    from crossemo import audio
-    from crossemo.features import FeatureExtractor
-
     files = pd.DataFrame({"uri": [str(p) for p in sorted((shared_corpora / "emovo" / "f1").glob("*.flac"))[:3]]})
     files["fingerprint"] = ""
     extractor, settings = FeatureExtractor("is10"), audio.AnalysisSettings()
