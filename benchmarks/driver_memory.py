@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import multiprocessing
 import shutil
 import tempfile
 import tracemalloc
@@ -99,18 +100,25 @@ def main() -> None:
     parser.add_argument("--work", help="where the synthetic files go (default: a temporary folder, removed after)")
     args = parser.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="crossemo-driver-"))
+    corpora = {"root": work / "corpora", "speakers": 10, "per_emotion": max(1, args.files // (2 * 10 * 4)), "seconds": 0.5, "seed": args.files}
+    # Written by a process of its own: synthesising N signals here would leave
+    # this process's heap as large as the load, and measure that, not the driver.
+    writer = multiprocessing.get_context("spawn").Process(target=make_demo_corpora, kwargs=corpora)
+    writer.start()
+    writer.join()
+    if writer.exitcode != 0:
+        raise SystemExit(f"writing the synthetic corpora failed (exit {writer.exitcode})")
     memory = DriverMemory(interval=0.05).__enter__()
     for owner, name in STAGES:
         watch(memory, owner, name)
     orchestration.connect(num_cpus=args.cpus)
     try:
-        manifests = make_demo_corpora(work / "corpora", speakers=10, per_emotion=max(1, args.files // (2 * 10 * 4)), seconds=0.5, seed=args.files)
         loaded = bundle.load_bundle(args.model)
         decode = loaded.metadata["decode"]
         settings = audio.AnalysisSettings(**{name: decode[name] for name in ("analysis_rate", "channel", "min_duration")})
         started = resident_parts()
         overall = DriverMemory(interval=0.05).__enter__()
-        listing = inputs.list_inputs([str(path.parent) for path in manifests.values()], speaker_pattern=r"/(?P<speaker>[sp]\d+)/")
+        listing = inputs.list_inputs([str(folder) for folder in sorted(corpora["root"].iterdir()) if folder.is_dir()], speaker_pattern=r"/(?P<speaker>[sp]\d+)/")
         print(f"{len(listing.files)} files listed: the list holds {listing.files.memory_usage(deep=True).sum() / 2**20:.1f} MB; resident {megabytes(started)} before", flush=True)
         summary = orchestration.label_files(
             listing, loaded, args.model, str(work / "labels"), store=featurestore.FeatureStore(str(work / "store")),

@@ -46,16 +46,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import opensmile
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crossemo import audio, storage
+from crossemo.contentindex import REJECTION_SUFFIX, ContentIndex
 from crossemo.corpora import Manifest
 from crossemo.features import FeatureError, FeatureExtractor
 from crossemo.labels import METADATA_COLUMNS
@@ -159,7 +161,7 @@ def extract_shard(
     store: FeatureStore,
     settings: audio.AnalysisSettings | None = None,
     generation: CacheGeneration | None = None,
-    cached: frozenset[str] = frozenset(),
+    cached: Container[str] = frozenset(),
     claim: Callable[[str], bool] | None = None,
     storage_options: storage.StorageOptions | None = None,
 ) -> ShardOutcome:
@@ -261,7 +263,7 @@ def write_cache_shard(
         table = storage.frame_table(facts.reset_index(drop=True), metadata={**metadata, FEATURE_NAMES_KEY: json.dumps(names)})
         tables[f"{base}.parquet"] = table.append_column("features", pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), len(names)))
     if len(kept):
-        tables[f"{base}.rejected.parquet"] = storage.frame_table(kept.reset_index(drop=True), metadata=metadata)
+        tables[f"{base}{REJECTION_SUFFIX}"] = storage.frame_table(kept.reset_index(drop=True), metadata=metadata)
     for uri, table in tables.items():
         storage.write_table(table, uri, storage_options=store.storage_options)
     return tables
@@ -286,8 +288,8 @@ class FeatureCache:
         self.store = store
         self.generation = generation
         self.names = list(names)
-        self._keys: set[str] = set()
-        self._unread: dict[str, frozenset[str]] = {}  # cache files not read whole yet -> their content keys
+        self._index = ContentIndex()  # every content key known, and its cache file
+        self._unread: set[str] = set()  # cache files not read whole yet
         self._facts: list[pd.DataFrame] = []
         self._values: list[np.ndarray] = []
         self._rejections: list[pd.DataFrame] = []
@@ -304,34 +306,30 @@ class FeatureCache:
             fs, path = storage.filesystem(uri, storage_options=store.storage_options)
             with fs.open(path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
-                keys = frozenset(parquet.read(columns=["sha256"]).column("sha256").to_pylist())
-                if keys & needed:
+                keys = parquet.read(columns=["sha256"]).column("sha256").to_pylist()
+                if not needed.isdisjoint(keys):
                     cache.add(uri, parquet.read())
                 else:
                     cache.note(uri, keys)
         return cache
 
     @property
-    def keys(self) -> frozenset[str]:
-        """Content keys with features or a cached rejection."""
-        return frozenset(self._keys)
+    def keys(self) -> ContentIndex:
+        """Content keys with features or a cached rejection (``key in cache.keys``, :meth:`ContentIndex.contains`)."""
+        return self._index
 
-    def note(self, uri: str, keys: frozenset[str]) -> None:
+    def note(self, uri: str, keys: Iterable[str]) -> None:
         """Take in that the cache file at ``uri`` holds ``keys``, leaving its contents to be read when needed."""
-        self._keys |= keys
-        self._unread[uri] = keys
+        self._index.add(uri, keys)
+        self._unread.add(uri)
 
-    def locations(self) -> dict[str, str]:
-        """The cache file holding each content key among the files not read yet: its features, else its rejection.
+    def locate(self, keys: Sequence[str]) -> list[str]:
+        """The cache file holding each content key: its features, else its rejection; ``""`` where none does.
 
         Tasks that read their own features (labelling) get these, so the
         driver reads no features at all.
         """
-        found: dict[str, str] = {}
-        for uri, keys in self._unread.items():
-            rejection = uri.endswith(".rejected.parquet")
-            found.update((key, uri) for key in keys if not (rejection and key in found))
-        return found
+        return self._index.locate(keys)
 
     def add(self, uri: str, table: pa.Table) -> None:
         """Take in the contents of the cache file at ``uri``.
@@ -339,9 +337,11 @@ class FeatureCache:
         Raises:
             ValueError: its features are named otherwise than :attr:`names`.
         """
-        self._keys.update(table.column("sha256").to_pylist())
-        self._unread.pop(uri, None)
-        if uri.endswith(".rejected.parquet"):
+        if uri in self._unread:
+            self._unread.discard(uri)
+        else:
+            self._index.add(uri, table.column("sha256").to_pylist())
+        if uri.endswith(REJECTION_SUFFIX):
             self._rejections.append(table.to_pandas())
         elif "features" in table.column_names:
             stored = json.loads((table.schema.metadata or {}).get(FEATURE_NAMES_KEY.encode(), b"[]"))
@@ -364,7 +364,7 @@ class FeatureCache:
             shape ``(len(facts), len(names))`` in the same row order; and
             ``sha256, stage, reason`` per content rejected.
         """
-        for uri in [uri for uri, keys in self._unread.items() if keys & wanted]:
+        for uri in sorted(set(self._index.locate(sorted(wanted))) & self._unread):
             self.add(uri, storage.read_table(uri, storage_options=self.store.storage_options))
         facts = pd.concat(self._facts, ignore_index=True) if self._facts else pd.DataFrame(columns=["sha256", *AUDIO_COLUMNS])
         values = np.concatenate(self._values) if self._values else np.empty((0, len(self.names)), dtype=np.float32)
@@ -374,25 +374,60 @@ class FeatureCache:
         return facts.iloc[rows].set_index("sha256"), values[rows], rejections
 
 
-def known_keys(store: FeatureStore, utterances: pd.DataFrame) -> pd.Series:
-    """Content keys of unchanged files from the fingerprint index (``""`` where unknown)."""
+FINGERPRINT_COLUMNS = ["uri", "fingerprint", "sha256"]
+FINGERPRINT_BATCH_ROWS = 16384
+"""Rows of the fingerprint index read (and written) at a time: a lookup holds one batch and its matches, not the index."""
+
+
+def _fingerprint_batches(store: FeatureStore) -> Iterator[pa.RecordBatch]:
+    """The fingerprint index, batch by batch (nothing when there is none yet)."""
     if not storage.exists(store.fingerprints_uri, storage_options=store.storage_options):
-        return pd.Series("", index=utterances.index)
-    index = storage.read_frame(store.fingerprints_uri, storage_options=store.storage_options)
+        return
+    fs, path = storage.filesystem(store.fingerprints_uri, storage_options=store.storage_options)
+    with fs.open(path, "rb") as handle:
+        yield from pq.ParquetFile(handle).iter_batches(batch_size=FINGERPRINT_BATCH_ROWS, columns=FINGERPRINT_COLUMNS)
+
+
+def _index_rows(store: FeatureStore, uris: pd.Series) -> pd.DataFrame:
+    """The fingerprint index's rows for ``uris``, read a batch at a time."""
+    wanted = pa.array(uris.drop_duplicates().astype(str), type=pa.string())
+    found = [batch.filter(pc.is_in(batch.column("uri"), value_set=wanted)) for batch in _fingerprint_batches(store)]
+    rows = [batch for batch in found if batch.num_rows]
+    return pa.Table.from_batches(rows).to_pandas() if rows else pd.DataFrame(columns=FINGERPRINT_COLUMNS)
+
+
+def known_keys(store: FeatureStore, utterances: pd.DataFrame) -> pd.Series:
+    """Content keys of unchanged files from the fingerprint index (``""`` where unknown).
+
+    The index is read a batch at a time and only the rows of these files are
+    kept, so memory follows the number of files asked about, not the store.
+    """
+    index = _index_rows(store, utterances["uri"]).drop_duplicates(["uri", "fingerprint"], keep="last")
     merged = utterances[["uri", "fingerprint"]].merge(index, on=["uri", "fingerprint"], how="left")
     return pd.Series(merged["sha256"].fillna("").to_numpy(), index=utterances.index)
 
 
 def update_fingerprints(store: FeatureStore, keys: pd.DataFrame) -> None:
-    """Merge newly learned ``uri, fingerprint -> sha256`` into the index (left as it is when nothing is new)."""
-    keys = keys[keys["sha256"] != ""]
-    if storage.exists(store.fingerprints_uri, storage_options=store.storage_options):
-        old = storage.read_frame(store.fingerprints_uri, storage_options=store.storage_options)
-        if keys.merge(old, how="left", indicator=True)["_merge"].eq("both").all():
-            return
-        keys = pd.concat([old, keys])
-    keys = keys.drop_duplicates(["uri", "fingerprint"], keep="last").sort_values("uri").reset_index(drop=True)
-    storage.write_frame(keys, store.fingerprints_uri, storage_options=store.storage_options)
+    """Merge newly learned ``uri, fingerprint -> sha256`` into the index (left as it is when nothing is new).
+
+    The index is copied a batch at a time, the learned rows replacing those of
+    the same file and fingerprint and going last, so memory follows the
+    number of rows learned, not the store.
+    """
+    keys = keys.loc[keys["sha256"] != "", FINGERPRINT_COLUMNS].drop_duplicates(["uri", "fingerprint"], keep="last")
+    keys = keys[known_keys(store, keys).to_numpy() != keys["sha256"].to_numpy()]
+    if keys.empty:
+        return
+    learned = pa.array((keys["uri"] + "\n" + keys["fingerprint"].astype(str)).to_numpy(str), type=pa.string())
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in _fingerprint_batches(store):
+            pairs = pc.binary_join_element_wise(batch.column("uri"), batch.column("fingerprint"), "\n")
+            yield batch.filter(pc.invert(pc.is_in(pairs, value_set=learned)))
+        new = pa.Table.from_pandas(keys.sort_values("uri").reset_index(drop=True), preserve_index=False)
+        yield from new.cast(pa.schema([(name, pa.string()) for name in FINGERPRINT_COLUMNS])).to_batches(FINGERPRINT_BATCH_ROWS)
+
+    storage.write_batches(batches(), pa.schema([(name, pa.string()) for name in FINGERPRINT_COLUMNS]), store.fingerprints_uri, storage_options=store.storage_options)
 
 
 def file_sizes(fingerprints: pd.Series) -> pd.Series:

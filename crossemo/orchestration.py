@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -227,7 +227,7 @@ def run_sharded(work: Callable[..., Outcome], shards: Sequence[pd.DataFrame], *s
 
 def _extract_shard(
     files: pd.DataFrame, extractor: FeatureExtractor, settings: audio.AnalysisSettings, generation: featurestore.CacheGeneration,
-    store: featurestore.FeatureStore, cached: frozenset[str], claims: Any, return_features: bool,
+    store: featurestore.FeatureStore, cached: Container[str], claims: Any, return_features: bool,
 ) -> featurestore.ShardOutcome:
     """:func:`crossemo.featurestore.extract_shard` as a task of :func:`run_sharded`.
 
@@ -383,7 +383,7 @@ def extract_files(
     needed = frozenset(files["sha256"]) - {""} if read_features else frozenset()
     cache = featurestore.FeatureCache.scan(store, generation, extractor.names, needed=needed)
     cached = cache.keys
-    hits = files["sha256"].isin(cached)
+    hits = pd.Series(cached.contains(files["sha256"]), index=files.index)
     todo = files.loc[~hits, ["uri", "fingerprint"]].drop_duplicates("uri").reset_index(drop=True)
     run: ShardedRun[featurestore.ShardOutcome] = ShardedRun()
     startup = 0.0
@@ -400,18 +400,20 @@ def extract_files(
         if claims is not None:
             ray.kill(claims)
     outcomes = run.outcomes
+    keys = pd.concat([files.loc[hits, ["uri", "fingerprint", "sha256"]], *(o.keys for o in outcomes)], ignore_index=True)
+    # Reused: known by fingerprint, or found in the cache by content (a copy
+    # under another name); counted before this run's cache files join the index.
+    reused = int(cached.contains(keys["sha256"]).sum())
     for outcome in outcomes:
         for uri, table in outcome.cache_tables.items():
             if read_features:
                 cache.add(uri, table)
             else:
-                cache.note(uri, frozenset(table.column("sha256").to_pylist()))
-    keys = pd.concat([files.loc[hits, ["uri", "fingerprint", "sha256"]], *(o.keys for o in outcomes)], ignore_index=True)
+                cache.note(uri, table.column("sha256").to_pylist())
     featurestore.update_fingerprints(store, keys)
     rejected = pd.concat([o.rejected for o in outcomes], ignore_index=True) if outcomes else pd.DataFrame(columns=["uri", "sha256", "stage", "reason"])
     return FileExtraction(
-        # Reused: known by fingerprint, or found in the cache by content (a copy under another name).
-        keys=keys, rejected=rejected, extracted=sum(o.extracted for o in outcomes), reused=int(keys["sha256"].isin(cached).sum()),
+        keys=keys, rejected=rejected, extracted=sum(o.extracted for o in outcomes), reused=reused,
         task_cpu_seconds=sum(o.cpu_seconds for o in outcomes), cache=cache, startup_seconds=startup, timings=run.timings,
     )
 
@@ -701,13 +703,12 @@ def _extract_and_label(
     extraction = extract_files(files, store, extractor=extractor, settings=settings, generation=generation, read_features=False, address=address, progress=progress, desc="features" + of)
     connect(address)  # labelling runs on Ray even when every file was cached
     keys = extraction.keys.drop_duplicates("uri").set_index("uri")["sha256"]
-    index = extraction.cache.locations()
     failures = extraction.rejected.drop_duplicates("uri").set_index("uri")
     pending = []
     for shard in wave:
         rows = pd.DataFrame({"uri": shard.files["uri"]})
         rows["sha256"] = rows["uri"].map(keys).fillna("")
-        rows["cache_uri"] = rows["sha256"].map(index).fillna("")
+        rows["cache_uri"] = extraction.cache.locate(rows["sha256"])
         # A file with no cache entry could not be read (or its content was rejected this run without caching).
         rows["stage"] = rows["uri"].map(failures["stage"]).fillna("read") if len(failures) else "read"
         rows["reason"] = rows["uri"].map(failures["reason"]).fillna("no features") if len(failures) else "no features"

@@ -274,7 +274,7 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     try:
-        protocol.parse_methods(config.methods)
+        method_names = protocol.parse_methods(config.methods)
         pairs = protocol.parse_pairs(config.pairs, names) if need_pairs else []
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None
@@ -285,6 +285,10 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
         for source, target in pairs:
             pooled = labels[source] if source in labels else protocol.Labels.union([labels[c] for c in protocol.source_corpora(source)])
             protocol.check_pair(pooled, labels[target])
+            for name in method_names:
+                # Scenario 3 trains every method on one target speaker.
+                method = methods.make_method(name, **config.method_params.get(name, {}))
+                protocol.check_speakers(name, method, pooled, labels[target], target_training=1)
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None
     return Prepared(config=config, manifests=manifests, feature_set_id=feature_set_id)

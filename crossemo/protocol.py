@@ -250,6 +250,31 @@ class Labels:
         return cls(SOURCE_SEPARATOR.join(p.corpus for p in parts), np.concatenate([p.y for p in parts]), np.concatenate([p.speakers for p in parts]))
 
 
+def check_speakers(name: str, method: Any, source: Labels | Dataset | None, target: Labels | Dataset, *, target_training: int | None = None) -> None:
+    """Refuse a method whose training rows would hold fewer labelled speakers than it needs (:func:`crossemo.methods.speakers_needed`).
+
+    Args:
+        name: the method's name, for the message.
+        method: the unfitted method, with its parameters.
+        source: the source's labels; ``None`` when it trains on the target alone.
+        target: the target's labels.
+        target_training: how many target speakers it trains on (scenario 3:
+            one); ``None``: all of them (``crossemo train``).
+
+    Raises:
+        ProtocolError: too few source or target speakers, named with the counts.
+    """
+    need_source, need_target = methods.speakers_needed(method)
+    has_target = len(set(target.speakers)) if target_training is None else target_training
+    if has_target < need_target:
+        trained = f"trains on {has_target}" if target_training is not None else f"has {has_target}"
+        raise ProtocolError(f"{name} needs at least {need_target} labelled speaker(s) of the target {target.corpus}, which {trained}")
+    has_source = len(set(source.speakers)) if source is not None else 0
+    if has_source < need_source:
+        where = f"the source {source.corpus} has {has_source}" if source is not None else "there is no source"
+        raise ProtocolError(f"{name} with these parameters needs at least {need_source} labelled source speaker(s); {where}")
+
+
 def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
     """Refuse a pair that cannot run; return warnings about one that can.
 

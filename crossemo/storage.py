@@ -12,6 +12,7 @@ import os
 import posixpath
 import tempfile
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import fsspec
@@ -132,6 +133,37 @@ def write_table(table: pa.Table, uri: str, *, storage_options: StorageOptions | 
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     write_bytes(buffer.getvalue(), uri, storage_options=storage_options)
+
+
+def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, uri: str, *, storage_options: StorageOptions | None = None) -> None:
+    """Write record batches as one Parquet file, atomically (see :func:`write_bytes`), without holding them all.
+
+    A local file is written batch by batch under a temporary name and
+    renamed; an object is uploaded once its bytes are complete (they hold the
+    batches compressed). Each batch becomes a row group, so a reader can take
+    the file a batch at a time again.
+
+    Raises:
+        OSError: the file cannot be written; a local temporary file is removed.
+    """
+    fs, path = filesystem(uri, storage_options=storage_options)
+    if is_local(uri):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        target: Any = f"{path}.{uuid.uuid4().hex}.tmp"
+    else:
+        target = io.BytesIO()
+    try:
+        with pq.ParquetWriter(target, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch.cast(schema))
+    except BaseException:
+        if isinstance(target, str) and os.path.exists(target):
+            os.remove(target)
+        raise
+    if isinstance(target, str):
+        os.replace(target, path)
+    else:
+        fs.pipe_file(path, target.getvalue())
 
 
 def frame_table(frame: pd.DataFrame, *, metadata: dict[str, str] | None = None) -> pa.Table:

@@ -221,6 +221,11 @@ def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_pa
     empty.mkdir()
     (empty / "readme.txt").write_text("no audio here")
     no_path = _table(tmp_path / "no_path.csv", pd.DataFrame({"file": ["a.wav"], "speaker": ["x"]}))
+    ravdess = pd.read_csv(data["manifests"]["ravdess"])
+    one_actor = _table(tmp_path / "ravdess.csv", ravdess[ravdess["speaker"] == "Actor_01"])
+    early_stopping = tmp_path / "early_stopping.toml"
+    early_stopping.write_text("[method_params.fcnn]\nearly_stopping = true\n")
+    one_source_speaker = ["--corpus", f"manifest={one_actor}", "--corpus", f"manifest={data['manifests']['emovo']}", "--config", str(early_stopping)]
     cases = [
         (["predict", "--model", str(model), "--audio", str(empty), "--out", str(tmp_path / "o1")], "lists no audio"),
         (["predict", "--model", str(model), "--audio", str(no_path), "--out", str(tmp_path / "o2")], "lacks the column path"),
@@ -231,12 +236,18 @@ def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_pa
         (["train", "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo", "--method", "best", "--store", str(evaluated), "--out", str(tmp_path / "m5")], "needs --from-run"),
         (["train", "--from-run", str(evaluated), "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo", "--method", "rf", "--out", str(tmp_path / "m6")],
          "no corpus besides emovo is given"),
+        # fcnn's early stopping holds out a source speaker: a one-speaker source is refused before any feature is extracted.
+        (["train", *one_source_speaker, "--target", "emovo", "--method", "fcnn", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "m7")],
+         "fcnn with these parameters needs at least 2 labelled source speaker(s); the source ravdess has 1"),
+        (["run", *one_source_speaker, "--pairs", "ravdess:emovo", "--methods", "fcnn", "--out", str(tmp_path / "r1")],
+         "fcnn with these parameters needs at least 2 labelled source speaker(s); the source ravdess has 1"),
     ]
     for argv, message in cases:
         capsys.readouterr()
         assert cli.main([*argv, "--no-progress"]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, (argv, err)
+    assert not (tmp_path / "store").exists() and not (tmp_path / "r1" / "features").exists()
 
 
 def test_a_killed_predict_resumes_and_ends_as_a_clean_run(data, evaluated, tmp_path):

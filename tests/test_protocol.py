@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossemo import protocol
+from crossemo import methods, protocol
 from crossemo.labels import EMOTIONS
 from crossemo.report import tables
 
@@ -169,6 +169,20 @@ def test_single_speaker_target_and_disjoint_classes_are_refused(datasets):
     source = source[source["emotion"] == "anger"]
     with pytest.raises(protocol.ProtocolError, match="shares no emotion class"):
         protocol.check_pair(protocol.Dataset.from_frame(source), protocol.Dataset.from_frame(frame))
+
+
+def test_a_method_needing_more_speakers_than_the_data_has_is_refused(datasets):
+    """fcnn's early stopping holds out a source speaker: one source speaker is refused, two are enough; every method needs a target speaker."""
+    one_speaker = protocol.Dataset.from_frame(make_frame("c", ["only"]))
+    stopping = methods.make_method("fcnn", early_stopping=True)
+    with pytest.raises(protocol.ProtocolError, match="fcnn with these parameters needs at least 2 labelled source speaker.s.; the source c has 1"):
+        protocol.check_speakers("fcnn", stopping, one_speaker, datasets["a"], target_training=1)
+    protocol.check_speakers("fcnn", stopping, datasets["b"], datasets["a"], target_training=1)
+    protocol.check_speakers("fcnn", methods.make_method("fcnn"), one_speaker, datasets["a"], target_training=1)
+    with pytest.raises(protocol.ProtocolError, match="there is no source"):
+        protocol.check_speakers("fcnn", methods.make_method("fcnn"), None, datasets["a"])
+    with pytest.raises(protocol.ProtocolError, match="rf needs at least 1 labelled speaker.s. of the target c, which has 0"):
+        protocol.check_speakers("rf", methods.make_method("rf"), datasets["a"], protocol.Labels("c", np.array([]), np.array([])))
 
 
 def _utterances(source: str, scenario: int, method: str, fold: str, correct: int, *, seed: int = 0, total: int = 8) -> list[dict]:

@@ -103,6 +103,24 @@ RECOMMENDED = "self_training"
 """The transfer method crossemo advises; fixed here, never picked per run (the README says why)."""
 
 
+def speakers_needed(method: Any) -> tuple[int, int]:
+    """The fewest labelled speakers an unfitted method needs to fit: ``(source, target)``.
+
+    Every method needs one labelled target speaker (scenario 3 trains on
+    one) and, by default, no source; a method whose parameters ask for more
+    says so in ``min_source_speakers`` or ``min_target_speakers`` (``fcnn``
+    with ``early_stopping`` holds out a source speaker, so needs two). The
+    commands compare these with the manifests' speakers before any Ray work.
+
+    Args:
+        method: an unfitted method (:func:`make_method`).
+
+    Returns:
+        ``(source speakers, target speakers)``.
+    """
+    return int(getattr(method, "min_source_speakers", 0)), int(getattr(method, "min_target_speakers", 1))
+
+
 def make_method(name: str, *, random_state: int = 0, **params: Any):
     """A new, unfitted method by name.
 
@@ -127,5 +145,5 @@ def make_method(name: str, *, random_state: int = 0, **params: Any):
 
 __all__ = [
     "DANN", "DBN", "METHODS", "RECOMMENDED", "Coral", "FineTunedFCNN", "KMMReweight", "Majority", "MultiTask", "NormDistribution",
-    "NormNeutral", "RandomForest", "SelfTraining", "SourceFCNN", "SpeakerNorm", "SpeakerNormLinear", "SubspaceAlignment", "make_method",
+    "NormNeutral", "RandomForest", "SelfTraining", "SourceFCNN", "SpeakerNorm", "SpeakerNormLinear", "SubspaceAlignment", "make_method", "speakers_needed",
 ]

@@ -143,6 +143,11 @@ def check_scaling(scaling) -> str:
     return scaling
 
 
+def source_speakers_needed(*, early_stopping: bool) -> int:
+    """Labelled source speakers the source network trains from: two with early stopping (one is held out to stop on), else one."""
+    return 2 if early_stopping else 1
+
+
 def standardise(X: np.ndarray, speakers: np.ndarray | None, *, scaling: str, mean: np.ndarray, scale: np.ndarray) -> torch.Tensor:
     """Inputs as the network sees them: source-standardised, or z-normalised per speaker."""
     X = np.asarray(X, dtype=np.float64)
@@ -243,10 +248,15 @@ class SourceFCNN(BaseEstimator):
         if speakers is None:
             raise ValueError("early_stopping holds out a source speaker: fit needs the source rows' speaker ids")
         candidates = np.unique(speakers)
-        if len(candidates) < 2:
+        if len(candidates) < source_speakers_needed(early_stopping=True):
             raise ValueError(f"early_stopping needs at least two source speakers (one is held out); got {len(candidates)}")
         pick = int(torch.randint(len(candidates), (1,), generator=generator(self.random_state, _EARLY_STOPPING)))
         return speakers == candidates[pick]
+
+    @property
+    def min_source_speakers(self) -> int:
+        """Labelled source speakers ``fit`` needs (see :func:`crossemo.methods.speakers_needed`)."""
+        return source_speakers_needed(early_stopping=self.early_stopping)
 
     def standardise(self, X: np.ndarray, speakers: np.ndarray | None = None) -> torch.Tensor:
         """``X`` as the network's input (see ``scaling``), as a float32 tensor."""
@@ -296,6 +306,11 @@ class FineTunedFCNN(MostProbableMixin, ClassifierMixin, BaseEstimator):
         self.finetune_layers = finetune_layers
         self.source_model = source_model
         self.random_state = random_state
+
+    @property
+    def min_source_speakers(self) -> int:
+        """Labelled source speakers ``fit`` needs (see :func:`crossemo.methods.speakers_needed`)."""
+        return source_speakers_needed(early_stopping=self.early_stopping)
 
     def source_params(self) -> dict:
         """This method's parameters of the source training, as :class:`SourceFCNN` takes them."""
