@@ -303,12 +303,12 @@ class FeatureCache:
         """
         cache = cls(store, generation, names)
         for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
-            fs, path = storage.filesystem(uri, storage_options=store.storage_options)
-            with fs.open(path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                keys = parquet.read(columns=["sha256"]).column("sha256").to_pylist()
+            # One thread: Arrow's decoding threads each keep a heap of their own,
+            # which the driver's memory would keep once a wave has used it.
+            with storage.open_parquet(uri, storage_options=store.storage_options) as parquet:
+                keys = parquet.read(columns=["sha256"], use_threads=False).column("sha256").to_pylist()
                 if not needed.isdisjoint(keys):
-                    cache.add(uri, parquet.read())
+                    cache.add(uri, parquet.read(use_threads=False))
                 else:
                     cache.note(uri, keys)
         return cache
@@ -383,9 +383,9 @@ def _fingerprint_batches(store: FeatureStore) -> Iterator[pa.RecordBatch]:
     """The fingerprint index, batch by batch (nothing when there is none yet)."""
     if not storage.exists(store.fingerprints_uri, storage_options=store.storage_options):
         return
-    fs, path = storage.filesystem(store.fingerprints_uri, storage_options=store.storage_options)
-    with fs.open(path, "rb") as handle:
-        yield from pq.ParquetFile(handle).iter_batches(batch_size=FINGERPRINT_BATCH_ROWS, columns=FINGERPRINT_COLUMNS)
+    with storage.open_parquet(store.fingerprints_uri, storage_options=store.storage_options) as parquet:
+        # One thread, as in FeatureCache.scan: the index is read once a wave.
+        yield from parquet.iter_batches(batch_size=FINGERPRINT_BATCH_ROWS, columns=FINGERPRINT_COLUMNS, use_threads=False)
 
 
 def _index_rows(store: FeatureStore, uris: pd.Series) -> pd.DataFrame:

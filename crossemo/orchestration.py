@@ -372,8 +372,8 @@ def extract_files(
         generation: the cache generation of ``extractor`` and ``settings``.
         read_features: whether the driver takes in the files' features (to
             assemble the feature store) or only which cache file holds each
-            content (for tasks that read their own, so the driver's memory does
-            not grow with the number of files).
+            content (for tasks that read their own, so the driver holds no
+            features).
         address: the Ray cluster to use when there is work (see :func:`connect`).
         progress: show a progress bar over files.
         desc: the progress bar's label.
@@ -725,8 +725,8 @@ def label_files(
 
     Shards go in waves of at most :data:`crossemo.prediction.MAX_WAVE_FILES`
     files, each extracted, then labelled while the next is extracted, so the
-    driver holds at most two waves' tasks, content keys and cache locations
-    (:func:`crossemo.prediction.waves`).
+    driver holds at most two waves' tasks, content keys and cache locations,
+    and the store's content index (:func:`crossemo.prediction.waves`).
 
     Args:
         listing: the files (:class:`crossemo.inputs.AudioFiles`).

@@ -152,8 +152,10 @@ def waves(shards: Iterable[Shard], *, max_files: int = MAX_WAVE_FILES) -> Iterat
 
     The driver extracts and labels one group at a time, so the files' content
     keys, cache locations, task arguments and results it holds are at most
-    two groups', whatever the number of files listed (the store's own index
-    and content keys, read once a group, still grow with the store).
+    two groups', whatever the number of files listed. The store's fingerprint
+    index is read a batch at a time, keeping the group's rows only; what
+    grows with the store is its content index, 37 bytes per cached content
+    (:class:`crossemo.contentindex.ContentIndex`).
     """
     wave: list[Shard] = []
     size = 0

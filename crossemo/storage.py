@@ -7,12 +7,13 @@ roles) or from explicit ``storage_options``; they are never written anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import fsspec
@@ -186,6 +187,23 @@ def read_frame(uri: str, *, storage_options: StorageOptions | None = None, colum
     fs, path = filesystem(uri, storage_options=storage_options)
     with fs.open(path, "rb") as handle:
         return pq.read_table(handle, columns=columns).to_pandas()
+
+
+@contextlib.contextmanager
+def open_parquet(uri: str, *, storage_options: StorageOptions | None = None) -> Iterator[pq.ParquetFile]:
+    """One Parquet file, open for reading a part (columns, batches) at a time.
+
+    A local file is read by Arrow itself, not through a Python file object,
+    whose reads come back as Python bytes: reading a large file a batch at a
+    time that way leaves the process's heap larger by a few times a batch.
+    """
+    if is_local(uri):
+        with pq.ParquetFile(filesystem(uri, storage_options=storage_options)[1]) as parquet:
+            yield parquet
+        return
+    fs, path = filesystem(uri, storage_options=storage_options)
+    with fs.open(path, "rb") as handle, pq.ParquetFile(handle) as parquet:
+        yield parquet
 
 
 def read_table(uri: str, *, storage_options: StorageOptions | None = None) -> pa.Table:
