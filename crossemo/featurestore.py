@@ -375,6 +375,8 @@ class FeatureCache:
 
 
 FINGERPRINT_COLUMNS = ["uri", "fingerprint", "sha256"]
+FINGERPRINT_SCHEMA = pa.schema([(name, pa.string()) for name in FINGERPRINT_COLUMNS])
+"""The index's columns as read and written (an index written through pandas, as before, holds ``large_string``)."""
 FINGERPRINT_BATCH_ROWS = 16384
 """Rows of the fingerprint index read (and written) at a time: a lookup holds one batch and its matches, not the index."""
 
@@ -385,7 +387,8 @@ def _fingerprint_batches(store: FeatureStore) -> Iterator[pa.RecordBatch]:
         return
     with storage.open_parquet(store.fingerprints_uri, storage_options=store.storage_options) as parquet:
         # One thread, as in FeatureCache.scan: the index is read once a wave.
-        yield from parquet.iter_batches(batch_size=FINGERPRINT_BATCH_ROWS, columns=FINGERPRINT_COLUMNS, use_threads=False)
+        for batch in parquet.iter_batches(batch_size=FINGERPRINT_BATCH_ROWS, columns=FINGERPRINT_COLUMNS, use_threads=False):
+            yield batch.cast(FINGERPRINT_SCHEMA)
 
 
 def _index_rows(store: FeatureStore, uris: pd.Series) -> pd.DataFrame:
@@ -425,9 +428,9 @@ def update_fingerprints(store: FeatureStore, keys: pd.DataFrame) -> None:
             pairs = pc.binary_join_element_wise(batch.column("uri"), batch.column("fingerprint"), "\n")
             yield batch.filter(pc.invert(pc.is_in(pairs, value_set=learned)))
         new = pa.Table.from_pandas(keys.sort_values("uri").reset_index(drop=True), preserve_index=False)
-        yield from new.cast(pa.schema([(name, pa.string()) for name in FINGERPRINT_COLUMNS])).to_batches(FINGERPRINT_BATCH_ROWS)
+        yield from new.cast(FINGERPRINT_SCHEMA).to_batches(FINGERPRINT_BATCH_ROWS)
 
-    storage.write_batches(batches(), pa.schema([(name, pa.string()) for name in FINGERPRINT_COLUMNS]), store.fingerprints_uri, storage_options=store.storage_options)
+    storage.write_batches(batches(), FINGERPRINT_SCHEMA, store.fingerprints_uri, storage_options=store.storage_options)
 
 
 def file_sizes(fingerprints: pd.Series) -> pd.Series:

@@ -67,6 +67,16 @@ def test_the_fingerprint_index_learns_replaces_and_reads_back_over_many_batches(
     assert featurestore.known_keys(store, _files(range(3), fingerprint="2:2")).eq("").all()
 
 
+def test_an_index_written_by_earlier_versions_is_read_and_extended(tmp_path):
+    """Earlier versions wrote the index through pandas, whose strings Arrow holds as large_string."""
+    store = featurestore.FeatureStore(str(tmp_path))
+    files = _files(range(10))
+    storage.write_frame(files.astype("string"), store.fingerprints_uri)
+    assert featurestore.known_keys(store, files).tolist() == files["sha256"].tolist()
+    featurestore.update_fingerprints(store, _files(range(10, 12)))
+    assert featurestore.known_keys(store, _files(range(12))).tolist() == _files(range(12))["sha256"].tolist()
+
+
 def test_nothing_new_leaves_the_fingerprint_index_unwritten(tmp_path):
     store = featurestore.FeatureStore(str(tmp_path))
     files = _files(range(20))
