@@ -15,6 +15,7 @@ contents another run already extracted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -23,13 +24,19 @@ REJECTION_SUFFIX = ".rejected.parquet"
 """Cache files of this suffix hold the reason a content gave no features, not its features."""
 
 
-def digests(keys: Iterable[str]) -> np.ndarray:
-    """Hex SHA-256 keys as 32-byte digests (numpy ``S32``); an empty key becomes 32 zero bytes, which no cached content has.
+KEY = re.compile(r"[0-9a-f]{64}")
+"""A content key as :func:`crossemo.featurestore.content_key` writes it: SHA-256 in 64 lower-case hex digits."""
 
-    Raises:
-        ValueError: a key that is neither empty nor 64 hex digits.
+
+def digests(keys: Iterable[object]) -> tuple[np.ndarray, np.ndarray]:
+    """Content keys as 32-byte digests (numpy ``S32``), and whether each is a key at all.
+
+    Anything but 64 lower-case hex digits (``""`` for a file not read, a
+    null) is no key: it is never found, whatever the index holds.
     """
-    return np.array([bytes.fromhex(key) if key else bytes(32) for key in keys], dtype="S32")
+    keys = list(keys)
+    valid = np.array([isinstance(key, str) and KEY.fullmatch(key) is not None for key in keys], dtype=bool)
+    return np.array([bytes.fromhex(key) if ok else b"" for key, ok in zip(keys, valid)], dtype="S32"), valid
 
 
 class ContentIndex:
@@ -47,9 +54,10 @@ class ContentIndex:
         self._file_of = np.empty(0, dtype=np.int32)
 
     def add(self, uri: str, keys: Iterable[str]) -> None:
-        """Take in that the cache file at ``uri`` holds ``keys`` (hex SHA-256)."""
+        """Take in that the cache file at ``uri`` holds ``keys`` (hex SHA-256; anything else is left out)."""
         self._files.append(uri)
-        self._pending.append((digests(keys), len(self._files) - 1))
+        held, valid = digests(keys)
+        self._pending.append((held[valid], len(self._files) - 1))
 
     def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
         if self._pending:
@@ -63,27 +71,32 @@ class ContentIndex:
             self._digests, self._file_of = all_digests[order], all_files[order]
         return self._digests, self._file_of
 
-    def _positions(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Where each key is in the sorted digests, and whether it is there."""
+    def _positions(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where each key's entries start and end in the sorted digests, and whether it has any."""
         sorted_digests, _ = self._sorted()
-        wanted = digests(keys)
-        position = np.searchsorted(sorted_digests, wanted)
-        found = position < len(sorted_digests)
-        found[found] = sorted_digests[position[found]] == wanted[found]
-        return position, found
+        wanted, valid = digests(keys)
+        start = np.searchsorted(sorted_digests, wanted, side="left")
+        end = np.searchsorted(sorted_digests, wanted, side="right")
+        return start, end, valid & (end > start)
 
     def contains(self, keys: Sequence[str]) -> np.ndarray:
         """Whether each key is cached, as a boolean array of ``len(keys)``."""
-        return self._positions(list(keys))[1]
+        return self._positions(list(keys))[2]
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and len(key) == 64 and bool(self.contains([key])[0])
+        return bool(self.contains([key])[0])
 
     def locate(self, keys: Sequence[str]) -> list[str]:
         """The cache file holding each key (its features, else its rejection), ``""`` where none does."""
-        position, found = self._positions(list(keys))
+        start, _, found = self._positions(list(keys))
         _, file_of = self._sorted()
-        return [self._files[file_of[p]] if hit else "" for p, hit in zip(position, found)]
+        return [self._files[file_of[p]] if hit else "" for p, hit in zip(start, found)]
+
+    def files_holding(self, keys: Iterable[str]) -> set[str]:
+        """Every cache file holding any of ``keys``: features and rejections alike."""
+        start, end, found = self._positions(list(keys))
+        _, file_of = self._sorted()
+        return {self._files[f] for s, e, hit in zip(start, end, found) if hit for f in file_of[s:e]}
 
     def __len__(self) -> int:
         """Content keys held, a content in two files counted twice."""

@@ -364,7 +364,7 @@ class FeatureCache:
             shape ``(len(facts), len(names))`` in the same row order; and
             ``sha256, stage, reason`` per content rejected.
         """
-        for uri in sorted(set(self._index.locate(sorted(wanted))) & self._unread):
+        for uri in sorted(self._index.files_holding(wanted) & self._unread):
             self.add(uri, storage.read_table(uri, storage_options=self.store.storage_options))
         facts = pd.concat(self._facts, ignore_index=True) if self._facts else pd.DataFrame(columns=["sha256", *AUDIO_COLUMNS])
         values = np.concatenate(self._values) if self._values else np.empty((0, len(self.names)), dtype=np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -39,9 +40,28 @@ def test_a_copy_of_the_index_answers_as_the_original():
     assert copy.locate([_key(5), _key(500)]) == ["c/a.parquet", ""] and len(copy) == 100
 
 
-def test_a_key_that_is_not_a_digest_is_refused():
-    with pytest.raises(ValueError):
-        ContentIndex().add("c/a.parquet", ["xyz"])
+def test_what_is_not_a_key_is_never_found():
+    """A file not read has key ""; nothing else may pass for a key by being padded, cut or upper-cased."""
+    index = ContentIndex()
+    index.add("c/a.parquet", [_key(1), "", None, "01", "zz" * 32])
+    assert index.locate([_key(1)]) == ["c/a.parquet"] and len(index) == 1
+    index.add("c/b.parquet", [("01" + "00" * 31)])
+    for other in ["", None, "01", _key(1) + "ff", _key(1).upper(), "zz" * 32]:
+        assert other not in index and index.locate([other]) == [""], other
+
+
+def test_contents_read_every_file_holding_a_wanted_key(tmp_path):
+    """A content with features and a cached rejection gets both, as when the scan reads its files whole."""
+    store = featurestore.FeatureStore(str(tmp_path))
+    generation = featurestore.CacheGeneration("is10", "0", {})
+    facts = pd.DataFrame({"sha256": [_key(1)], "sampling_rate": [16000], "channels": [1], "channel": ["0"], "duration": [1.0], "decode_notes": [""]})
+    rejected = pd.DataFrame({"uri": ["x.wav", "y.wav"], "sha256": [_key(1), _key(2)], "stage": ["features", "decode"], "reason": ["non-finite", "empty"]})
+    featurestore.write_cache_shard(store, generation, ["f1"], facts, [np.ones(1, dtype=np.float32)], rejected)
+    cache = featurestore.FeatureCache.scan(store, generation, ["f1"])
+    found, values, rejections = cache.contents({_key(1)})
+    assert found.index.tolist() == [_key(1)] and values.shape == (1, 1)
+    assert rejections["sha256"].tolist() == [_key(1)]
+    assert cache.keys.files_holding([_key(2), _key(3)]) == {u for u in cache.keys.files_holding([_key(1)]) if u.endswith(".rejected.parquet")}
 
 
 def _files(numbers: range, fingerprint: str = "1:1") -> pd.DataFrame:
