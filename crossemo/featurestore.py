@@ -54,7 +54,6 @@ import opensmile
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from crossemo import audio, storage
 from crossemo.contentindex import REJECTION_SUFFIX, ContentIndex

@@ -12,7 +12,6 @@ next run skips it. Ray retries a task whose worker died.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import signal
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 TASK_RETRIES = 3
 
 Outcome = TypeVar("Outcome")
-Returned = TypeVar("Returned")
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[str, Any]:
@@ -672,28 +670,6 @@ class LabellingSummary:
     ray_started: bool
 
 
-def _on_system_arrow_memory(function: Callable[..., Returned]) -> Callable[..., Returned]:
-    """Run ``function`` with Arrow allocating from the system allocator, then restore the pool it had.
-
-    Arrow's default pool (mimalloc) keeps what each wave's tables freed, and
-    the driver reads and merges the store's index once a wave; the system
-    allocator returns it (``python benchmarks/driver_memory.py``: see the
-    README). Workers keep the default pool, which the extraction speed was
-    measured with.
-    """
-
-    @functools.wraps(function)
-    def on_system_memory(*args: Any, **kwargs: Any) -> Returned:
-        previous = pa.default_memory_pool()
-        pa.set_memory_pool(pa.system_memory_pool())
-        try:
-            return function(*args, **kwargs)
-        finally:
-            pa.set_memory_pool(previous)
-
-    return on_system_memory
-
-
 def _extract_and_label(
     wave: list, bundle_uri: str, model_id: str, rule: str, store: featurestore.FeatureStore, extractor: FeatureExtractor, settings: audio.AnalysisSettings,
     generation: featurestore.CacheGeneration, folder: str, address: str | None, storage_options: dict | None, progress: bool, of: str,
@@ -716,7 +692,6 @@ def _extract_and_label(
     return pending, extraction.extracted
 
 
-@_on_system_arrow_memory
 def label_files(
     listing: Any, loaded: Any, bundle_uri: str, out: str, *, store: featurestore.FeatureStore, extractor: FeatureExtractor,
     settings: audio.AnalysisSettings, segmentation: Any = None, address: str | None = None, storage_options: dict | None = None, progress: bool = True,
