@@ -114,8 +114,7 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     prepared = pipeline.prepare(config, need_pairs=False)
     labels = {m.corpus: protocol.Labels.from_manifest(m.corpus, m.utterances) for m in prepared.manifests}
     pooled = protocol.Labels.union([labels[name] for name in sources]) if choice.with_source and sources else None
-    method = methods.make_method(choice.method, **config.method_params.get(choice.method, {}))
-    protocol.check_speakers(choice.method, method, pooled, labels[args.target])
+    protocol.check_speakers(choice.method, methods.make_method(choice.method, **params), pooled, labels[args.target])
     storage.check_writable(model_uri, storage_options=config.fs_options)
     if storage.exists(storage.join(model_uri, "model.json"), storage_options=config.fs_options):
         raise pipeline.ConfigError(f"--out {model_uri} already holds a model bundle; give another folder or remove it first")

@@ -282,12 +282,12 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     manifests = [corpora.prepare(s.recipe, s.uri, storage_options=options, **({"corpus": s.name} if s.recipe == "manifest" else {}), **s.options) for s in config.corpora]
     labels = {m.corpus: protocol.Labels.from_manifest(m.corpus, m.utterances) for m in manifests}
     try:
+        planned = {name: methods.make_method(name, **config.method_params.get(name, {})) for name in method_names}
         for source, target in pairs:
             pooled = labels[source] if source in labels else protocol.Labels.union([labels[c] for c in protocol.source_corpora(source)])
             protocol.check_pair(pooled, labels[target])
-            for name in method_names:
+            for name, method in planned.items():
                 # Scenario 3 trains every method on one target speaker.
-                method = methods.make_method(name, **config.method_params.get(name, {}))
                 protocol.check_speakers(name, method, pooled, labels[target], target_training=1)
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None

@@ -147,7 +147,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, uri: str
     Raises:
         OSError: the file cannot be written; a local temporary file is removed.
     """
-    fs, path = filesystem(uri, storage_options=storage_options)
+    path = filesystem(uri, storage_options=storage_options)[1]
     if is_local(uri):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         target: Any = f"{path}.{uuid.uuid4().hex}.tmp"
@@ -164,7 +164,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, uri: str
     if isinstance(target, str):
         os.replace(target, path)
     else:
-        fs.pipe_file(path, target.getvalue())
+        write_bytes(target.getvalue(), uri, storage_options=storage_options)
 
 
 def frame_table(frame: pd.DataFrame, *, metadata: dict[str, str] | None = None) -> pa.Table:
@@ -197,13 +197,13 @@ def open_parquet(uri: str, *, storage_options: StorageOptions | None = None) -> 
     whose reads come back as Python bytes: reading a large file a batch at a
     time that way leaves the process's heap larger by a few times a batch.
     """
-    if is_local(uri):
-        with pq.ParquetFile(filesystem(uri, storage_options=storage_options)[1]) as parquet:
-            yield parquet
-        return
     fs, path = filesystem(uri, storage_options=storage_options)
-    with fs.open(path, "rb") as handle, pq.ParquetFile(handle) as parquet:
-        yield parquet
+    if is_local(uri):
+        with pq.ParquetFile(path) as parquet:
+            yield parquet
+    else:
+        with fs.open(path, "rb") as handle, pq.ParquetFile(handle) as parquet:
+            yield parquet
 
 
 def read_table(uri: str, *, storage_options: StorageOptions | None = None) -> pa.Table:

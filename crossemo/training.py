@@ -26,10 +26,6 @@ from crossemo.report import tables
 BEST = "best"
 """``--method best``: the best mean UAR of the pair in a finished evaluation (``--from-run``)."""
 
-NEEDS_SOURCE = frozenset({"fcnn", "coral", "subspace_alignment", "kmm_reweight"})
-"""Methods that cannot be trained on the target alone: the fcnn fine-tunes a source network, the adapters map source rows."""
-
-
 class TrainingError(ValueError):
     """The model cannot be trained as asked; the message names the cause."""
 
@@ -76,7 +72,8 @@ def choose(spec: str | None, *, results: pd.DataFrame | None, source: str | None
             raise TrainingError(f"unknown method {spec!r}; known: {BEST}, {', '.join(methods.METHODS)} (or target_only_<method>)")
         with_source = source is not None and not spec.startswith(tables.TWIN_PREFIX)
         choice = Choice(method, with_source, spec if not with_source else method, f"asked for ({spec})")
-    if choice.with_source is False and choice.method in NEEDS_SOURCE:
+    # A method that cannot be trained on the target alone says so (the fcnn fine-tunes a source network, the adapters map source rows).
+    if choice.with_source is False and methods.speakers_needed(methods.make_method(choice.method))[0] > 0:
         raise TrainingError(f"{choice.method} learns from a source corpus; give one with --corpus besides the target")
     if source is None and spec != BEST and not (spec or "").startswith(tables.TWIN_PREFIX):
         # Training on the target alone when a transfer was asked for would hand over another model than the one named.

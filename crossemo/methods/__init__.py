@@ -108,9 +108,12 @@ def speakers_needed(method: Any) -> tuple[int, int]:
 
     Every method needs one labelled target speaker (scenario 3 trains on
     one) and, by default, no source; a method whose parameters ask for more
-    says so in ``min_source_speakers`` or ``min_target_speakers`` (``fcnn``
-    with ``early_stopping`` holds out a source speaker, so needs two). The
-    commands compare these with the manifests' speakers before any Ray work.
+    says so in ``min_source_speakers`` or ``min_target_speakers``: the
+    adapters (``coral``, ``subspace_alignment``, ``kmm_reweight``) map source
+    rows, so need one, as does ``fcnn``, which fine-tunes a source network,
+    and which needs two with ``early_stopping`` (it holds one out). The
+    commands compare these with the manifests' speakers before any Ray work,
+    and ``train`` refuses a method needing a source without one.
 
     Args:
         method: an unfitted method (:func:`make_method`).

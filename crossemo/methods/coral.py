@@ -36,6 +36,8 @@ class Coral(LinearMethod):
         adapter_: the fitted ``skada.CORALAdapter``.
     """
 
+    min_source_speakers = 1  # it maps source rows onto the target (see crossemo.methods.speakers_needed)
+
     def __init__(self, *, reg: float | str = "auto", C: float = 0.01, target_share: float = 0.5, max_iter: int = 1000, random_state: int = 0):
         super().__init__(C=C, target_share=target_share, max_iter=max_iter, random_state=random_state)
         self.reg = reg

@@ -248,7 +248,7 @@ class SourceFCNN(BaseEstimator):
         if speakers is None:
             raise ValueError("early_stopping holds out a source speaker: fit needs the source rows' speaker ids")
         candidates = np.unique(speakers)
-        if len(candidates) < source_speakers_needed(early_stopping=True):
+        if len(candidates) < self.min_source_speakers:
             raise ValueError(f"early_stopping needs at least two source speakers (one is held out); got {len(candidates)}")
         pick = int(torch.randint(len(candidates), (1,), generator=generator(self.random_state, _EARLY_STOPPING)))
         return speakers == candidates[pick]

@@ -36,6 +36,8 @@ class KMMReweight(LinearMethod):
         source_weights_: the importance weight of every source row (mean 1).
     """
 
+    min_source_speakers = 1  # it maps source rows onto the target (see crossemo.methods.speakers_needed)
+
     def _adapt(self, features, y, is_target, weights, unlabelled):
         from skada import KMMReweightAdapter
 

@@ -37,6 +37,8 @@ class SubspaceAlignment(LinearMethod):
         adapter_: the fitted ``skada.SubspaceAlignmentAdapter``.
     """
 
+    min_source_speakers = 1  # it maps source rows onto the target (see crossemo.methods.speakers_needed)
+
     def __init__(self, *, n_components: int | None = None, C: float = 0.01, target_share: float = 0.5, max_iter: int = 1000, random_state: int = 0):
         super().__init__(C=C, target_share=target_share, max_iter=max_iter, random_state=random_state)
         self.n_components = n_components
