@@ -25,7 +25,7 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-from crossemo import audio, bundle, featurestore, inputs, orchestration, prediction
+from crossemo import audio, bundle, featurestore, inputs, orchestration, prediction, storage
 from crossemo.features import FeatureExtractor
 from crossemo.synthetic import make_demo_corpora
 from sampling import Sampler  # benchmarks/ is on the path when this runs as a script
@@ -66,7 +66,8 @@ def megabytes(parts: tuple[int, int]) -> str:
 
 STAGES = [
     (prediction, "still_valid"), (prediction, "plan_shards"), (featurestore.FeatureCache, "scan"), (orchestration, "run_sharded"),
-    (featurestore, "update_fingerprints"), (orchestration, "extract_files"), (orchestration, "_gather"),
+    (featurestore, "update_fingerprints"), (orchestration, "extract_files"), (orchestration, "_gather"), (inputs, "list_inputs"),
+    (storage, "write_frame"),
 ]
 
 

@@ -376,8 +376,10 @@ class FeatureCache:
 FINGERPRINT_COLUMNS = ["uri", "fingerprint", "sha256"]
 FINGERPRINT_SCHEMA = pa.schema([(name, pa.string()) for name in FINGERPRINT_COLUMNS])
 """The index's columns as read and written (an index written through pandas, as before, holds ``large_string``)."""
-FINGERPRINT_BATCH_ROWS = 16384
-"""Rows of the fingerprint index read (and written) at a time: a lookup holds one batch and its matches, not the index."""
+FINGERPRINT_BATCH_ROWS = 4096
+"""Rows of the fingerprint index read (and written, one row group each) at a time: a lookup holds one batch and its
+matches, not the index. As small as a ``predict`` wave (:data:`crossemo.prediction.MAX_WAVE_FILES`), so a store
+that outgrows one batch no longer raises the driver's peak (``benchmarks/driver_memory.py``)."""
 
 
 def _fingerprint_batches(store: FeatureStore) -> Iterator[pa.RecordBatch]:

@@ -26,6 +26,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import pandas as pd
+import pyarrow as pa
 
 from crossemo import storage
 from crossemo.corpora import base, manifest
@@ -157,9 +158,15 @@ def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reser
         return files, missing.assign(stage="read")[["uri", "stage", "reason"]], True
     if base.is_audio_like(uri):
         return _one_file(uri, storage_options), pd.DataFrame(columns=["uri", "stage", "reason"]), False
-    found, broken = base.list_audio(uri, storage_options=storage_options)
-    files = pd.DataFrame([(file_uri, stamp) for file_uri, _, stamp in found], columns=["uri", "fingerprint"])
-    missing = pd.DataFrame([{**entry, "stage": "read"} for entry in broken], columns=["uri", "stage", "reason"])
+    # A folder at a time into Arrow: the driver keeps the strings' own bytes,
+    # not a Python object per file and path, whose freed fragments stayed in
+    # its heap (benchmarks/driver_memory.py).
+    chunks, broken = [], []
+    for found, dangling in base.walk_audio(uri, storage_options=storage_options):
+        chunks.append(pa.table({"uri": pa.array([file[0] for file in found], pa.string()), "fingerprint": pa.array([file[2] for file in found], pa.string())}))
+        broken += dangling
+    files = pa.concat_tables(chunks).sort_by("uri").to_pandas() if chunks else pd.DataFrame(columns=["uri", "fingerprint"], dtype=str)
+    missing = pd.DataFrame([{**entry, "stage": "read"} for entry in sorted(broken, key=lambda entry: entry["uri"])], columns=["uri", "stage", "reason"])
     return files, missing, False
 
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from crossemo.corpora import RECIPES, CorpusError, Manifest, prepare
-from crossemo.corpora import emodb, emovo, iemocap, manifest, ravdess, savee
+from crossemo.corpora import base, emodb, emovo, iemocap, manifest, ravdess, savee
 from crossemo.corpora.base import Skip, Utterance, fingerprint
 from crossemo.labels import EMOTIONS, MANIFEST_COLUMNS
 
@@ -339,6 +339,25 @@ def test_wav_and_flac_in_any_case(tmp_path, name):
     assert sorted(Path(uri).relative_to(tmp_path).as_posix() for uri in result.utterances["uri"]) == sorted(MIXED_NAMES[name])
     # An audio-like file the recipe cannot name is reported, never silently dropped.
     assert [Path(uri).name for uri in result.skipped["uri"]] == ["stray.ogg"]
+
+
+def test_a_tree_is_walked_a_folder_at_a_time_and_lists_what_list_audio_does(tmp_path):
+    """walk_audio holds one folder's entries at a time, through links and loops; list_audio is their sorted union."""
+    tree = tmp_path / "tree"
+    for relative in ("a/x1.wav", "a/x2.FLAC", "a/b/y.wav", "a_b/z.flac"):
+        _write_audio(tree / relative)
+    _write_text(tree / "c" / "notes.txt", "not audio\n")
+    os.symlink(tree / "a" / "b", tree / "linked")  # the same folder twice: walked once
+    os.symlink(tree, tree / "a" / "loop")  # a loop back to the root
+    os.symlink(tree / "gone.wav", tree / "c" / "dangling.wav")
+    batches = list(base.walk_audio(str(tree)))
+    folders = [{posixpath.dirname(relative) for _, relative, _ in files} for files, _ in batches if files]
+    assert all(len(names) == 1 for names in folders) and len(folders) == 3
+    files, broken = base.list_audio(str(tree))
+    assert [relative for _, relative, _ in files] == ["a/b/y.wav", "a/x1.wav", "a/x2.FLAC", "a_b/z.flac"]
+    assert sorted(file for batch, _ in batches for file in batch) == sorted(files)
+    assert [entry["uri"] for _, dangling in batches for entry in dangling] == [entry["uri"] for entry in broken] == [str(tree / "c" / "dangling.wav")]
+    assert all(stamp == fingerprint({"size": os.stat(uri).st_size, "mtime": os.stat(uri).st_mtime}) for uri, _, stamp in files)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

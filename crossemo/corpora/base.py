@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import fsspec
@@ -148,21 +148,41 @@ def list_audio(root: str, *, storage_options: storage.StorageOptions | None = No
     Raises:
         CorpusError: the root does not exist, is not a folder, or cannot be read.
     """
+    files: list[tuple[str, str, str]] = []
+    broken: list[dict] = []
+    for batch, dangling in walk_audio(root, storage_options=storage_options):
+        files += batch
+        broken += dangling
+    return sorted(files, key=lambda file: file[1]), broken
+
+
+def walk_audio(root: str, *, storage_options: storage.StorageOptions | None = None) -> Iterator[tuple[list[tuple[str, str, str]], list[dict]]]:
+    """:func:`list_audio`'s files and dangling links a folder at a time (object storage: one batch), in no set order.
+
+    A caller that keeps the files in a compact form of its own (as
+    ``crossemo predict``'s driver does) holds one folder's Python objects at
+    a time, not the whole tree's.
+
+    Raises:
+        CorpusError: the root does not exist, is not a folder, or cannot be read.
+    """
     fs, base = open_root(root, storage_options=storage_options)
+
+    def entry(path: str, stamp: str) -> tuple[str, str, str]:
+        relative = posixpath.relpath(path, base) if path.startswith(base) else path
+        return storage.unstrip(fs, path, root), relative.replace("\\", "/"), stamp
+
     try:
         if storage.is_local(root):
-            found, broken = _walk_local(base)
+            for found, broken in _walk_local(base):
+                yield [entry(path, stamp) for path, stamp in found if is_audio_like(path)], broken
         else:
-            found, broken = fs.find(base, detail=True), []
+            found = fs.find(base, detail=True)
+            yield [entry(path, fingerprint(info)) for path, info in found.items() if is_audio_like(path)], []
+    except CorpusError:
+        raise
     except Exception as error:  # storage back-ends raise many kinds; name it and stop
         raise CorpusError(f"cannot list corpus root {root}: {storage.describe_error(error)}") from error
-    files = []
-    for item, info in sorted(found.items()):
-        if not is_audio_like(item):
-            continue
-        relative = posixpath.relpath(item, base) if item.startswith(base) else item
-        files.append((storage.unstrip(fs, item, root), relative.replace("\\", "/"), fingerprint(info)))
-    return files, broken
 
 
 def is_audio_like(path: str) -> bool:
@@ -175,14 +195,12 @@ def dangling_link_reason(path: str) -> str:
     return f"dangling symbolic link (its target {os.readlink(path)} does not exist)"
 
 
-def _walk_local(base: str) -> tuple[dict[str, dict], list[dict]]:
-    """Every file below a local folder, through links, each folder once.
+def _walk_local(base: str) -> Iterator[tuple[list[tuple[str, str]], list[dict]]]:
+    """Every file below a local folder, through links, each folder once, a folder at a time.
 
-    Returns:
-        ``(path -> {"size", "mtime"}, dangling links as {"uri", "reason"})``.
+    Yields:
+        ``([(path, fingerprint)], dangling links as {"uri", "reason"})`` per folder.
     """
-    found: dict[str, dict] = {}
-    broken: list[dict] = []
     seen: set[tuple[int, int]] = set()
     for folder, folders, names in os.walk(base, followlinks=True):
         status = os.stat(folder)
@@ -192,6 +210,7 @@ def _walk_local(base: str) -> tuple[dict[str, dict], list[dict]]:
             continue
         seen.add((status.st_dev, status.st_ino))
         folders.sort()
+        found, broken = [], []
         for name in names:
             path = os.path.join(folder, name)
             try:
@@ -200,8 +219,8 @@ def _walk_local(base: str) -> tuple[dict[str, dict], list[dict]]:
                 broken.append({"uri": path, "reason": dangling_link_reason(path)})
                 continue
             if stat.S_ISREG(target.st_mode):
-                found[path] = {"size": target.st_size, "mtime": target.st_mtime}
-    return found, broken
+                found.append((path, fingerprint({"size": target.st_size, "mtime": target.st_mtime})))
+        yield found, broken
 
 
 def scan(corpus: str, root: str, parse: Parser, *, storage_options: storage.StorageOptions | None = None) -> Manifest:
