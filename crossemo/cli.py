@@ -192,8 +192,7 @@ def run_and_print(config: pipeline.RunConfig, *, evaluate: bool) -> int:
     started = time.perf_counter()
     record, extraction, result_tables = pipeline.run(config, evaluate=evaluate)
     print_extraction(extraction, extraction.wall_seconds)
-    for warning in record.warnings:
-        print(f"warning: {warning}")
+    model_commands.print_warnings(record.warnings)
     print(f"\nrun {record.run_id} recorded in {storage.join(config.out, 'runs', record.run_id)} ({time.perf_counter() - started:.1f} s)")
     print_tables(result_tables, config.out)
     return 0

@@ -30,6 +30,12 @@ UNSET_PARAMS = ("random_state", "source_model")
 """Parameters a bundle does not list: the seed is recorded apart, the fcnn's source network is part of the fit."""
 
 
+def print_warnings(warnings: list[str]) -> None:
+    """Print each warning as one ``warning: …`` line on stderr, apart from the results on stdout."""
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def add_train_parser(commands: Any, add_run_options: Any) -> None:
     train = commands.add_parser("train", help="fit a method on the source corpora and every labelled target speaker; write a model bundle")
     add_run_options(train, out_help="where to write the model bundle: a new folder or s3:// prefix")
@@ -148,8 +154,7 @@ def command_train(args: argparse.Namespace, config_from: Any) -> int:
         setup.prepared.manifests, store, feature_set=config.feature_set, settings=settings, address=config.address, write_store=False, progress=config.progress,
     )
     print(f"features ({extraction.feature_set_id}): {extraction.extracted} extracted, {extraction.reused} reused from the cache in {store.out}")
-    for warning in extraction.warnings:
-        print(f"warning: {warning}")
+    print_warnings(extraction.warnings)
     datasets = pipeline.datasets_from(extraction.features)
     target = datasets[setup.target]
     source = protocol.Dataset.union([datasets[name] for name in setup.sources]) if len(setup.sources) > 1 else (datasets[setup.sources[0]] if setup.sources else None)
@@ -341,8 +346,7 @@ def label(args: argparse.Namespace, setup: PredictSetup) -> Any:
 
 def command_predict(args: argparse.Namespace) -> int:
     setup = predict_setup(args)
-    for warning in setup.listing.warnings:
-        print(f"warning: {warning}")
+    print_warnings(setup.listing.warnings)
     summary = label(args, setup)
     print_labelling(summary, args.out, setup.loaded.model_id)
     return labelling_status(summary, args.out, storage_options=setup.storage_options)

@@ -369,8 +369,9 @@ def test_predict_that_labels_nothing_fails_naming_the_commonest_reason(call, rf_
     out = tmp_path / "labels"
     capsys.readouterr()
     assert cli.main(["predict", "--model", str(rf_model), "--audio", str(call["folder"] / "quiet.wav"), "--out", str(out), "--store", str(evaluated), "--no-progress"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "none of the 1 file(s) could be labelled" in err and "no speech" in err, err
+    *warnings, error = capsys.readouterr().err.strip().splitlines()
+    assert "none of the 1 file(s) could be labelled" in error and "no speech" in error, error
+    assert [line.split(" (")[0] for line in warnings] == [f"warning: no speaker for the files of {call['folder'] / 'quiet.wav'}"]
     # What was found is still written: the reason, for the file.
     assert list(pd.read_parquet(out / "predictions" / "_rejected.parquet")["uri"]) == [str(call["folder"] / "quiet.wav")]
 
