@@ -158,6 +158,8 @@ def command_train(args: argparse.Namespace, config_from: Any) -> int:
     datasets = pipeline.datasets_from(extraction.features)
     target = datasets[setup.target]
     source = protocol.Dataset.union([datasets[name] for name in setup.sources]) if len(setup.sources) > 1 else (datasets[setup.sources[0]] if setup.sources else None)
+    # Again on what extraction kept: a speaker whose recordings were all rejected no longer counts.
+    protocol.check_speakers(setup.choice.method, methods.make_method(setup.choice.method, **config.method_params.get(setup.choice.method, {})), source, target)
     unlabelled = _unlabelled_features(setup.adapt_to, store, config, settings) if setup.adapt_to else None
     params = protocol.method_params(setup.choice.method, config.method_params)
     model = training.fit(setup.choice, source=source, target=target, seed=config.seed, params=params, unlabelled=unlabelled)

@@ -282,13 +282,10 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     manifests = [corpora.prepare(s.recipe, s.uri, storage_options=options, **({"corpus": s.name} if s.recipe == "manifest" else {}), **s.options) for s in config.corpora]
     labels = {m.corpus: protocol.Labels.from_manifest(m.corpus, m.utterances) for m in manifests}
     try:
-        planned = {name: methods.make_method(name, **config.method_params.get(name, {})) for name in method_names}
+        pooled = {source: labels[source] if source in labels else protocol.Labels.union([labels[c] for c in protocol.source_corpora(source)]) for source, _ in pairs}
         for source, target in pairs:
-            pooled = labels[source] if source in labels else protocol.Labels.union([labels[c] for c in protocol.source_corpora(source)])
-            protocol.check_pair(pooled, labels[target])
-            for name, method in planned.items():
-                # Scenario 3 trains every method on one target speaker.
-                protocol.check_speakers(name, method, pooled, labels[target], target_training=1)
+            protocol.check_pair(pooled[source], labels[target])
+        protocol.check_scenario_3(planned_methods(config, method_names), [(pooled[source], labels[target]) for source, target in pairs])
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None
     return Prepared(config=config, manifests=manifests, feature_set_id=feature_set_id)
@@ -379,6 +376,11 @@ def latest_record(out: str, *, storage_options: dict | None) -> dict[str, Any]:
     raise FileNotFoundError(f"no run with results under {out}; run `crossemo run` or `crossemo evaluate` first")
 
 
+def planned_methods(config: RunConfig, method_names: list[str]) -> dict[str, Any]:
+    """The run's methods, unfitted, with the parameters the config gives them (raises ``ValueError`` for a bad parameter)."""
+    return {name: methods.make_method(name, **config.method_params.get(name, {})) for name in method_names}
+
+
 def datasets_from(features: dict[str, pd.DataFrame]) -> dict[str, protocol.Dataset]:
     """Arrays per corpus; a corpus with no feature rows is an error."""
     empty = [name for name, frame in features.items() if frame.empty]
@@ -398,6 +400,7 @@ def plan_evaluation(datasets: dict[str, protocol.Dataset], config: RunConfig) ->
         datasets = protocol.with_sources(datasets, pairs)
         method_names = protocol.parse_methods(config.methods)
         warnings = [w for s, t in pairs for w in protocol.check_pair(datasets[s], datasets[t])]
+        protocol.check_scenario_3(planned_methods(config, method_names), [(datasets[s], datasets[t]) for s, t in pairs])
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None
     tasks = protocol.plan(datasets, pairs, method_names, seed=config.seed, seeds=config.seeds, overrides=config.method_params)

@@ -275,6 +275,24 @@ def check_speakers(name: str, method: Any, source: Labels | Dataset | None, targ
         raise ProtocolError(f"{name} with these parameters needs at least {need_source} labelled source speaker(s); {where}")
 
 
+def check_scenario_3(planned: dict[str, Any], pairs: list[tuple[Labels | Dataset, Labels | Dataset]]) -> None:
+    """:func:`check_speakers` for every method of a run in every pair, as scenario 3 trains them (one target speaker).
+
+    Run on the manifests' labels before any work, and again on the extracted
+    features, where a speaker whose recordings were all rejected no longer counts.
+
+    Args:
+        planned: unfitted methods with their parameters, by name.
+        pairs: ``(source, target)`` labels or datasets.
+
+    Raises:
+        ProtocolError: as :func:`check_speakers`.
+    """
+    for source, target in pairs:
+        for name, method in planned.items():
+            check_speakers(name, method, source, target, target_training=1)
+
+
 def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
     """Refuse a pair that cannot run; return warnings about one that can.
 

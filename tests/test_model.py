@@ -250,6 +250,36 @@ def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_pa
     assert not (tmp_path / "store").exists() and not (tmp_path / "r1" / "features").exists()
 
 
+def test_a_speaker_whose_recordings_are_all_rejected_does_not_count(data, evaluated, tmp_path, capsys):
+    """Two source actors in the manifest, but every recording of one is too short to use: fcnn's early stopping is refused after extraction, in one line."""
+    import soundfile as sf
+
+    ravdess = pd.read_csv(data["manifests"]["ravdess"])
+    two_actors = ravdess[ravdess["speaker"].isin(["Actor_01", "Actor_02"])].copy()
+    clipped = tmp_path / "clipped"
+    clipped.mkdir()
+    for index in two_actors.index[two_actors["speaker"] == "Actor_02"]:
+        signal, rate = sf.read(two_actors.at[index, "path"])
+        short = clipped / Path(two_actors.at[index, "path"]).name
+        sf.write(short, signal[: rate // 20], rate)  # 50 ms: below the shortest accepted clip
+        two_actors.at[index, "path"] = str(short)
+    manifest = _table(tmp_path / "ravdess.csv", two_actors)
+    early_stopping = tmp_path / "early_stopping.toml"
+    early_stopping.write_text("[method_params.fcnn]\nearly_stopping = true\n")
+    corpora = ["--corpus", f"manifest={manifest}", "--corpus", f"manifest={data['manifests']['emovo']}", "--config", str(early_stopping)]
+    message = "fcnn with these parameters needs at least 2 labelled source speaker(s); the source ravdess has 1"
+    for argv in (
+        ["train", *corpora, "--target", "emovo", "--method", "fcnn", "--store", str(evaluated), "--out", str(tmp_path / "model")],
+        ["run", *corpora, "--pairs", "ravdess:emovo", "--methods", "fcnn", "--out", str(tmp_path / "run")],
+    ):
+        capsys.readouterr()
+        assert cli.main([*argv, "--no-progress"]) == 2, argv
+        *warnings, error = capsys.readouterr().err.strip().splitlines()
+        assert error.startswith("crossemo: error: ") and message in error, (argv, error)
+        assert all(line.startswith("warning: ") for line in warnings), warnings  # extraction's, about the clipped files
+    assert not (tmp_path / "model").exists() and not (tmp_path / "run" / "results").exists()
+
+
 def test_a_killed_predict_resumes_and_ends_as_a_clean_run(data, evaluated, tmp_path):
     """SIGKILL the job once its first features are cached; the re-run extracts only the rest and equals a run never killed."""
     model = tmp_path / "model"
