@@ -7,7 +7,9 @@ the rest is mostly pages of Ray's shared object store it touched), before
 each stage of :func:`crossemo.orchestration.label_files` (every wave's), the
 peak during the stage (sampled every 50 ms) and after it, plus the memory of
 the list of files itself and the most Python objects held during extraction
-(``tracemalloc``); at the end, the peaks over the whole labelling:
+(``tracemalloc``), after every wave what the allocators hold (Python's live
+blocks, glibc's heap bytes in use and free but kept); at the end, the peaks
+over the whole labelling:
 
     python benchmarks/driver_memory.py --model MODEL [--files 20000] [--work DIR]
 
@@ -18,9 +20,11 @@ grows with the number of files.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import multiprocessing
 import shutil
+import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -64,6 +68,28 @@ def megabytes(parts: tuple[int, int]) -> str:
     return f"{parts[0] / 2**20:5.0f} MB ({parts[1] / 2**20:4.0f} private)"
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc 2.33+): its heaps' bytes in use and free, every arena summed."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def allocators() -> str:
+    """What the allocators hold: Python's live objects (blocks) and glibc's heap bytes in use and free but kept.
+
+    Resident memory that grows while these stay level is memory the
+    allocators keep after it was freed, not memory the driver holds.
+    """
+    held = f"Python blocks {sys.getallocatedblocks():,}"
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        return held
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return f"{held}, glibc heap in use {info.uordblks / 2**20:.1f} MB, free but kept {info.fordblks / 2**20:.1f} MB"
+
+
 STAGES = [
     (prediction, "still_valid"), (prediction, "plan_shards"), (featurestore.FeatureCache, "scan"), (orchestration, "run_sharded"),
     (featurestore, "update_fingerprints"), (orchestration, "extract_files"), (orchestration, "_gather"), (inputs, "list_inputs"),
@@ -88,6 +114,8 @@ def watch(memory: DriverMemory, owner: object, name: str) -> None:
             if name == "run_sharded":
                 held = f"; Python objects at most {tracemalloc.get_traced_memory()[1] / 2**20:.0f} MB"
                 tracemalloc.stop()
+            if name == "extract_files":  # once a wave
+                held = f"; {allocators()}"
             print(f"{name:<22} before {megabytes(before)}  peak {megabytes((memory.peak, memory.peak_private))}  after {megabytes(resident_parts())}{held}", flush=True)
 
     setattr(owner, name, watched)

@@ -100,7 +100,11 @@ def driver_memory(model: str, work: Path, sizes: list[int], cpus: int) -> None:
             [sys.executable, str(Path(__file__).with_name("driver_memory.py")), "--model", model, "--files", str(size), "--cpus", str(cpus), "--work", str(work / f"synthetic-{size}")],
             capture_output=True, text=True, check=True,
         )
-        print(f"{size} synthetic files: {run.stdout.strip().splitlines()[-1]}")
+        lines = run.stdout.strip().splitlines()
+        print(f"{size} synthetic files: {lines[-1]}")
+        waves = [line.split("; ", 1)[1] for line in lines if line.startswith("extract_files") and "; " in line]
+        if waves:
+            print(f"  allocators after the first wave: {waves[0]}; after the last ({len(waves)}): {waves[-1]}")
         shutil.rmtree(work / f"synthetic-{size}", ignore_errors=True)
 
 
