@@ -735,8 +735,7 @@ def label_files(
     covered = set().union(*(set(part.files["uri"]) for part in valid)) if valid else set()
     reused = len(valid)
     del valid  # every valid part's list of files: only their URIs (covered) are needed from here
-    todo = pd.concat([files[~files["uri"].isin(covered)], prediction.unlisted_files(stale, files)], ignore_index=True).fillna("")
-    shards = prediction.plan_shards(todo, model_id=shard_model, rule=rule, per_speaker=per_speaker)
+    shards = prediction.plan_shards(files[~files["uri"].isin(covered)], model_id=shard_model, rule=rule, per_speaker=per_speaker)
     batches = list(prediction.waves(shards, max_files=prediction.MAX_WAVE_FILES))
     extracted: int | None = None
     generation = featurestore.CacheGeneration.of(extractor, settings)

@@ -19,13 +19,10 @@ leaves whole shards or none.
 **Re-running.** A part stays valid while its model, rule and every one of its
 files are unchanged; its files are then not looked at again. Files no valid
 part covers are sharded anew; parts no longer valid are removed once their
-replacements are written. Parts of files this run was not given stay, and a
-replaced part's files this run was not given are labelled again with its
-replacement (:func:`unlisted_files`), so no label is lost. With a method
-that normalises each speaker by their own recordings
-(:func:`normalises_test_speakers`), a shard is one speaker's files, so
-adding a recording of a speaker re-labels that speaker (from the feature
-cache); otherwise only the new files are labelled.
+replacements are written. Parts of files this run was not given stay. With a method that normalises each speaker by
+their own recordings (:func:`normalises_test_speakers`), a shard is one
+speaker's files, so adding a recording of a speaker re-labels that speaker
+(from the feature cache); otherwise only the new files are labelled.
 """
 
 from __future__ import annotations
@@ -232,18 +229,6 @@ def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, ru
             ok = len(speakers) == 1 and (files["speaker"] == next(iter(speakers))).sum() == len(part.files)
         (valid if ok else stale).append(part)
     return valid, stale
-
-
-def unlisted_files(stale: Iterable[Part], files: pd.DataFrame) -> pd.DataFrame:
-    """The files of parts being replaced that ``files`` does not list, as the parts recorded them.
-
-    A part is replaced when one of its listed files changed; its other files
-    go into the replacement shards too (their features come from the cache),
-    so a run given part of a shard's files does not drop the others' labels.
-    """
-    unlisted = [part.files[~part.files["uri"].isin(files["uri"])] for part in stale]
-    unlisted = [frame for frame in unlisted if len(frame)]
-    return pd.concat(unlisted, ignore_index=True).drop_duplicates("uri") if unlisted else files.iloc[:0]
 
 
 WHOLE_FILES = "whole files"

@@ -425,25 +425,6 @@ def test_labels_of_files_not_given_again_stay(data, evaluated, rf_model, tmp_pat
     pd.testing.assert_frame_equal(both[both["uri"].isin(first["uri"])].sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
 
 
-def test_a_run_given_part_of_a_shard_keeps_the_labels_of_the_rest(data, evaluated, rf_model, tmp_path):
-    """A table listing two of a part's six files, one with another speaker: the part is replaced, and its four other files keep their labels."""
-    six = data["emovo"][["path", "speaker"]].iloc[:6].reset_index(drop=True)
-    out = tmp_path / "labels"
-    command = ["predict", "--model", str(rf_model), "--out", str(out), "--store", str(evaluated), "--no-progress"]
-    assert cli.main([*command, "--audio", str(_table(tmp_path / "six.csv", six))]) == 0
-    first = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
-    assert len(list((out / "predictions").glob("part-*"))) == 1 and len(first) == 6
-    two = six.iloc[:2].copy()
-    two.loc[0, "speaker"] = "renamed"
-    assert cli.main([*command, "--audio", str(_table(tmp_path / "two.csv", two))]) == 0
-    after = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
-    assert after["uri"].tolist() == first["uri"].tolist()  # each file once, none lost
-    renamed = after["speaker"] == "renamed"
-    assert renamed.sum() == 1 and after.loc[renamed, "uri"].iloc[0].endswith("/" + Path(six.loc[0, "path"]).name)
-    columns = ["uri", "speaker", "emotion", *(c for c in first if c.startswith("p_"))]
-    pd.testing.assert_frame_equal(after.loc[~renamed, columns].reset_index(drop=True), first.loc[~renamed, columns].reset_index(drop=True))
-
-
 def test_labels_in_waves_are_the_labels_of_one_wave(data, evaluated, tmp_path, monkeypatch):
     """Three waves of one speaker each (per-speaker shards of 12 files) extract and label what one wave does."""
     from crossemo import orchestration, prediction
