@@ -17,9 +17,10 @@ metadata: the part is the shard's only output, written last, so a killed run
 leaves whole shards or none.
 
 **Re-running.** A part stays valid while its model, rule and every one of its
-files are unchanged; its files are then not looked at again. Files no valid
-part covers are sharded anew; parts no longer valid are removed once their
-replacements are written. Parts of files this run was not given stay. With a method that normalises each speaker by
+files the run lists are unchanged (:func:`still_valid`); its files are then
+not looked at again. Files no valid part covers are sharded anew; parts no
+longer valid are removed once their replacements are written. Parts of files
+this run was not given stay. With a method that normalises each speaker by
 their own recordings (:func:`normalises_test_speakers`), a shard is one
 speaker's files, so adding a recording of a speaker re-labels that speaker
 (from the feature cache); otherwise only the new files are labelled.
@@ -204,12 +205,16 @@ def part_metadata(shard: Shard, *, rule: str, rejected: pd.DataFrame) -> dict[st
 def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, rule: str, per_speaker: bool) -> tuple[list[Part], list[Part]]:
     """Split earlier parts into those still valid for ``files`` and those to remove.
 
-    A part is valid when its key is what its files would be keyed by now (same
-    model, rule, fingerprints, speakers and carried columns), each of its
-    files is still listed unchanged, and, when ``per_speaker``, its files are
-    all of their speaker's current files. A part none of whose files is
-    listed is neither: a run labels the files it is given, and the labels of
-    files given to earlier runs stay (a daily ``--audio today/`` adds to the output).
+    A part is valid when its key is what its recorded files are keyed by now
+    (same model and rule), it has the columns ``files`` has, each of its
+    files that ``files`` lists is listed unchanged (fingerprint, speaker,
+    carried columns), and, when ``per_speaker``, no listed file of its
+    speaker is outside it. Its files a run does not list keep their labels
+    in it: a run given part of a folder, or a folder a file was removed
+    from, reuses the part rather than labelling the rest again or losing
+    them. A part none of whose files is listed is neither: a run labels the
+    files it is given, and the labels of files given to earlier runs stay (a
+    daily ``--audio today/`` adds to the output).
     """
     current = files.set_index("uri", drop=False)
     valid, stale = [], []
@@ -220,13 +225,14 @@ def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, ru
         listed = part.files["uri"].isin(current.index)
         if not listed.any():
             continue
-        ok = part.rule == rule and listed.all()
+        given = part.files[listed].reset_index(drop=True)
+        ok = part.rule == rule and set(part.files.columns) == set(current.columns) and shard_key(part.files, model_id=model_id, rule=rule) == part.key
         if ok:
-            now = current.loc[part.files["uri"], part.files.columns].reset_index(drop=True)
-            ok = now.astype(str).equals(part.files.astype(str)) and shard_key(now, model_id=model_id, rule=rule) == part.key
+            now = current.loc[given["uri"], part.files.columns].reset_index(drop=True)
+            ok = now.astype(str).equals(given.astype(str))
         if ok and per_speaker:
             speakers = set(part.files["speaker"])
-            ok = len(speakers) == 1 and (files["speaker"] == next(iter(speakers))).sum() == len(part.files)
+            ok = len(speakers) == 1 and (files["speaker"] == next(iter(speakers))).sum() == len(given)
         (valid if ok else stale).append(part)
     return valid, stale
 

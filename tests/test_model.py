@@ -425,6 +425,27 @@ def test_labels_of_files_not_given_again_stay(data, evaluated, rf_model, tmp_pat
     pd.testing.assert_frame_equal(both[both["uri"].isin(first["uri"])].sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
 
 
+def test_a_folder_a_file_was_removed_from_reuses_its_part_and_keeps_every_label(data, evaluated, rf_model, tmp_path, capsys):
+    """Removing a recording from a labelled folder labels nothing again and loses no label, however often re-run."""
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for path in data["emovo"]["path"][:6]:
+        shutil.copy(path, folder / Path(path).name)
+    out = tmp_path / "labels"
+    command = ["predict", "--model", str(rf_model), "--out", str(out), "--store", str(evaluated), "--no-progress"]
+    assert cli.main([*command, "--audio", str(folder)]) == 0
+    first = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
+    parts = sorted((out / "predictions").glob("part-*"))
+    assert len(parts) == 1 and len(first) == 6
+    sorted(folder.iterdir())[0].unlink()
+    for _ in range(2):
+        capsys.readouterr()
+        assert cli.main([*command, "--audio", str(folder)]) == 0
+        assert "(0 shard(s) labelled; 1 finished shard(s) reused)" in capsys.readouterr().out
+        assert sorted((out / "predictions").glob("part-*")) == parts
+        pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first)
+
+
 def test_labels_in_waves_are_the_labels_of_one_wave(data, evaluated, tmp_path, monkeypatch):
     """Three waves of one speaker each (per-speaker shards of 12 files) extract and label what one wave does."""
     from crossemo import orchestration, prediction

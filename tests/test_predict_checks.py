@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossemo import audio, cli, inputs, model_commands
+from crossemo import audio, cli, inputs, model_commands, prediction
 from crossemo.bundle import save_bundle
 from crossemo.features.extractor import FeatureExtractor
 from crossemo.labels import EMOTIONS
@@ -181,3 +181,42 @@ def test_an_out_inside_the_feature_stores_folders_is_refused(inside, model, emov
     (store / "features").mkdir(parents=True)
     args = predict(model, str(emovo_f2), store / inside / "labels", "--store", str(store))
     refuse(args, capsys, says=f"lies inside the feature store's {inside.split('/')[0]} folder", untouched=tmp_path)
+
+
+def _part(rows: list[dict], *, rule: str = "whole files") -> prediction.Part:
+    """A part as read back from its footer: the files it records, keyed as crossemo keys them."""
+    files = pd.DataFrame(rows)
+    return prediction.Part(f"out/predictions/part-{len(rows)}.parquet", prediction.shard_key(files, model_id="m", rule=rule), files, pd.DataFrame(columns=prediction.REJECTED_COLUMNS), rule)
+
+
+def _rows(*names: str, speaker: str = "s1", **extra: str) -> list[dict]:
+    return [{"uri": f"/d/{name}.wav", "fingerprint": f"{index}:1", "speaker": speaker, "input": "/d", **extra} for index, name in enumerate(names)]
+
+
+@pytest.mark.parametrize("per_speaker", [False, True])
+def test_a_part_whose_listed_files_are_unchanged_stays_valid_when_some_are_not_listed(per_speaker):
+    """A folder a file was removed from, or a table of part of a folder: the part keeps every label and nothing is relabelled."""
+    part = _part(_rows("a", "b", "c", "d"))
+    listed = pd.DataFrame(_rows("a", "b", "c", "d")).iloc[[0, 2]]
+    valid, stale = prediction.still_valid([part], listed, model_id="m", rule="whole files", per_speaker=per_speaker)
+    assert (valid, stale) == ([part], [])
+    changed = listed.assign(fingerprint=["0:1", "9:9"])
+    assert prediction.still_valid([part], changed, model_id="m", rule="whole files", per_speaker=per_speaker) == ([], [part])
+    assert prediction.still_valid([part], listed, model_id="other", rule="whole files", per_speaker=per_speaker) == ([], [part])
+
+
+def test_a_new_recording_of_a_speaker_outside_their_part_makes_it_stale_when_speakers_normalise():
+    part = _part(_rows("a", "b", "c"))
+    listed = pd.DataFrame(_rows("a", "b", "new"))
+    assert prediction.still_valid([part], listed, model_id="m", rule="whole files", per_speaker=True) == ([], [part])
+    assert prediction.still_valid([part], listed, model_id="m", rule="whole files", per_speaker=False) == ([part], [])
+
+
+def test_a_part_whose_columns_are_not_the_listings_is_stale_not_an_error():
+    """A table's extra column in the part but not in a folder's listing (and the other way round) relabels the part; it used to raise KeyError."""
+    with_session = _part(_rows("a", "b", session="x"))
+    folder = pd.DataFrame(_rows("a", "b"))
+    assert prediction.still_valid([with_session], folder, model_id="m", rule="whole files", per_speaker=False) == ([], [with_session])
+    without = _part(_rows("a", "b"))
+    table = pd.DataFrame(_rows("a", "b", session="x"))
+    assert prediction.still_valid([without], table, model_id="m", rule="whole files", per_speaker=False) == ([], [without])
