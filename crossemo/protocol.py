@@ -256,8 +256,9 @@ def check_speakers(name: str, method: Any, source: Labels | Dataset | None, targ
     Args:
         name: the method's name, for the message.
         method: the unfitted method, with its parameters.
-        source: the source's labels; ``None`` when it trains on the target alone.
-        target: the target's labels.
+        source: the source's labels (a manifest's) or dataset (what extraction
+            kept); ``None`` when it trains on the target alone.
+        target: the target's labels or dataset.
         target_training: how many target speakers it trains on (scenario 3:
             one); ``None``: all of them (``crossemo train``).
 
@@ -267,12 +268,17 @@ def check_speakers(name: str, method: Any, source: Labels | Dataset | None, targ
     need_source, need_target = methods.speakers_needed(method)
     has_target = len(set(target.speakers)) if target_training is None else target_training
     if has_target < need_target:
-        trained = f"trains on {has_target}" if target_training is not None else f"has {has_target}"
+        trained = f"trains on {has_target}" if target_training is not None else f"has {has_target}{_usable(target)}"
         raise ProtocolError(f"{name} needs at least {need_target} labelled speaker(s) of the target {target.corpus}, which {trained}")
     has_source = len(set(source.speakers)) if source is not None else 0
     if has_source < need_source:
-        where = f"the source {source.corpus} has {has_source}" if source is not None else "there is no source"
+        where = f"the source {source.corpus} has {has_source}{_usable(source)}" if source is not None else "there is no source"
         raise ProtocolError(f"{name} with these parameters needs at least {need_source} labelled source speaker(s); {where}")
+
+
+def _usable(data: Labels | Dataset) -> str:
+    """What a count of a dataset's speakers means: those extraction kept, which may be fewer than the manifest's."""
+    return " with usable recordings (see the files rejected at extraction)" if isinstance(data, Dataset) else ""
 
 
 def check_scenario_3(planned: dict[str, Any], pairs: list[tuple[Labels | Dataset, Labels | Dataset]]) -> None:

@@ -267,7 +267,7 @@ def test_a_speaker_whose_recordings_are_all_rejected_does_not_count(data, evalua
     early_stopping = tmp_path / "early_stopping.toml"
     early_stopping.write_text("[method_params.fcnn]\nearly_stopping = true\n")
     corpora = ["--corpus", f"manifest={manifest}", "--corpus", f"manifest={data['manifests']['emovo']}", "--config", str(early_stopping)]
-    message = "fcnn with these parameters needs at least 2 labelled source speaker(s); the source ravdess has 1"
+    message = "fcnn with these parameters needs at least 2 labelled source speaker(s); the source ravdess has 1 with usable recordings"
     for argv in (
         ["train", *corpora, "--target", "emovo", "--method", "fcnn", "--store", str(evaluated), "--out", str(tmp_path / "model")],
         ["run", *corpora, "--pairs", "ravdess:emovo", "--methods", "fcnn", "--out", str(tmp_path / "run")],
