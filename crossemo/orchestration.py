@@ -763,7 +763,11 @@ def label_files(
         labelling = (pending, [len(shard.files) for shard in wave], ("files" if segmentation is not None else "labels") + of)
     if labelling is not None:
         _gather(*labelling, progress)
-    for part in stale:
+    # A stale part this run wrote again under its own name (the same files,
+    # relabelled) is the new one: removing it would lose its labels.
+    written = {shard.part_name() for shard in shards}
+    removed = [part for part in stale if part.uri.rsplit("/", 1)[-1] not in written]
+    for part in removed:
         storage.remove(part.uri, storage_options=storage_options)
         windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])
         if storage.exists(windows, storage_options=storage_options):
@@ -783,6 +787,6 @@ def label_files(
     storage.write_frame(rejected.reset_index(drop=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
     return LabellingSummary(
         files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=len(rejected),
-        reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(stale),
+        reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(removed),
         emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
     )

@@ -212,9 +212,10 @@ def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, ru
     speaker is outside it. Its files a run does not list keep their labels
     in it: a run given part of a folder, or a folder a file was removed
     from, reuses the part rather than labelling the rest again or losing
-    them. A part none of whose files is listed is neither: a run labels the
-    files it is given, and the labels of files given to earlier runs stay (a
-    daily ``--audio today/`` adds to the output).
+    them. Valid parts that share a file (left by a killed run) are stale. A
+    part none of whose files is listed is neither: a run labels the files it
+    is given, and the labels of files given to earlier runs stay (a daily
+    ``--audio today/`` adds to the output).
     """
     current = files.set_index("uri", drop=False)
     valid, stale = [], []
@@ -234,7 +235,13 @@ def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, ru
             speakers = set(part.files["speaker"])
             ok = len(speakers) == 1 and (files["speaker"] == next(iter(speakers))).sum() == len(given)
         (valid if ok else stale).append(part)
-    return valid, stale
+    # A run killed between writing a part and removing the one it replaced
+    # leaves both; when both hold up for this listing, neither is kept, so a
+    # file never has two rows.
+    claims = pd.concat([part.files["uri"] for part in valid]) if valid else pd.Series(dtype=str)
+    twice = set(claims[claims.duplicated()])
+    shared = [bool(part.files["uri"].isin(twice).any()) for part in valid]
+    return [part for part, overlaps in zip(valid, shared) if not overlaps], stale + [part for part, overlaps in zip(valid, shared) if overlaps]
 
 
 WHOLE_FILES = "whole files"

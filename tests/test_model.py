@@ -446,6 +446,29 @@ def test_a_folder_a_file_was_removed_from_reuses_its_part_and_keeps_every_label(
         pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first)
 
 
+def test_a_part_left_behind_by_a_killed_run_does_not_give_a_file_two_rows(data, evaluated, tmp_path):
+    """Per-speaker shards: {a, b} is replaced by {a, b, c}, the run dies before removing the old part, then c is deleted; the next run keeps each file once."""
+    model = tmp_path / "model"
+    assert cli.main(["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "speaker_norm_linear", "--out", str(model), "--no-progress"]) == 0
+    folder, out = tmp_path / "audio", tmp_path / "labels"
+    folder.mkdir()
+    paths = [Path(path) for path in data["emovo"]["path"][:3]]
+    command = ["predict", "--model", str(model), "--audio", str(folder), "--out", str(out), "--store", str(evaluated), "--no-progress"]
+    for path in paths[:2]:
+        shutil.copy(path, folder / path.name)
+    assert cli.main(command) == 0
+    (first_part,) = (out / "predictions").glob("part-*")
+    first, left_behind = pd.read_parquet(first_part), first_part.read_bytes()
+    shutil.copy(paths[2], folder / paths[2].name)
+    assert cli.main(command) == 0
+    first_part.write_bytes(left_behind)  # as if killed before removing it
+    (folder / paths[2].name).unlink()
+    assert cli.main(command) == 0
+    labels = pd.read_parquet(out / "predictions")
+    assert [p.name for p in (out / "predictions").glob("part-*")] == [first_part.name]
+    pd.testing.assert_frame_equal(labels.sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
+
+
 def test_labels_in_waves_are_the_labels_of_one_wave(data, evaluated, tmp_path, monkeypatch):
     """Three waves of one speaker each (per-speaker shards of 12 files) extract and label what one wave does."""
     from crossemo import orchestration, prediction

@@ -220,3 +220,13 @@ def test_a_part_whose_columns_are_not_the_listings_is_stale_not_an_error():
     without = _part(_rows("a", "b"))
     table = pd.DataFrame(_rows("a", "b", session="x"))
     assert prediction.still_valid([without], table, model_id="m", rule="whole files", per_speaker=False) == ([], [without])
+
+
+def test_two_valid_parts_sharing_a_file_are_both_stale():
+    """What a run killed between writing a part and removing the one it replaced leaves: a file must not get two rows."""
+    old, new = _part(_rows("a", "b")), _part(_rows("a", "b", "c"))
+    listed = pd.DataFrame(_rows("a", "b"))
+    assert prediction.still_valid([old, new], listed, model_id="m", rule="whole files", per_speaker=False) == ([], [old, new])
+    other = _part(_rows("d", speaker="s2"))
+    listed = pd.concat([listed, pd.DataFrame(_rows("d", speaker="s2"))], ignore_index=True)
+    assert prediction.still_valid([old, other, new], listed, model_id="m", rule="whole files", per_speaker=False) == ([other], [old, new])
