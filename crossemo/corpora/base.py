@@ -179,8 +179,6 @@ def walk_audio(root: str, *, storage_options: storage.StorageOptions | None = No
         else:
             found = fs.find(base, detail=True)
             yield [entry(path, fingerprint(info)) for path, info in found.items() if is_audio_like(path)], []
-    except CorpusError:
-        raise
     except Exception as error:  # storage back-ends raise many kinds; name it and stop
         raise CorpusError(f"cannot list corpus root {root}: {storage.describe_error(error)}") from error
 
