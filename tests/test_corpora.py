@@ -360,6 +360,28 @@ def test_a_tree_is_walked_a_folder_at_a_time_and_lists_what_list_audio_does(tmp_
     assert all(stamp == fingerprint({"size": os.stat(uri).st_size, "mtime": os.stat(uri).st_mtime}) for uri, _, stamp in files)
 
 
+def test_a_folder_that_cannot_be_read_stops_the_listing_and_is_named(tmp_path, monkeypatch):
+    """A sub-folder os.walk cannot list would otherwise drop its files from the corpus unnoticed."""
+    from crossemo import inputs
+
+    tree = tmp_path / "tree"
+    for relative in ("a/x.wav", "b/y.wav"):
+        _write_audio(tree / relative)
+    listed = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(tree / "b"):  # chmod does not stop root, who runs CI
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return listed(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    for listing, error in ((lambda: base.list_audio(str(tree)), CorpusError), (lambda: inputs.list_inputs([str(tree)]), inputs.InputError)):
+        with pytest.raises(error) as caught:
+            listing()
+        message = str(caught.value)
+        assert f"cannot list corpus root {tree}" in message and "Permission denied" in message and str(tree / "b") in message, message
+
+
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_missing_root_names_it(tmp_path, name):
     root = str(tmp_path / "nowhere" / ("corpus.csv" if name == "manifest" else "corpus"))

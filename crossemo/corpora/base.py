@@ -146,7 +146,7 @@ def list_audio(root: str, *, storage_options: storage.StorageOptions | None = No
         file, sorted by path; and one ``{"uri", "reason"}`` per dangling link.
 
     Raises:
-        CorpusError: the root does not exist, is not a folder, or cannot be read.
+        CorpusError: the root does not exist, is not a folder, or it or a folder below it cannot be read.
     """
     files: list[tuple[str, str, str]] = []
     broken: list[dict] = []
@@ -164,7 +164,7 @@ def walk_audio(root: str, *, storage_options: storage.StorageOptions | None = No
     a time, not the whole tree's.
 
     Raises:
-        CorpusError: the root does not exist, is not a folder, or cannot be read.
+        CorpusError: the root does not exist, is not a folder, or it or a folder below it cannot be read.
     """
     fs, base = open_root(root, storage_options=storage_options)
 
@@ -200,7 +200,12 @@ def _walk_local(base: str) -> Iterator[tuple[list[tuple[str, str]], list[dict]]]
         ``([(path, fingerprint)], dangling links as {"uri", "reason"})`` per folder.
     """
     seen: set[tuple[int, int]] = set()
-    for folder, folders, names in os.walk(base, followlinks=True):
+
+    def unreadable(error: OSError) -> None:
+        # os.walk skips a folder it cannot list; its files would vanish from the corpus unnoticed.
+        raise error
+
+    for folder, folders, names in os.walk(base, followlinks=True, onerror=unreadable):
         status = os.stat(folder)
         if (status.st_dev, status.st_ino) in seen:
             # Reached again through a link (a loop, or two links to one folder).
