@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -190,12 +191,22 @@ def print_verdict(table: pd.DataFrame | None) -> None:
 def run_and_print(config: pipeline.RunConfig, *, evaluate: bool) -> int:
     """Run, then print the extraction summary, warnings and tables."""
     started = time.perf_counter()
-    record, extraction, result_tables = pipeline.run(config, evaluate=evaluate)
-    print_extraction(extraction, extraction.wall_seconds)
-    model_commands.print_warnings(record.warnings)
-    print(f"\nrun {record.run_id} recorded in {storage.join(config.out, 'runs', record.run_id)} ({time.perf_counter() - started:.1f} s)")
+    try:
+        record, extraction, result_tables = pipeline.run(config, evaluate=evaluate)
+    except pipeline.EvaluationNotRun as stopped:
+        _print_run(stopped.record, stopped.extraction, config.out, started)
+        raise
+    _print_run(record, extraction, config.out, started)
     print_tables(result_tables, config.out)
     return 0
+
+
+def _print_run(record: pipeline.RunRecord, extraction: Any, out: str, started: float) -> None:
+    """The extraction summary, the warnings (on stderr) and where the run is recorded."""
+    print_extraction(extraction, extraction.wall_seconds)
+    model_commands.print_warnings(record.warnings)
+    evaluated = " (features only: the evaluation did not run)" if record.stopped else ""
+    print(f"\nrun {record.run_id} recorded in {storage.join(out, 'runs', record.run_id)}{evaluated} ({time.perf_counter() - started:.1f} s)")
 
 
 def command_evaluate(args: argparse.Namespace) -> int:

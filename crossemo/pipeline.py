@@ -34,6 +34,20 @@ class ConfigError(ValueError):
     """A setting is wrong; the message names it."""
 
 
+class EvaluationNotRun(ConfigError):
+    """Extraction finished, but what it kept cannot be evaluated as asked (the message says why).
+
+    Attributes:
+        record: the run, recorded as features only, with the reason in ``stopped``.
+        extraction: what the extraction did, for its summary.
+    """
+
+    def __init__(self, message: str, *, record: "RunRecord", extraction: Any):
+        super().__init__(message)
+        self.record = record
+        self.extraction = extraction
+
+
 SEED_LIMIT = 2**32
 """Seeds run from 0 to ``SEED_LIMIT - 1``: numpy and scikit-learn refuse others, but only inside a task."""
 
@@ -307,6 +321,8 @@ class RunRecord:
     pairs: list[list[str]] = field(default_factory=list)
     result_uris: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    stopped: str = ""
+    """Why the evaluation did not run after extraction; empty when it ran or was not asked for."""
 
 
 def code_version() -> str:
@@ -473,8 +489,21 @@ def run(config: RunConfig, *, evaluate: bool = True) -> tuple[RunRecord, Any, di
         rejected=len(extraction.rejected), duplicate_groups=int(extraction.duplicates["group"].nunique()), duplicate_files=len(extraction.duplicates),
     )
     result_tables: dict[str, pd.DataFrame] = {}
-    if evaluate:
-        result_tables = evaluate_and_report(datasets_from(extraction.features), config, record, features_uri=store.features_uri)
-    record.timings["total_wall_seconds"] = time.perf_counter() - started
-    write_record(record, config.out, storage_options=options)
+    try:
+        if evaluate:
+            result_tables = evaluate_and_report(datasets_from(extraction.features), config, record, features_uri=store.features_uri)
+    except ConfigError as error:
+        # Checked again on what extraction kept (a speaker whose recordings were
+        # all rejected no longer counts): the features stay cached and the run is
+        # recorded, so the user sees what was extracted and why it stopped.
+        record.stopped = str(error)
+        _finish(record, config, started)
+        raise EvaluationNotRun(str(error), record=record, extraction=extraction) from None
+    _finish(record, config, started)
     return record, extraction, result_tables
+
+
+def _finish(record: RunRecord, config: RunConfig, started: float) -> None:
+    """Time the run and write its record."""
+    record.timings["total_wall_seconds"] = time.perf_counter() - started
+    write_record(record, config.out, storage_options=config.fs_options)

@@ -39,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 # Run the crossemo that travelled with this script (the job's working_dir, or
 # this checkout) even where another version is installed.
@@ -161,10 +162,14 @@ def study(argv: list[str], state: JobState) -> int:
         config.out or "(none)", ", ".join(f"{s.name}={s.uri}" for s in config.corpora) or "(none)", len(pairs),
         config.pairs, config.methods, config.feature_set, config.address or os.environ.get("RAY_ADDRESS") or "in-process",
     )
-    record, extraction, tables = pipeline.run(config, evaluate=True)
-    cli.print_extraction(extraction, extraction.wall_seconds)
-    for warning in record.warnings:
-        log.warning("%s", warning)
+    try:
+        record, extraction, tables = pipeline.run(config, evaluate=True)
+    except pipeline.EvaluationNotRun as stopped:
+        # What was extracted is kept and recorded: the log shows it before the bad-input line.
+        _log_extraction(stopped.record, stopped.extraction)
+        log.info("run %s recorded in %s as features only", stopped.record.run_id, config.out)
+        raise
+    _log_extraction(record, extraction)
     cli.print_tables(tables, config.out)
     counts = record.counts
     log.info(
@@ -174,6 +179,13 @@ def study(argv: list[str], state: JobState) -> int:
         time.perf_counter() - started,
     )
     return EXIT_DONE
+
+
+def _log_extraction(record: pipeline.RunRecord, extraction: Any) -> None:
+    """The extraction summary (stdout) and the run's warnings (log)."""
+    cli.print_extraction(extraction, extraction.wall_seconds)
+    for warning in record.warnings:
+        log.warning("%s", warning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import pytest
 import ray
 
 from crossemo import cli, pipeline
+from jobscript import load_job_script
 
 EMOTION_CODES = {"emovo": {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}, "ravdess": {"01": "neutral", "05": "anger", "03": "joy", "04": "sadness"}}
 PER_EMOTION = 3
@@ -274,10 +275,21 @@ def test_a_speaker_whose_recordings_are_all_rejected_does_not_count(data, evalua
     ):
         capsys.readouterr()
         assert cli.main([*argv, "--no-progress"]) == 2, argv
-        *warnings, error = capsys.readouterr().err.strip().splitlines()
+        printed = capsys.readouterr()
+        *warnings, error = printed.err.strip().splitlines()
         assert error.startswith("crossemo: error: ") and message in error, (argv, error)
         assert all(line.startswith("warning: ") for line in warnings), warnings  # extraction's, about the clipped files
     assert not (tmp_path / "model").exists() and not (tmp_path / "run" / "results").exists()
+    # The run stopped after extraction: it says what was extracted and rejected, and is recorded as features only, with why.
+    assert "files not used" in printed.out and "features only: the evaluation did not run" in printed.out, printed.out
+    (record,) = [json.loads(path.read_text()) for path in (tmp_path / "run" / "runs").glob("*/run.json")]
+    assert message in record["stopped"] and not record["result_uris"] and record["counts"]["rejected"] == int((two_actors["speaker"] == "Actor_02").sum())
+    # The job script (ray job submit) the same: the extraction summary, then bad input (2), the run recorded; the features come from the cache.
+    assert load_job_script().main(["--corpus", f"manifest={manifest}", "--corpus", f"manifest={data['manifests']['emovo']}", "--config", str(early_stopping),
+                                   "--pairs", "ravdess:emovo", "--methods", "fcnn", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    printed = capsys.readouterr()
+    assert "files not used" in printed.out and "as features only" in printed.out and f"bad input: {message}" in printed.err, printed
+    assert len(list((tmp_path / "run" / "runs").glob("*/run.json"))) == 2 and not (tmp_path / "run" / "results").exists()
 
 
 def test_a_killed_predict_resumes_and_ends_as_a_clean_run(data, evaluated, tmp_path):
