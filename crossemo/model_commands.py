@@ -81,6 +81,8 @@ class TrainSetup:
     target: str
     sources: list[str]
     choice: training.Choice
+    estimator: Any
+    """The chosen method, unfitted, with its parameters: what the speaker checks count against."""
     evaluation: dict[str, Any] | None
     adapt_to: inputs.AudioFiles | None
 
@@ -120,12 +122,13 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     prepared = pipeline.prepare(config, need_pairs=False)
     labels = {m.corpus: protocol.Labels.from_manifest(m.corpus, m.utterances) for m in prepared.manifests}
     pooled = protocol.Labels.union([labels[name] for name in sources]) if choice.with_source and sources else None
-    protocol.check_speakers(choice.method, methods.make_method(choice.method, **params), pooled, labels[args.target])
+    estimator = methods.make_method(choice.method, **params)
+    protocol.check_speakers(choice.method, estimator, pooled, labels[args.target])
     storage.check_writable(model_uri, storage_options=config.fs_options)
     if storage.exists(storage.join(model_uri, "model.json"), storage_options=config.fs_options):
         raise pipeline.ConfigError(f"--out {model_uri} already holds a model bundle; give another folder or remove it first")
     adapt_to = inputs.list_inputs(args.adapt_to, storage_options=config.fs_options, flag="--adapt-to") if args.adapt_to else None
-    return TrainSetup(config, prepared, model_uri, args.target, sources if choice.with_source else [], choice, evaluation, adapt_to)
+    return TrainSetup(config, prepared, model_uri, args.target, sources if choice.with_source else [], choice, estimator, evaluation, adapt_to)
 
 
 def _take_run_settings(config: pipeline.RunConfig, record: dict[str, Any], args: argparse.Namespace) -> None:
@@ -159,7 +162,7 @@ def command_train(args: argparse.Namespace, config_from: Any) -> int:
     target = datasets[setup.target]
     source = protocol.Dataset.union([datasets[name] for name in setup.sources]) if len(setup.sources) > 1 else (datasets[setup.sources[0]] if setup.sources else None)
     # Again on what extraction kept: a speaker whose recordings were all rejected no longer counts.
-    protocol.check_speakers(setup.choice.method, methods.make_method(setup.choice.method, **config.method_params.get(setup.choice.method, {})), source, target)
+    protocol.check_speakers(setup.choice.method, setup.estimator, source, target)
     unlabelled = _unlabelled_features(setup.adapt_to, store, config, settings) if setup.adapt_to else None
     params = protocol.method_params(setup.choice.method, config.method_params)
     model = training.fit(setup.choice, source=source, target=target, seed=config.seed, params=params, unlabelled=unlabelled)
