@@ -664,10 +664,48 @@ class LabellingSummary:
     shards: int
     extracted: int | None
     removed_parts: int
+    kept_labels: int
+    """Files of replaced parts this run was not given whose labels were kept (:func:`crossemo.prediction.unlisted_files`)."""
     emotions: dict[str, int]
     windows: int
     wall_seconds: float
     ray_started: bool
+
+
+def _keep_unlisted_labels(stale: list, files: pd.DataFrame, covered: set[str], *, model_id: str, rule: str, out: str, storage_options: dict | None) -> dict[str, int]:
+    """Move the labels of stale parts' files this run was not given into parts of their own, before the stale parts go.
+
+    Each kept file's rows (and windows) are copied as they were, under a part
+    named by the key of the files it now covers, so a later run that lists
+    them finds them as any other part. A file already in a valid part, or
+    kept from another stale part (two left by a killed run), is kept once.
+
+    Returns:
+        the names of the parts written, with the files each keeps.
+    """
+    from crossemo import prediction
+
+    kept: dict[str, int] = {}
+    taken = set(covered)
+    for part in stale:
+        rows = prediction.unlisted_files(part, files, model_id=model_id, rule=rule, exclude=taken)
+        if rows.empty:
+            continue
+        taken |= set(rows["uri"])
+        shard = prediction.Shard(prediction.shard_key(rows, model_id=model_id, rule=rule), rows)
+        old_name = part.uri.rsplit("/", 1)[-1]
+        windows = storage.join(out, "segments", old_name)
+        if storage.exists(windows, storage_options=storage_options):
+            frame = storage.read_frame(windows, storage_options=storage_options)
+            storage.write_frame(frame[frame["uri"].isin(rows["uri"])].reset_index(drop=True), storage.join(out, "segments", shard.part_name()), storage_options=storage_options)
+        labels = storage.read_frame(part.uri, storage_options=storage_options)
+        # The part last: as a labelling task writes them, so a killed run leaves whole parts.
+        storage.write_frame(
+            labels[labels["uri"].isin(rows["uri"])].reset_index(drop=True), storage.join(out, "predictions", shard.part_name()), storage_options=storage_options,
+            metadata=prediction.part_metadata(shard, rule=rule, rejected=part.rejected[part.rejected["uri"].isin(rows["uri"])]),
+        )
+        kept[shard.part_name()] = len(rows)
+    return kept
 
 
 def _extract_and_label(
@@ -766,6 +804,8 @@ def label_files(
     # A stale part this run wrote again under its own name (the same files,
     # relabelled) is the new one: removing it would lose its labels.
     written = {shard.part_name() for shard in shards}
+    kept = _keep_unlisted_labels(stale, files, covered, model_id=shard_model, rule=rule, out=out, storage_options=storage_options)
+    written |= kept.keys()
     removed = [part for part in stale if part.uri.rsplit("/", 1)[-1] not in written]
     for part in removed:
         storage.remove(part.uri, storage_options=storage_options)
@@ -787,6 +827,6 @@ def label_files(
     storage.write_frame(rejected.reset_index(drop=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
     return LabellingSummary(
         files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=len(rejected),
-        reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(removed),
+        reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(removed), kept_labels=sum(kept.values()),
         emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
     )

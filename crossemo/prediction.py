@@ -20,7 +20,9 @@ leaves whole shards or none.
 files the run lists are unchanged (:func:`still_valid`); its files are then
 not looked at again. Files no valid part covers are sharded anew; parts no
 longer valid are removed once their replacements are written. Parts of files
-this run was not given stay. With a method that normalises each speaker by
+this run was not given stay, and so do the labels of a replaced part's files
+this run was not given, when its model and rule are this run's
+(:func:`unlisted_files`). With a method that normalises each speaker by
 their own recordings (:func:`normalises_test_speakers`), a shard is one
 speaker's files, so adding a recording of a speaker re-labels that speaker
 (from the feature cache); otherwise only the new files are labelled.
@@ -242,6 +244,22 @@ def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, ru
     twice = set(claims[claims.duplicated()])
     shared = [bool(part.files["uri"].isin(twice).any()) for part in valid]
     return [part for part, overlaps in zip(valid, shared) if not overlaps], stale + [part for part, overlaps in zip(valid, shared) if overlaps]
+
+
+def unlisted_files(part: Part, files: pd.DataFrame, *, model_id: str, rule: str, exclude: set[str]) -> pd.DataFrame:
+    """A part being replaced: its recorded files that ``files`` does not list and ``exclude`` does not hold.
+
+    Their labels are kept (:func:`crossemo.orchestration.label_files` moves
+    them to a part of their own), but only when they are what this run would
+    give: the part's model and rule are this run's. A part replaced for
+    another model or rule keeps nothing, so no output mixes models unasked.
+
+    Returns:
+        the rows as the part recorded them (empty when nothing is kept).
+    """
+    if part.files.empty or part.rule != rule or shard_key(part.files, model_id=model_id, rule=rule) != part.key:
+        return part.files.iloc[:0]
+    return part.files[~part.files["uri"].isin(files["uri"]) & ~part.files["uri"].isin(exclude)].reset_index(drop=True)
 
 
 WHOLE_FILES = "whole files"

@@ -458,6 +458,45 @@ def test_a_folder_a_file_was_removed_from_reuses_its_part_and_keeps_every_label(
         pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first)
 
 
+@pytest.mark.parametrize("segment", [[], ["--segment", "1"]], ids=["whole files", "windows"])
+def test_a_replaced_part_keeps_the_labels_of_its_files_a_run_was_not_given(data, evaluated, rf_model, tmp_path, capsys, segment):
+    """A table cut to two of a part's six files, one with another speaker: those two are labelled anew, the other four keep their labels (and windows)."""
+    rows = data["emovo"][["path", "speaker"]].iloc[:6].reset_index(drop=True)
+    table, out = tmp_path / "audio.csv", tmp_path / "labels"
+    command = ["predict", "--model", str(rf_model), "--audio", str(table), "--out", str(out), "--store", str(evaluated), "--no-progress", *segment]
+
+    def windows() -> pd.DataFrame:
+        return pd.read_parquet(out / "segments").sort_values(["uri", "start"]).reset_index(drop=True) if segment else pd.DataFrame()
+
+    rows.to_csv(table, index=False)
+    assert cli.main(command) == 0
+    first, first_windows = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), windows()
+    assert len(list((out / "predictions").glob("part-*"))) == 1 and len(first) == 6
+    assert not segment or (first["windows"] > 1).any()
+    cut = rows.iloc[:2].copy()
+    cut.loc[0, "speaker"] = "someone else"
+    cut.to_csv(table, index=False)
+    capsys.readouterr()
+    assert cli.main(command) == 0
+    assert "1 earlier part(s) replaced; the labels of 4 file(s) of replaced parts this run was not given kept" in capsys.readouterr().out
+    labels = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
+    assert len(labels) == 6 and len(list((out / "predictions").glob("part-*"))) == 2
+    assert labels.loc[labels["uri"] == first.at[0, "uri"], "speaker"].item() == "someone else"
+    pd.testing.assert_frame_equal(labels[labels["uri"].isin(first["uri"][2:])].reset_index(drop=True), first.iloc[2:].reset_index(drop=True))
+    if segment:
+        kept = first_windows["uri"].isin(first["uri"][2:])
+        pd.testing.assert_frame_equal(windows()[lambda frame: frame["uri"].isin(first["uri"][2:])].reset_index(drop=True), first_windows[kept].reset_index(drop=True))
+        assert len(windows()) == len(first_windows)
+    # Given all six again as at first: the kept part is reused, the changed one relabelled, and the labels are the first run's.
+    rows.to_csv(table, index=False)
+    capsys.readouterr()
+    assert cli.main(command) == 0
+    printed = capsys.readouterr().out
+    assert "(1 shard(s) labelled" in printed and "; 1 finished shard(s) reused; 1 earlier part(s) replaced)" in printed, printed
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first)
+    pd.testing.assert_frame_equal(windows(), first_windows)
+
+
 def test_a_part_left_behind_by_a_killed_run_does_not_give_a_file_two_rows(data, evaluated, tmp_path):
     """Per-speaker shards: {a, b} is replaced by {a, b, c}, the run dies before removing the old part, then c is deleted; the next run keeps each file once."""
     model = tmp_path / "model"
