@@ -498,7 +498,12 @@ def test_a_replaced_part_keeps_the_labels_of_its_files_a_run_was_not_given(data,
 
 
 def test_a_part_left_behind_by_a_killed_run_does_not_give_a_file_two_rows(data, evaluated, tmp_path):
-    """Per-speaker shards: {a, b} is replaced by {a, b, c}, the run dies before removing the old part, then c is deleted; the next run keeps each file once."""
+    """Per-speaker shards: {a, b} is replaced by {a, b, c}, the run dies before removing the old part, then c is deleted; the next run keeps each file once.
+
+    Both parts fit the listing {a, b} and share its files, so both are
+    stale: {a, b} is labelled again, and c, which the run was not given,
+    keeps its label in a part of its own, as a file removed from a folder does.
+    """
     model = tmp_path / "model"
     assert cli.main(["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "speaker_norm_linear", "--out", str(model), "--no-progress"]) == 0
     folder, out = tmp_path / "audio", tmp_path / "labels"
@@ -512,12 +517,17 @@ def test_a_part_left_behind_by_a_killed_run_does_not_give_a_file_two_rows(data, 
     first, left_behind = pd.read_parquet(first_part), first_part.read_bytes()
     shutil.copy(paths[2], folder / paths[2].name)
     assert cli.main(command) == 0
+    (second_part,) = (out / "predictions").glob("part-*")
+    second = pd.read_parquet(second_part)
     first_part.write_bytes(left_behind)  # as if killed before removing it
     (folder / paths[2].name).unlink()
     assert cli.main(command) == 0
-    labels = pd.read_parquet(out / "predictions")
-    assert [p.name for p in (out / "predictions").glob("part-*")] == [first_part.name]
-    pd.testing.assert_frame_equal(labels.sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
+    labels = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
+    parts = {p.name for p in (out / "predictions").glob("part-*")}
+    assert first_part.name in parts and second_part.name not in parts and len(parts) == 2
+    assert labels["uri"].is_unique and len(labels) == 3
+    kept = second[second["uri"] == str(folder / paths[2].name)]
+    pd.testing.assert_frame_equal(labels, pd.concat([first, kept]).sort_values("uri").reset_index(drop=True))
 
 
 def test_labels_in_waves_are_the_labels_of_one_wave(data, evaluated, tmp_path, monkeypatch):
