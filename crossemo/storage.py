@@ -226,8 +226,13 @@ def list_files(uri: str, *, suffix: str = "", storage_options: StorageOptions | 
     fs, path = filesystem(uri, storage_options=storage_options)
     if not fs.exists(path):
         return []
-    found = fs.find(path)
-    return sorted(unstrip(fs, item, uri) for item in found if item.endswith(suffix))
+    found = [item for item in fs.find(path) if item.endswith(suffix)]
+    if is_local(uri):
+        # fsspec makes local paths absolute; a relative --out must list the
+        # names join() builds from it, or a re-run finds none of its finished work.
+        base = path.rstrip("/")
+        return sorted(uri if item == base else join(uri, posixpath.relpath(item, base)) for item in found)
+    return sorted(unstrip(fs, item, uri) for item in found)
 
 
 def remove(uri: str, *, storage_options: StorageOptions | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -114,10 +115,13 @@ def _files(out: Path) -> dict[str, bytes]:
     }
 
 
-def test_a_rerun_with_everything_done_starts_no_ray_and_writes_the_same_bytes(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute out", "relative out"])
+def test_a_rerun_with_everything_done_starts_no_ray_and_writes_the_same_bytes(tmp_path, monkeypatch, capsys, relative):
     demo = make_demo_corpora(tmp_path / "corpora", speakers=2, per_emotion=1)
+    monkeypatch.chdir(tmp_path)  # a relative --out names what an absolute one does
+    out = "out" if relative else str(tmp_path / "out")
     config = pipeline.RunConfig(
-        out=str(tmp_path / "out"), corpora=[pipeline.CorpusSpec(recipe="manifest", uri=str(path)) for path in demo.values()],
+        out=out, corpora=[pipeline.CorpusSpec(recipe="manifest", uri=str(path)) for path in demo.values()],
         methods="rf", method_params={"rf": {"n_estimators": 10}}, progress=False,
     )
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
@@ -143,7 +147,7 @@ def test_a_rerun_with_everything_done_starts_no_ray_and_writes_the_same_bytes(tm
 
     settings = tmp_path / "rf.toml"
     settings.write_text('methods = "rf"\n[method_params.rf]\nn_estimators = 10\n')
-    status = cli.main(["evaluate", "--features", str(tmp_path / "out" / "features"), "--out", str(tmp_path / "out"), "--config", str(settings), "--no-progress"])
+    status = cli.main(["evaluate", "--features", os.path.join(out, "features"), "--out", out, "--config", str(settings), "--no-progress"])
     assert status == 0 and not ray.is_initialized()
     assert "Table 2" in capsys.readouterr().out
 
