@@ -677,34 +677,45 @@ def _keep_unlisted_labels(stale: list, files: pd.DataFrame, covered: set[str], *
 
     Each kept file's rows (and windows) are copied as they were, under a part
     named by the key of the files it now covers, so a later run that lists
-    them finds them as any other part. A file already in a valid part, or
-    kept from another stale part (two left by a killed run), is kept once.
+    them finds them as any other part. A file keeps no label from here when
+    another part holds it (its row is there already), or when two stale
+    parts record it (left by a killed run: which one is current cannot be told).
 
     Returns:
-        the names of the parts written, with the files each keeps.
+        the names of the parts written, with the labels each keeps.
     """
     from crossemo import prediction
 
+    candidates = [(part, prediction.unlisted_files(part, files, model_id=model_id, rule=rule, exclude=covered)) for part in stale]
+    candidates = [(part, rows) for part, rows in candidates if len(rows)]
+    if not candidates:
+        return {}
+    recorded = pd.concat([rows["uri"] for _, rows in candidates]).value_counts()
+    wanted = set(recorded.index[recorded == 1])
+    # Parts this run left alone (none of their files listed) are not in
+    # ``covered``: a file one of them holds (a newer copy a killed run wrote) keeps that row.
+    stale_uris = {part.uri for part in stale}
+    for part in prediction.read_parts(storage.join(out, "predictions"), storage_options=storage_options):
+        if part.uri not in stale_uris:
+            wanted.difference_update(part.files["uri"])
     kept: dict[str, int] = {}
-    taken = set(covered)
-    for part in stale:
-        rows = prediction.unlisted_files(part, files, model_id=model_id, rule=rule, exclude=taken)
+    for part, rows in candidates:
+        rows = rows[rows["uri"].isin(wanted)].reset_index(drop=True)
         if rows.empty:
             continue
-        taken |= set(rows["uri"])
         shard = prediction.Shard(prediction.shard_key(rows, model_id=model_id, rule=rule), rows)
-        old_name = part.uri.rsplit("/", 1)[-1]
-        windows = storage.join(out, "segments", old_name)
+        windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])
         if storage.exists(windows, storage_options=storage_options):
             frame = storage.read_frame(windows, storage_options=storage_options)
             storage.write_frame(frame[frame["uri"].isin(rows["uri"])].reset_index(drop=True), storage.join(out, "segments", shard.part_name()), storage_options=storage_options)
         labels = storage.read_frame(part.uri, storage_options=storage_options)
+        labels = labels[labels["uri"].isin(rows["uri"])].reset_index(drop=True)
         # The part last: as a labelling task writes them, so a killed run leaves whole parts.
         storage.write_frame(
-            labels[labels["uri"].isin(rows["uri"])].reset_index(drop=True), storage.join(out, "predictions", shard.part_name()), storage_options=storage_options,
+            labels, storage.join(out, "predictions", shard.part_name()), storage_options=storage_options,
             metadata=prediction.part_metadata(shard, rule=rule, rejected=part.rejected[part.rejected["uri"].isin(rows["uri"])]),
         )
-        kept[shard.part_name()] = len(rows)
+        kept[shard.part_name()] = len(labels)
     return kept
 
 
@@ -808,10 +819,12 @@ def label_files(
     written |= kept.keys()
     removed = [part for part in stale if part.uri.rsplit("/", 1)[-1] not in written]
     for part in removed:
-        storage.remove(part.uri, storage_options=storage_options)
+        # Windows first: a run killed in between leaves a part without windows,
+        # which the next run finds stale again, never windows no part owns.
         windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])
         if storage.exists(windows, storage_options=storage_options):
             storage.remove(windows, storage_options=storage_options)
+        storage.remove(part.uri, storage_options=storage_options)
     # Part by part, so the driver never holds every part's list of files.
     rejections = [listing.missing.assign(speaker="")[prediction.REJECTED_COLUMNS]]
     emotions: dict[str, int] = {}

@@ -497,6 +497,28 @@ def test_a_replaced_part_keeps_the_labels_of_its_files_a_run_was_not_given(data,
     pd.testing.assert_frame_equal(windows(), first_windows)
 
 
+def test_labels_kept_from_a_part_a_killed_run_left_never_give_a_file_two_rows(data, evaluated, rf_model, tmp_path):
+    """{a, b, c}, then {a, b'} (c kept) killed before the old part goes, then {c'}: a and b keep the newer labels, once."""
+    rows = data["emovo"][["path", "speaker"]].iloc[:3].reset_index(drop=True)
+    table, out = tmp_path / "audio.csv", tmp_path / "labels"
+    command = ["predict", "--model", str(rf_model), "--audio", str(table), "--out", str(out), "--store", str(evaluated), "--no-progress"]
+    rows.to_csv(table, index=False)
+    assert cli.main(command) == 0
+    (first_part,) = (out / "predictions").glob("part-*")
+    left_behind = first_part.read_bytes()
+    rows.assign(speaker=["s", "changed", "s"]).iloc[:2].to_csv(table, index=False)
+    assert cli.main(command) == 0
+    newer = pd.read_parquet(out / "predictions")
+    first_part.write_bytes(left_behind)  # as if killed before removing it
+    rows.assign(speaker="changed again").iloc[2:].to_csv(table, index=False)
+    assert cli.main(command) == 0
+    labels = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
+    assert labels["uri"].is_unique and len(labels) == 3, labels[["uri", "speaker"]]
+    expected = pd.concat([newer[newer["uri"].isin(rows["path"][:2])], labels[labels["uri"] == rows.at[2, "path"]]]).sort_values("uri").reset_index(drop=True)
+    pd.testing.assert_frame_equal(labels, expected)
+    assert labels.loc[labels["uri"] == rows.at[2, "path"], "speaker"].item() == "changed again"
+
+
 def test_a_part_left_behind_by_a_killed_run_does_not_give_a_file_two_rows(data, evaluated, tmp_path):
     """Per-speaker shards: {a, b} is replaced by {a, b, c}, the run dies before removing the old part, then c is deleted; the next run keeps each file once.
 
