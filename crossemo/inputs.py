@@ -36,6 +36,8 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 FIXED_COLUMNS = ("uri", "fingerprint", "speaker", "input")
 """Columns every listed file has; a table's other columns are carried along."""
+MISSING_COLUMNS = ["uri", "speaker", "stage", "reason"]
+"""The columns of :attr:`AudioFiles.missing`: those of a prediction rejection."""
 
 
 class InputError(ValueError):
@@ -50,8 +52,8 @@ class AudioFiles:
         files: one row per file: ``uri``, ``fingerprint`` (size and stamp),
             ``speaker``, ``input`` (the ``--audio`` it came from), then the
             tables' other columns (text; ``""`` where a table lacks one).
-        missing: ``uri``, ``stage`` (``"read"``) and ``reason`` of listed files
-            that do not exist or are dangling links.
+        missing: ``uri``, ``speaker`` (a table's, else empty), ``stage``
+            (``"read"``) and ``reason`` of listed files that do not exist or are dangling links.
         speaker_rule: ``"table"``, ``"pattern"`` or ``"batch"`` per input, by input URI.
         extra_columns: the tables' other columns, in first-seen order.
         warnings: sentences for the user (fallbacks, files listed twice).
@@ -145,7 +147,7 @@ def list_inputs(
             f"no speaker for the files of {', '.join(batch)} (no speaker column, no --speaker-pattern): each input is normalised as one "
             "recording batch, which costs accuracy when it mixes speakers (see the README's 'Use the model')"
         )
-    missing_frame = pd.concat(missing, ignore_index=True) if missing else pd.DataFrame(columns=["uri", "stage", "reason"])
+    missing_frame = pd.concat(missing, ignore_index=True) if missing else pd.DataFrame(columns=MISSING_COLUMNS)
     columns = [*FIXED_COLUMNS, *extra]
     return AudioFiles(files=files[columns], missing=missing_frame, speaker_rule=rules, extra_columns=extra, warnings=warnings)
 
@@ -155,9 +157,9 @@ def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reser
     if uri.lower().endswith(TABLE_SUFFIXES):
         files, missing = manifest.list_files(uri, storage_options=storage_options, reserved=reserved)
         files = files.drop(columns=["path"])
-        return files, missing.assign(stage="read")[["uri", "stage", "reason"]], True
+        return files, missing.assign(stage="read")[MISSING_COLUMNS], True
     if base.is_audio_like(uri):
-        return _one_file(uri, storage_options), pd.DataFrame(columns=["uri", "stage", "reason"]), False
+        return _one_file(uri, storage_options), pd.DataFrame(columns=MISSING_COLUMNS), False
     # A folder at a time into Arrow: the driver keeps the strings' own bytes,
     # not a Python object per file and path, whose freed fragments stayed in
     # its heap (benchmarks/driver_memory.py).
@@ -166,7 +168,7 @@ def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reser
         chunks.append(pa.table({"uri": pa.array([file[0] for file in found], pa.string()), "fingerprint": pa.array([file[2] for file in found], pa.string())}))
         broken += dangling
     files = pa.concat_tables(chunks).sort_by("uri").to_pandas() if chunks else pd.DataFrame(columns=["uri", "fingerprint"], dtype=str)
-    missing = pd.DataFrame([{**entry, "stage": "read"} for entry in sorted(broken, key=lambda entry: entry["uri"])], columns=["uri", "stage", "reason"])
+    missing = pd.DataFrame([{**entry, "speaker": "", "stage": "read"} for entry in sorted(broken, key=lambda entry: entry["uri"])], columns=MISSING_COLUMNS)
     return files, missing, False
 
 

@@ -382,5 +382,7 @@ def print_labelling(summary: Any, out: str, model_id: str) -> None:
         shares = pd.Series(summary.emotions).sort_values(ascending=False)
         print("predicted: " + ", ".join(f"{emotion} {n / total:.0%} ({n})" for emotion, n in shares.items()))
     print(f"labels in {folder} (pandas.read_parquet reads the folder); files not used, with the reason, in {storage.join(folder, prediction.REJECTED_FILE)}")
+    if summary.earlier_labels:
+        print(f"the folder also holds {summary.earlier_labels} earlier label(s) of files this run was not given; the counts above are this run's files")
     if summary.windows:
         print(f"{summary.windows} windows labelled one by one in {storage.join(out, 'segments')}; a file's label is the mean of its windows' probabilities")

@@ -665,7 +665,9 @@ class LabellingSummary:
     extracted: int | None
     removed_parts: int
     kept_labels: int
-    """Files of replaced parts this run was not given whose labels were kept (:func:`crossemo.prediction.unlisted_files`)."""
+    """Labels of replaced parts' files this run was not given that were kept (:func:`crossemo.prediction.unlisted_files`)."""
+    earlier_labels: int
+    """Labels in the output of files this run was not given (earlier runs'); ``labelled``, ``rejected``, ``emotions`` and ``windows`` count this run's files only."""
     emotions: dict[str, int]
     windows: int
     wall_seconds: float
@@ -825,21 +827,25 @@ def label_files(
         if storage.exists(windows, storage_options=storage_options):
             storage.remove(windows, storage_options=storage_options)
         storage.remove(part.uri, storage_options=storage_options)
-    # Part by part, so the driver never holds every part's list of files.
-    rejections = [listing.missing.assign(speaker="")[prediction.REJECTED_COLUMNS]]
+    # Part by part, so the driver never holds every part's list of files. The
+    # file of rejections covers the whole output; the counts, this run's files.
+    rejections = [listing.missing[prediction.REJECTED_COLUMNS]]
+    given = set(files["uri"])
     emotions: dict[str, int] = {}
-    windows = 0
+    windows = rejected_here = earlier = 0
     for part in prediction.read_parts(folder, storage_options=storage_options):
         rejections.append(part.rejected)
+        rejected_here += int(part.rejected["uri"].isin(given).sum())
         # Only the columns the summary counts: a part can hold many carried columns.
-        labels = storage.read_frame(part.uri, columns=["emotion", "windows"] if segmentation is not None else ["emotion"], storage_options=storage_options)
-        for emotion, n in labels["emotion"].value_counts().items():
+        labels = storage.read_frame(part.uri, columns=["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"], storage_options=storage_options)
+        mine = labels["uri"].isin(given)
+        earlier += int((~mine).sum())
+        for emotion, n in labels.loc[mine, "emotion"].value_counts().items():
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
-        windows += int(labels["windows"].sum()) if "windows" in labels else 0
-    rejected = pd.concat(rejections, ignore_index=True)
-    storage.write_frame(rejected.reset_index(drop=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
+        windows += int(labels.loc[mine, "windows"].sum()) if "windows" in labels else 0
+    storage.write_frame(pd.concat(rejections, ignore_index=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
     return LabellingSummary(
-        files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=len(rejected),
+        files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=len(listing.missing) + rejected_here,
         reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(removed), kept_labels=sum(kept.values()),
-        emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
+        earlier_labels=earlier, emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
     )

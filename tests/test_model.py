@@ -478,7 +478,11 @@ def test_a_replaced_part_keeps_the_labels_of_its_files_a_run_was_not_given(data,
     cut.to_csv(table, index=False)
     capsys.readouterr()
     assert cli.main(command) == 0
-    assert "1 earlier part(s) replaced; the labels of 4 file(s) of replaced parts this run was not given kept" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "1 earlier part(s) replaced; the labels of 4 file(s) of replaced parts this run was not given kept" in printed
+    # The counts are this run's two files; the four kept labels are named apart.
+    assert ": 2 files, 2 labelled, 0 not usable" in printed and "also holds 4 earlier label(s) of files this run was not given" in printed, printed
+    assert sum(int(n) for n in re.findall(r"\((\d+)\)", printed.split("predicted: ")[1].splitlines()[0])) == 2, printed
     labels = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
     assert len(labels) == 6 and len(list((out / "predictions").glob("part-*"))) == 2
     assert labels.loc[labels["uri"] == first.at[0, "uri"], "speaker"].item() == "someone else"

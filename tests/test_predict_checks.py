@@ -168,6 +168,14 @@ def test_a_table_whose_files_are_all_missing_says_so(model, tmp_path, capsys):
     assert "gone-1.wav" in message and "path column" not in message, message
 
 
+def test_a_missing_file_keeps_the_speaker_its_table_gives(emovo_f2, tmp_path):
+    """Its rejection row names whose recording is missing."""
+    table = tmp_path / "calls.csv"
+    pd.DataFrame({"path": [str(sorted(emovo_f2.glob("*.flac"))[0]), str(tmp_path / "gone.wav")], "speaker": ["f2", "m9"]}).to_csv(table, index=False)
+    listing = inputs.list_inputs([str(table)])
+    assert listing.missing[prediction.REJECTED_COLUMNS].to_dict("records") == [{"uri": str(tmp_path / "gone.wav"), "speaker": "m9", "stage": "read", "reason": "file not found"}]
+
+
 def test_a_table_of_paths_alone_is_read(emovo_f2, tmp_path):
     files = sorted(emovo_f2.glob("*.flac"))[:3]
     table = tmp_path / "calls.csv"

@@ -243,7 +243,7 @@ def list_files(path: str, *, storage_options: storage.StorageOptions | None = No
     Returns:
         ``(files, missing)``: the rows whose file exists, with the table's
         columns (lower-case names, text cells) plus ``uri`` and ``fingerprint``,
-        in the table's order; and ``uri``/``reason`` of listed files that do not exist.
+        in the table's order; and ``uri``, ``speaker`` (the table's, else empty) and ``reason`` of listed files that do not exist.
 
     Raises:
         CorpusError: the table is missing or unreadable, lacks ``path``, has a
@@ -275,10 +275,11 @@ def list_files(path: str, *, storage_options: storage.StorageOptions | None = No
         uri=[target.uri for target, info in zip(targets, found) if info is not None],
         fingerprint=[fingerprint(info) for info in found if info is not None],
     ).reset_index(drop=True)
+    speakers = frame["speaker"] if "speaker" in frame else pd.Series("", index=frame.index)
     missing = pd.DataFrame(
-        [{"uri": target.uri, "reason": dangling_link_reason(target.path) if storage.is_local(target.uri) and os.path.islink(target.path) else NOT_FOUND}
-         for target, info in zip(targets, found) if info is None],
-        columns=["uri", "reason"],
+        [{"uri": target.uri, "speaker": speaker, "reason": dangling_link_reason(target.path) if storage.is_local(target.uri) and os.path.islink(target.path) else NOT_FOUND}
+         for target, info, speaker in zip(targets, found, speakers) if info is None],
+        columns=["uri", "speaker", "reason"],
     )
     return files, missing
 
