@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import posixpath
 import sys
 import time
 from dataclasses import dataclass
@@ -275,14 +276,33 @@ def predict_setup(args: argparse.Namespace) -> PredictSetup:
     listing = inputs.list_inputs(args.audio, speaker_pattern=args.speaker_pattern, storage_options=options, reserved_columns=prediction.output_columns(classes))
     if segmentation is None and prediction.normalises_test_speakers(loaded.method):
         listing.warnings += _lone_file_warnings(listing.files, loaded.metadata["bundle"]["method"])
+    # Parts written there would be read back as feature tables or cache files.
     for kept in ("features", "cache") if args.store else ():
-        # Parts written there would be read back as feature tables or cache files.
         if storage.is_within(args.out, storage.join(args.store, kept), storage_options=options):
             raise pipeline.ConfigError(f"--out {args.out} lies inside the feature store's {kept} folder ({args.store}); write the labels elsewhere")
+    inside = _store_folder_holding(args.out, storage_options=options)
+    if inside is not None:
+        raise pipeline.ConfigError(f"--out {args.out} lies inside the {inside[1]} folder of the feature store {inside[0]}; write the labels elsewhere")
     storage.check_writable(args.out, storage_options=options)
     if args.store:
         storage.check_writable(args.store, storage_options=options)
     return PredictSetup(loaded, extractor, settings, listing, segmentation, options)
+
+
+def _store_folder_holding(uri: str, *, storage_options: dict | None) -> tuple[str, str] | None:
+    """The feature store, and which of its folders (``features`` or ``cache``), that ``uri`` lies inside; ``None`` if none.
+
+    A store is recognised by its layout: a ``features`` or ``cache`` folder
+    beside a ``cache`` folder, as every run, ``train`` and ``predict`` leave it.
+    """
+    path = os.path.abspath(uri) if storage.is_local(uri) and "://" not in uri else uri.rstrip("/")
+    while True:
+        parent, name = posixpath.split(path)
+        if not name or parent == path or parent.endswith(":"):  # up to the root, or to s3://bucket
+            return None
+        if name in ("features", "cache") and storage.exists(storage.join(parent, "cache"), storage_options=storage_options):
+            return parent, name
+        path = parent
 
 
 def _bundle_features(metadata: dict[str, Any], uri: str, options: dict | None) -> tuple[FeatureExtractor, audio.AnalysisSettings]:

@@ -191,6 +191,15 @@ def test_an_out_inside_the_feature_stores_folders_is_refused(inside, model, emov
     refuse(args, capsys, says=f"lies inside the feature store's {inside.split('/')[0]} folder", untouched=tmp_path)
 
 
+@pytest.mark.parametrize("inside", ["features", "cache/x"])
+def test_an_out_inside_a_runs_store_is_refused_without_store_given(inside, model, emovo_f2, tmp_path, capsys):
+    """Labels in a run's features/ would be read back as labelled feature rows of no corpus."""
+    run = tmp_path / "run"
+    for folder in ("features", "cache"):
+        (run / folder).mkdir(parents=True)
+    refuse(predict(model, str(emovo_f2), run / inside / "labels"), capsys, says=f"lies inside the {inside.split('/')[0]} folder of the feature store {run}", untouched=tmp_path)
+
+
 def _part(rows: list[dict], *, rule: str = "whole files") -> prediction.Part:
     """A part as read back from its footer: the files it records, keyed as crossemo keys them."""
     files = pd.DataFrame(rows)
