@@ -48,6 +48,11 @@ class Choice:
     reason: str
 
 
+def _needs_source(method: str) -> bool:
+    """Whether a method cannot be trained on the target alone (the fcnn fine-tunes a source network, the adapters map source rows)."""
+    return methods.speakers_needed(methods.make_method(method))[0] > 0
+
+
 def choose(spec: str | None, *, results: pd.DataFrame | None, source: str | None, target: str) -> Choice:
     """The method ``--method`` asks for.
 
@@ -72,8 +77,10 @@ def choose(spec: str | None, *, results: pd.DataFrame | None, source: str | None
             raise TrainingError(f"unknown method {spec!r}; known: {BEST}, {', '.join(methods.METHODS)} (or target_only_<method>)")
         with_source = source is not None and not spec.startswith(tables.TWIN_PREFIX)
         choice = Choice(method, with_source, spec if not with_source else method, f"asked for ({spec})")
-    # A method that cannot be trained on the target alone says so (the fcnn fine-tunes a source network, the adapters map source rows).
-    if choice.with_source is False and methods.speakers_needed(methods.make_method(choice.method))[0] > 0:
+    if choice.with_source is False and _needs_source(choice.method):
+        if spec is not None and spec.startswith(tables.TWIN_PREFIX):
+            alone = [name for name in methods.METHODS if not _needs_source(name)]
+            raise TrainingError(f"{choice.method} learns from a source corpus, so it has no target-only form; target-only methods: {', '.join(alone)}")
         raise TrainingError(f"{choice.method} learns from a source corpus; give one with --corpus besides the target")
     if source is None and spec != BEST and not (spec or "").startswith(tables.TWIN_PREFIX):
         # Training on the target alone when a transfer was asked for would hand over another model than the one named.
