@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -94,8 +94,16 @@ def print_methods() -> None:
     )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a command line that does not parse reported as every other bad input: one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crossemo", description="Transfer speech-emotion recognition from public corpora to your own speakers.")
+    # Sub-command parsers take the parser's own class.
+    parser = OneLineParser(prog="crossemo", description="Transfer speech-emotion recognition from public corpora to your own speakers.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("corpora", help="list the corpus recipes")
     commands.add_parser("methods", help="list the methods, what each does, and the recommended one")

@@ -49,6 +49,18 @@ def test_bad_input_is_one_line_and_exit_2(args, message, demo, tmp_path, capsys)
     assert not ray.is_initialized()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--model", "m", "--audio", "a", "--out", "o", "--segment", "abc"], "crossemo predict: error: argument --segment: 'abc' is neither a number of seconds nor speech"),
+    (["run", "--seed", "x"], "crossemo run: error: argument --seed: invalid int value: 'x'"),
+    ([], "crossemo: error: the following arguments are required: command"),
+])
+def test_a_command_line_that_does_not_parse_is_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.splitlines() == [f"{message} (see {message.split(': error')[0]} --help)"], err
+
+
 def test_manifest_errors_are_caught_before_ray(tmp_path, capsys):
     bad = tmp_path / "own.csv"
     pd.DataFrame({"path": ["a.wav"], "speaker": ["x"]}).to_csv(bad, index=False)
