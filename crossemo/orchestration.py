@@ -674,6 +674,24 @@ class LabellingSummary:
     ray_started: bool
 
 
+def _membership(uris: pd.Series) -> Callable[[pd.Series], np.ndarray]:
+    """A test of which URIs are among ``uris``, for many small batches.
+
+    A sorted array of the URIs' references, searched: ``Series.isin`` would
+    hash every one of ``uris`` again for each batch, and a set holds several
+    times the array's memory, both in the driver's heap for as long as it lives.
+    """
+    listed = np.sort(uris.to_numpy(dtype=object))
+
+    def among(batch: pd.Series) -> np.ndarray:
+        values = batch.to_numpy(dtype=object)
+        if not len(listed) or not len(values):
+            return np.zeros(len(values), dtype=bool)
+        return listed[np.searchsorted(listed, values).clip(max=len(listed) - 1)] == values
+
+    return among
+
+
 def _keep_unlisted_labels(stale: list, files: pd.DataFrame, covered: set[str], *, model_id: str, rule: str, out: str, storage_options: dict | None) -> dict[str, int]:
     """Move the labels of stale parts' files this run was not given into parts of their own, before the stale parts go.
 
@@ -830,15 +848,16 @@ def label_files(
     # Part by part, so the driver never holds every part's list of files. The
     # file of rejections covers the whole output; the counts, this run's files.
     rejections = [listing.missing[prediction.REJECTED_COLUMNS]]
-    given = set(files["uri"])
+    given = _membership(files["uri"])
     emotions: dict[str, int] = {}
     windows = rejected_here = earlier = 0
     for part in prediction.read_parts(folder, storage_options=storage_options):
         rejections.append(part.rejected)
-        rejected_here += int(part.rejected["uri"].isin(given).sum())
+        rejected_here += int(given(part.rejected["uri"]).sum())
         # Only the columns the summary counts: a part can hold many carried columns.
-        labels = storage.read_frame(part.uri, columns=["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"], storage_options=storage_options)
-        mine = labels["uri"].isin(given)
+        with storage.open_parquet(part.uri, storage_options=storage_options) as parquet:
+            labels = parquet.read(columns=["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"]).to_pandas()
+        mine = given(labels["uri"])
         earlier += int((~mine).sum())
         for emotion, n in labels.loc[mine, "emotion"].value_counts().items():
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
