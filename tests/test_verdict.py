@@ -64,8 +64,10 @@ def test_sentence_names_the_sources_gain_and_interval():
            "helps": True, "target_only_method": "rf", "target_only_uar": 44.0}
     assert verdict.sentence(row) == (
         "borrowing from emovo and emodb helps ravdess by +7.1 pp UAR (95 % CI 3.2 to 11.0) "
-        "over the best model trained on ravdess alone (rf, 44.0 %)"
+        "over the best model trained on ravdess alone (the Baseline RF, 44.0 %)"
     )
+    # A twin is named as Table 3 and train --method name it: its bare name is a method that borrows.
+    assert verdict.sentence({**row, "target_only_method": "self_training"}).endswith("alone (target_only_self_training, 44.0 %)")
     assert "fewer than 3 folds" in verdict.sentence({**row, "ci_low": float("nan"), "ci_high": float("nan"), "helps": False})
 
 

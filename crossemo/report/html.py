@@ -483,7 +483,7 @@ def _verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
         "pair": [f"{s} → {t}" for s, t in zip(table["source"], table["target"])],
         "method": table["method"],
         "UAR": table["uar"].map("{:.1f}".format),
-        "best target-only": [f"{m} {u:.1f}" for m, u in zip(table["target_only_method"], table["target_only_uar"])],
+        "best target-only": [f"{verdict.target_only_name(m)} {u:.1f}" for m, u in zip(table["target_only_method"], table["target_only_uar"])],
         "baseline RF (S2)": table["baseline_uar"].map("{:.1f}".format),
         "gain vs target-only (95 % CI)": [f"{g:+.1f} [{lo:.1f}, {hi:.1f}]" for g, lo, hi in zip(table["gain_vs_target_only"], table["ci_low"], table["ci_high"])],
         "gain vs baseline": table["gain_vs_baseline"].map("{:+.1f}".format),

@@ -73,13 +73,18 @@ def verdict(figures: Figures, pairs: list[tuple[str, str]], *, method: str = REC
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
+def target_only_name(method: str) -> str:
+    """A ``target_only_method`` as Table 3 and ``train --method`` name it: its bare name is also a method that borrows."""
+    return "the Baseline RF" if method == REFERENCE else f"{TWIN_PREFIX}{method}"
+
+
 def sentence(row: pd.Series | dict) -> str:
     """The verdict of one pair in words, e.g. "borrowing from emovo helps ravdess by +7.1 pp UAR (95 % CI 3.2 to 11.0) over …"."""
     row = dict(row)
     source = " and ".join(str(row["source"]).split("+"))
     gain = f"{row['gain_vs_target_only']:+.1f} pp UAR"
     interval = "no interval: fewer than 3 folds" if math.isnan(row["ci_low"]) else f"95 % CI {row['ci_low']:.1f} to {row['ci_high']:.1f}"
-    against = f"over the best model trained on {row['target']} alone ({row['target_only_method']}, {row['target_only_uar']:.1f} %)"
+    against = f"over the best model trained on {row['target']} alone ({target_only_name(row['target_only_method'])}, {row['target_only_uar']:.1f} %)"
     if row["helps"]:
         return f"borrowing from {source} helps {row['target']} by {gain} ({interval}) {against}"
     return f"borrowing from {source} does not clearly help {row['target']}: {gain} ({interval}) {against}"
