@@ -167,7 +167,7 @@ def test_malformed_ray_address_variable(corpora, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("text, says", [
     ("[method_params.gan]\nn_estimators = 5", "unknown method 'gan'"),
-    ("[method_params.rf]\ntrees = 5", "method 'rf' has no parameter(s) trees"),
+    ("[method_params.rf]\ntrees = 5", "method 'rf' has no parameter(s) trees; it takes: max_depth, max_features, n_estimators\n"),
     ("[method_params.rf]\nrandom_state = 5", "method_params.rf.random_state cannot be set"),
     ("[method_params]\nrf = 5", "method_params.rf must be a table"),
 ], ids=["unknown-method", "unknown-parameter", "seed-parameter", "not-a-table"])

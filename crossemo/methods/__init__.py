@@ -142,7 +142,8 @@ def make_method(name: str, *, random_state: int = 0, **params: Any):
     known = cls().get_params(deep=False)
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ValueError(f"method {name!r} has no parameter(s) {', '.join(unknown)}; it takes: {', '.join(sorted(known))}")
+        settable = sorted(set(known) - {"random_state"})  # the run's seed, never set per method
+        raise ValueError(f"method {name!r} has no parameter(s) {', '.join(unknown)}; it takes: {', '.join(settable)}")
     return cls(random_state=random_state, **params)
 
 
