@@ -62,6 +62,14 @@ def test_runs_are_recorded_reuse_work_and_compare(tmp_path, capsys):
     assert cli.main(["report", str(out), "--compare", first.run_id, unchanged.run_id]) == 0
     same = capsys.readouterr().out
     assert "settings, code and corpora: unchanged" in same and "results: identical" in same
+    assert f"(the later run reused {records[unchanged.run_id]['counts']['tasks_reused']}, features reused {records[unchanged.run_id]['counts']['features_reused']})" in same
+    # A run of evaluate extracted nothing: it is said so, not shown as "?".
+    assert cli.main(["evaluate", "--features", str(out / "features"), "--out", str(out), "--methods", "norm_neutral", "--no-progress"]) == 0
+    evaluated = max(path.parent.name for path in (out / "runs").glob("*/run.json"))
+    capsys.readouterr()
+    assert cli.main(["report", str(out), "--compare", first.run_id, evaluated]) == 0
+    from_store = capsys.readouterr().out
+    assert "features read from a store)" in from_store and "?" not in from_store, from_store
 
     assert cli.main(["report", str(out), "--compare", first.run_id, grown.run_id]) == 0
     changed = capsys.readouterr().out

@@ -79,7 +79,9 @@ def render(run_a: dict, run_b: dict, changes: pd.DataFrame) -> str:
     else:
         lines.append("settings, code and corpora: unchanged")
     counts_a, counts_b = run_a.get("counts", {}), run_b.get("counts", {})
-    lines.append(f"tasks: {counts_a.get('tasks', '?')} → {counts_b.get('tasks', '?')} (the later run reused {counts_b.get('tasks_reused', '?')}, features reused {counts_b.get('features_reused', '?')})")
+    # A run of `evaluate` read a feature store and extracted nothing: it records no feature counts.
+    features = f", features reused {counts_b['features_reused']}" if "features_reused" in counts_b else ", features read from a store"
+    lines.append(f"tasks: {counts_a.get('tasks', '?')} → {counts_b.get('tasks', '?')} (the later run reused {counts_b.get('tasks_reused', '?')}{features})")
     lines.append("")
     moved = changes[(changes["change"].fillna(0) != 0) | (changes["before"].isna() != changes["after"].isna())]
     if moved.empty:
