@@ -602,7 +602,8 @@ def find_duplicates(utterances: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
             conflicting = copies[["speaker", "emotion"]].drop_duplicates().shape[0] > 1
             for index, (_, row) in enumerate(copies.iterrows()):
                 if conflicting:
-                    twin = copies.iloc[1] if index == 0 else first
+                    # Name a copy whose label differs: one with the same label explains nothing.
+                    twin = copies[(copies["speaker"] != row["speaker"]) | (copies["emotion"] != row["emotion"])].iloc[0]
                     reason = f"same audio as {twin['uri']} (speaker {twin['speaker']}, {twin['emotion']}): copies with conflicting labels are all rejected"
                     action = "rejected: conflicting speaker or emotion"
                 elif index > 0:

@@ -209,3 +209,19 @@ def test_identical_content_is_extracted_once(extracted):
     distinct = manifest.loc[manifest["sampling_rate"].notna(), "sha256"].nunique()
     assert f": {distinct} files extracted, 0 reused" in stdout
     assert len(extracted["features"].columns) == len(METADATA_COLUMNS) + 1582
+
+
+def test_a_conflicting_copy_is_named_by_a_copy_whose_label_differs():
+    """Three copies, two labelled alike: each rejection names a copy with another label, the reason it is rejected."""
+    from crossemo.featurestore import find_duplicates
+
+    copies = pd.DataFrame({
+        "corpus": "emovo", "sha256": "same", "uri": ["f2/neu-f2-b1.flac", "f2/neu-f2-b2.flac", "f3/rab-f3-b1.flac"],
+        "speaker": ["f2", "f2", "f3"], "emotion": ["neutral", "neutral", "anger"],
+    })
+    _, rejected = find_duplicates(copies)
+    assert len(rejected) == 3
+    for row in rejected.itertuples():
+        mine = copies.set_index("uri").loc[row.uri]
+        twin = copies.set_index("uri").loc[row.reason.removeprefix("same audio as ").split(" (")[0]]
+        assert (twin["speaker"], twin["emotion"]) != (mine["speaker"], mine["emotion"]), row.reason
