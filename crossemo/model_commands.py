@@ -292,15 +292,16 @@ def predict_setup(args: argparse.Namespace) -> PredictSetup:
 def _store_folder_holding(uri: str, *, storage_options: dict | None) -> tuple[str, str] | None:
     """The feature store, and which of its folders (``features`` or ``cache``), that ``uri`` lies inside; ``None`` if none.
 
-    A store is recognised by its layout: a ``features`` or ``cache`` folder
-    beside a ``cache`` folder, as every run, ``train`` and ``predict`` leave it.
+    A store is recognised by its fingerprint index (``cache/fingerprints.parquet``),
+    which every extraction writes, not by folder names a user may also choose.
     """
-    path = os.path.abspath(uri) if storage.is_local(uri) and "://" not in uri else uri.rstrip("/")
+    path = storage.filesystem(uri, storage_options=storage_options)[1] if storage.is_local(uri) else uri  # ~ and relative paths, as is_within reads them
+    path = path.rstrip("/")
     while True:
         parent, name = posixpath.split(path)
         if not name or parent == path or parent.endswith(":"):  # up to the root, or to s3://bucket
             return None
-        if name in ("features", "cache") and storage.exists(storage.join(parent, "cache"), storage_options=storage_options):
+        if name in ("features", "cache") and storage.exists(featurestore.FeatureStore(parent).fingerprints_uri, storage_options=storage_options):
             return parent, name
         path = parent
 
@@ -374,16 +375,16 @@ def command_predict(args: argparse.Namespace) -> int:
     print_warnings(setup.listing.warnings)
     summary = label(args, setup)
     print_labelling(summary, args.out, setup.loaded.model_id)
-    return labelling_status(summary, args.out, storage_options=setup.storage_options)
+    return labelling_status(summary, args.out)
 
 
-def labelling_status(summary: Any, out: str, *, storage_options: dict | None = None) -> int:
+def labelling_status(summary: Any, out: str) -> int:
     """0 when a file was labelled; else 1, with one line on stderr naming the commonest reason (a script must not take no labels for success)."""
     if summary.labelled or not summary.files:
         return 0
     rejected = storage.join(out, "predictions", prediction.REJECTED_FILE)
-    reasons = storage.read_frame(rejected, columns=["reason"], storage_options=storage_options)["reason"] if summary.rejected else pd.Series(dtype=str)
-    commonest = f"; the commonest reason ({reasons.value_counts().iloc[0]} file(s)): {reasons.value_counts().index[0]}" if len(reasons) else ""
+    # This run's files' reasons: the file of rejections also holds earlier runs'.
+    commonest = f"; the commonest reason ({next(iter(summary.reasons.values()))} file(s)): {next(iter(summary.reasons))}" if summary.reasons else ""
     print(f"crossemo: error: none of the {summary.files} file(s) could be labelled{commonest}; every reason is in {rejected}", file=sys.stderr)
     return 1
 

@@ -672,6 +672,8 @@ class LabellingSummary:
     windows: int
     wall_seconds: float
     ray_started: bool
+    reasons: dict[str, int] = field(default_factory=dict)
+    """This run's rejected files by reason, commonest first."""
 
 
 def _membership(uris: pd.Series) -> Callable[[pd.Series], np.ndarray]:
@@ -681,10 +683,11 @@ def _membership(uris: pd.Series) -> Callable[[pd.Series], np.ndarray]:
     hash every one of ``uris`` again for each batch, and a set holds several
     times the array's memory, both in the driver's heap for as long as it lives.
     """
-    listed = np.sort(uris.to_numpy(dtype=object))
+    # As text: a missing URI (a foreign or damaged part) must not stop the comparison.
+    listed = np.sort(uris.astype(str).to_numpy(dtype=object))
 
     def among(batch: pd.Series) -> np.ndarray:
-        values = batch.to_numpy(dtype=object)
+        values = batch.astype(str).to_numpy(dtype=object)
         if not len(listed) or not len(values):
             return np.zeros(len(values), dtype=bool)
         return listed[np.searchsorted(listed, values).clip(max=len(listed) - 1)] == values
@@ -692,14 +695,19 @@ def _membership(uris: pd.Series) -> Callable[[pd.Series], np.ndarray]:
     return among
 
 
-def _keep_unlisted_labels(stale: list, files: pd.DataFrame, covered: set[str], *, model_id: str, rule: str, out: str, storage_options: dict | None) -> dict[str, int]:
+def _keep_unlisted_labels(
+    stale: list, files: pd.DataFrame, covered: set[str], *, model_id: str, rule: str, per_speaker: bool, out: str, storage_options: dict | None,
+) -> dict[str, int]:
     """Move the labels of stale parts' files this run was not given into parts of their own, before the stale parts go.
 
     Each kept file's rows (and windows) are copied as they were, under a part
     named by the key of the files it now covers, so a later run that lists
     them finds them as any other part. A file keeps no label from here when
     another part holds it (its row is there already), or when two stale
-    parts record it (left by a killed run: which one is current cannot be told).
+    parts record it (left by a killed run) and which label is current cannot
+    be told: they record it differently, or the method normalises each
+    speaker by the recordings of the part, so the labels differ anyway. Two
+    that record it alike, for a method that does not, hold the same label.
 
     Returns:
         the names of the parts written, with the labels each keeps.
@@ -710,7 +718,8 @@ def _keep_unlisted_labels(stale: list, files: pd.DataFrame, covered: set[str], *
     candidates = [(part, rows) for part, rows in candidates if len(rows)]
     if not candidates:
         return {}
-    recorded = pd.concat([rows["uri"] for _, rows in candidates]).value_counts()
+    recorded = pd.concat([rows for _, rows in candidates], ignore_index=True)
+    recorded = (recorded["uri"] if per_speaker else recorded.astype(str).drop_duplicates()["uri"]).value_counts()
     wanted = set(recorded.index[recorded == 1])
     # Parts this run left alone (none of their files listed) are not in
     # ``covered``: a file one of them holds (a newer copy a killed run wrote) keeps that row.
@@ -723,6 +732,7 @@ def _keep_unlisted_labels(stale: list, files: pd.DataFrame, covered: set[str], *
         rows = rows[rows["uri"].isin(wanted)].reset_index(drop=True)
         if rows.empty:
             continue
+        wanted.difference_update(rows["uri"])  # kept once, from the first part that records it
         shard = prediction.Shard(prediction.shard_key(rows, model_id=model_id, rule=rule), rows)
         windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])
         if storage.exists(windows, storage_options=storage_options):
@@ -835,12 +845,12 @@ def label_files(
     # A stale part this run wrote again under its own name (the same files,
     # relabelled) is the new one: removing it would lose its labels.
     written = {shard.part_name() for shard in shards}
-    kept = _keep_unlisted_labels(stale, files, covered, model_id=shard_model, rule=rule, out=out, storage_options=storage_options)
+    kept = _keep_unlisted_labels(stale, files, covered, model_id=shard_model, rule=rule, per_speaker=per_speaker, out=out, storage_options=storage_options)
     written |= kept.keys()
     removed = [part for part in stale if part.uri.rsplit("/", 1)[-1] not in written]
     for part in removed:
-        # Windows first: a run killed in between leaves a part without windows,
-        # which the next run finds stale again, never windows no part owns.
+        # Windows first: a run killed in between leaves a part without windows
+        # (a re-run with the same files removes it), never windows no part owns.
         windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])
         if storage.exists(windows, storage_options=storage_options):
             storage.remove(windows, storage_options=storage_options)
@@ -849,22 +859,26 @@ def label_files(
     # file of rejections covers the whole output; the counts, this run's files.
     rejections = [listing.missing[prediction.REJECTED_COLUMNS]]
     given = _membership(files["uri"])
+    # A listed file that is missing was given too: a label a part still holds for it is not "another run's".
+    listed = _membership(pd.concat([files["uri"], listing.missing["uri"]], ignore_index=True))
+    reasons = listing.missing["reason"].value_counts()
     emotions: dict[str, int] = {}
-    windows = rejected_here = earlier = 0
+    windows = earlier = 0
     for part in prediction.read_parts(folder, storage_options=storage_options):
         rejections.append(part.rejected)
-        rejected_here += int(given(part.rejected["uri"]).sum())
+        reasons = reasons.add(part.rejected.loc[given(part.rejected["uri"]), "reason"].value_counts(), fill_value=0)
         # Only the columns the summary counts: a part can hold many carried columns.
         with storage.open_parquet(part.uri, storage_options=storage_options) as parquet:
             labels = parquet.read(columns=["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"]).to_pandas()
         mine = given(labels["uri"])
-        earlier += int((~mine).sum())
+        earlier += int((~listed(labels["uri"])).sum())
         for emotion, n in labels.loc[mine, "emotion"].value_counts().items():
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
         windows += int(labels.loc[mine, "windows"].sum()) if "windows" in labels else 0
     storage.write_frame(pd.concat(rejections, ignore_index=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
     return LabellingSummary(
-        files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=len(listing.missing) + rejected_here,
+        files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=int(reasons.sum()),
         reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(removed), kept_labels=sum(kept.values()),
         earlier_labels=earlier, emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
+        reasons={str(reason): int(n) for reason, n in reasons.sort_values(ascending=False, kind="stable").items()},
     )

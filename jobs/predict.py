@@ -43,7 +43,7 @@ def label(argv: list[str], state: job.JobState) -> int:
         "done: %d files; %d labelled; %d not usable; %d shards labelled, %d reused; %.1f s",
         summary.files, summary.labelled, summary.rejected, summary.shards, summary.reused_shards, time.perf_counter() - started,
     )
-    return job.EXIT_FAILED if model_commands.labelling_status(summary, args.out, storage_options=setup.storage_options) else job.EXIT_DONE
+    return job.EXIT_FAILED if model_commands.labelling_status(summary, args.out) else job.EXIT_DONE
 
 
 if __name__ == "__main__":

@@ -419,6 +419,15 @@ def test_predict_that_labels_nothing_fails_naming_the_commonest_reason(call, rf_
     assert [line.split(" (")[0] for line in warnings] == [f"warning: no speaker for the files of {call['folder'] / 'quiet.wav'}"]
     # What was found is still written: the reason, for the file.
     assert list(pd.read_parquet(out / "predictions" / "_rejected.parquet")["uri"]) == [str(call["folder"] / "quiet.wav")]
+    # Into the same output, two empty files that labels nothing: the reason named is this run's, not the earlier one's.
+    (tmp_path / "empty").mkdir()
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / "empty" / name).write_bytes(b"")
+    capsys.readouterr()
+    assert cli.main(["predict", "--model", str(rf_model), "--audio", str(tmp_path / "empty"), "--out", str(out), "--store", str(evaluated), "--no-progress"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "none of the 2 file(s) could be labelled; the commonest reason (2 file(s)): empty file" in error, error
+    assert len(pd.read_parquet(out / "predictions" / "_rejected.parquet")) == 3
 
 
 def test_labels_of_files_not_given_again_stay(data, evaluated, rf_model, tmp_path, capsys):
@@ -524,6 +533,27 @@ def test_labels_kept_from_a_part_a_killed_run_left_never_give_a_file_two_rows(da
     expected = pd.concat([newer[newer["uri"].isin(rows["path"][:2])], labels[labels["uri"] == rows.at[2, "path"]]]).sort_values("uri").reset_index(drop=True)
     pd.testing.assert_frame_equal(labels, expected)
     assert labels.loc[labels["uri"] == rows.at[2, "path"], "speaker"].item() == "changed again"
+
+
+def test_a_file_two_stale_parts_record_alike_keeps_its_label_once(data, evaluated, rf_model, tmp_path):
+    """{a, x}, then {a', x} killed before the old part goes, then {a''}: x, unchanged in both parts, keeps its label, once."""
+    rows = data["emovo"][["path", "speaker"]].iloc[:2].reset_index(drop=True)
+    table, out = tmp_path / "audio.csv", tmp_path / "labels"
+    command = ["predict", "--model", str(rf_model), "--audio", str(table), "--out", str(out), "--store", str(evaluated), "--no-progress"]
+    rows.to_csv(table, index=False)
+    assert cli.main(command) == 0
+    first = pd.read_parquet(out / "predictions")
+    (first_part,) = (out / "predictions").glob("part-*")
+    left_behind = first_part.read_bytes()
+    rows.assign(speaker=["changed", rows.at[1, "speaker"]]).to_csv(table, index=False)
+    assert cli.main(command) == 0
+    first_part.write_bytes(left_behind)  # as if killed before removing it
+    rows.assign(speaker="changed again").iloc[:1].to_csv(table, index=False)
+    assert cli.main(command) == 0
+    labels = pd.read_parquet(out / "predictions")
+    assert labels["uri"].is_unique and len(labels) == 2, labels[["uri", "speaker"]]
+    x = rows.at[1, "path"]
+    pd.testing.assert_frame_equal(labels[labels["uri"] == x].reset_index(drop=True), first[first["uri"] == x].reset_index(drop=True))
 
 
 def test_a_part_left_behind_by_a_killed_run_does_not_give_a_file_two_rows(data, evaluated, tmp_path):

@@ -197,7 +197,15 @@ def test_an_out_inside_a_runs_store_is_refused_without_store_given(inside, model
     run = tmp_path / "run"
     for folder in ("features", "cache"):
         (run / folder).mkdir(parents=True)
+    (run / "cache" / "fingerprints.parquet").write_bytes(b"")  # what marks a store: its fingerprint index
     refuse(predict(model, str(emovo_f2), run / inside / "labels"), capsys, says=f"lies inside the {inside.split('/')[0]} folder of the feature store {run}", untouched=tmp_path)
+
+
+def test_folders_named_cache_or_features_outside_a_store_are_not_taken_for_one(tmp_path):
+    for folder in ("var/cache", "project/cache", "project/features"):
+        (tmp_path / folder).mkdir(parents=True)
+    for out in ("var/cache/crossemo/labels", "project/features/emotions", "project/cache/labels"):
+        assert model_commands._store_folder_holding(str(tmp_path / out), storage_options=None) is None, out
 
 
 def _part(rows: list[dict], *, rule: str = "whole files") -> prediction.Part:
