@@ -860,7 +860,7 @@ def label_files(
     rejections = [listing.missing[prediction.REJECTED_COLUMNS]]
     given = _membership(files["uri"])
     # A listed file that is missing was given too: a label a part still holds for it is not "another run's".
-    listed = _membership(pd.concat([files["uri"], listing.missing["uri"]], ignore_index=True))
+    missing = _membership(listing.missing["uri"])
     reasons = listing.missing["reason"].value_counts()
     emotions: dict[str, int] = {}
     windows = earlier = 0
@@ -871,7 +871,7 @@ def label_files(
         with storage.open_parquet(part.uri, storage_options=storage_options) as parquet:
             labels = parquet.read(columns=["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"]).to_pandas()
         mine = given(labels["uri"])
-        earlier += int((~listed(labels["uri"])).sum())
+        earlier += int((~mine & ~missing(labels["uri"])).sum())
         for emotion, n in labels.loc[mine, "emotion"].value_counts().items():
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
         windows += int(labels.loc[mine, "windows"].sum()) if "windows" in labels else 0
