@@ -470,18 +470,24 @@ def test_a_folder_a_file_was_removed_from_reuses_its_part_and_keeps_every_label(
         pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first)
 
 
+def _labelled_table(rows: pd.DataFrame, tmp_path: Path, model: Path, store: Path, *extra: str) -> tuple[Path, Path, list[str]]:
+    """Label ``rows`` (path, speaker) given as a table: the table, the output folder, and the command, to run again after editing the table."""
+    table, out = tmp_path / "audio.csv", tmp_path / "labels"
+    command = ["predict", "--model", str(model), "--audio", str(table), "--out", str(out), "--store", str(store), "--no-progress", *extra]
+    rows.to_csv(table, index=False)
+    assert cli.main(command) == 0
+    return table, out, command
+
+
 @pytest.mark.parametrize("segment", [[], ["--segment", "1"]], ids=["whole files", "windows"])
 def test_a_replaced_part_keeps_the_labels_of_its_files_a_run_was_not_given(data, evaluated, rf_model, tmp_path, capsys, segment):
     """A table cut to two of a part's six files, one with another speaker: those two are labelled anew, the other four keep their labels (and windows)."""
     rows = data["emovo"][["path", "speaker"]].iloc[:6].reset_index(drop=True)
-    table, out = tmp_path / "audio.csv", tmp_path / "labels"
-    command = ["predict", "--model", str(rf_model), "--audio", str(table), "--out", str(out), "--store", str(evaluated), "--no-progress", *segment]
+    table, out, command = _labelled_table(rows, tmp_path, rf_model, evaluated, *segment)
 
     def windows() -> pd.DataFrame:
         return pd.read_parquet(out / "segments").sort_values(["uri", "start"]).reset_index(drop=True) if segment else pd.DataFrame()
 
-    rows.to_csv(table, index=False)
-    assert cli.main(command) == 0
     first, first_windows = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), windows()
     assert len(list((out / "predictions").glob("part-*"))) == 1 and len(first) == 6
     assert not segment or (first["windows"] > 1).any()
@@ -516,10 +522,7 @@ def test_a_replaced_part_keeps_the_labels_of_its_files_a_run_was_not_given(data,
 def test_labels_kept_from_a_part_a_killed_run_left_never_give_a_file_two_rows(data, evaluated, rf_model, tmp_path):
     """{a, b, c}, then {a, b'} (c kept) killed before the old part goes, then {c'}: a and b keep the newer labels, once."""
     rows = data["emovo"][["path", "speaker"]].iloc[:3].reset_index(drop=True)
-    table, out = tmp_path / "audio.csv", tmp_path / "labels"
-    command = ["predict", "--model", str(rf_model), "--audio", str(table), "--out", str(out), "--store", str(evaluated), "--no-progress"]
-    rows.to_csv(table, index=False)
-    assert cli.main(command) == 0
+    table, out, command = _labelled_table(rows, tmp_path, rf_model, evaluated)
     (first_part,) = (out / "predictions").glob("part-*")
     left_behind = first_part.read_bytes()
     rows.assign(speaker=["s", "changed", "s"]).iloc[:2].to_csv(table, index=False)
@@ -538,10 +541,7 @@ def test_labels_kept_from_a_part_a_killed_run_left_never_give_a_file_two_rows(da
 def test_a_file_two_stale_parts_record_alike_keeps_its_label_once(data, evaluated, rf_model, tmp_path):
     """{a, x}, then {a', x} killed before the old part goes, then {a''}: x, unchanged in both parts, keeps its label, once."""
     rows = data["emovo"][["path", "speaker"]].iloc[:2].reset_index(drop=True)
-    table, out = tmp_path / "audio.csv", tmp_path / "labels"
-    command = ["predict", "--model", str(rf_model), "--audio", str(table), "--out", str(out), "--store", str(evaluated), "--no-progress"]
-    rows.to_csv(table, index=False)
-    assert cli.main(command) == 0
+    table, out, command = _labelled_table(rows, tmp_path, rf_model, evaluated)
     first = pd.read_parquet(out / "predictions")
     (first_part,) = (out / "predictions").glob("part-*")
     left_behind = first_part.read_bytes()
