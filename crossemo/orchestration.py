@@ -734,7 +734,7 @@ def _keep_unlisted_labels(
             continue
         wanted.difference_update(rows["uri"])  # kept once, from the first part that records it
         shard = prediction.Shard(prediction.shard_key(rows, model_id=model_id, rule=rule), rows)
-        windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])
+        windows = storage.join(out, "segments", part.part_name())
         if storage.exists(windows, storage_options=storage_options):
             frame = storage.read_frame(windows, storage_options=storage_options)
             storage.write_frame(frame[frame["uri"].isin(rows["uri"])].reset_index(drop=True), storage.join(out, "segments", shard.part_name()), storage_options=storage_options)
@@ -847,11 +847,11 @@ def label_files(
     written = {shard.part_name() for shard in shards}
     kept = _keep_unlisted_labels(stale, files, covered, model_id=shard_model, rule=rule, per_speaker=per_speaker, out=out, storage_options=storage_options)
     written |= kept.keys()
-    removed = [part for part in stale if part.uri.rsplit("/", 1)[-1] not in written]
+    removed = [part for part in stale if part.part_name() not in written]
     for part in removed:
         # Windows first: a run killed in between leaves a part without windows
         # (a re-run with the same files removes it), never windows no part owns.
-        windows = storage.join(out, "segments", part.uri.rsplit("/", 1)[-1])
+        windows = storage.join(out, "segments", part.part_name())
         if storage.exists(windows, storage_options=storage_options):
             storage.remove(windows, storage_options=storage_options)
         storage.remove(part.uri, storage_options=storage_options)

@@ -129,6 +129,11 @@ def shard_key(files: pd.DataFrame, *, model_id: str, rule: str) -> str:
     return digest.hexdigest()[:24]
 
 
+def part_file_name(key: str) -> str:
+    """The file name of the part (and of its windows) of the shard with this key."""
+    return f"{PART_PREFIX}{key}.parquet"
+
+
 @dataclass(frozen=True)
 class Shard:
     """Files labelled by one task, and the part file it writes."""
@@ -137,7 +142,7 @@ class Shard:
     files: pd.DataFrame
 
     def part_name(self) -> str:
-        return f"{PART_PREFIX}{self.key}.parquet"
+        return part_file_name(self.key)
 
 
 def plan_shards(files: pd.DataFrame, *, model_id: str, rule: str, per_speaker: bool, max_files: int = MAX_SHARD_FILES) -> list[Shard]:
@@ -181,6 +186,10 @@ class Part:
     files: pd.DataFrame
     rejected: pd.DataFrame
     rule: str
+
+    def part_name(self) -> str:
+        """Its file name (its windows, under ``segments/``, share it)."""
+        return part_file_name(self.key)
 
 
 def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = None) -> Iterator[Part]:
