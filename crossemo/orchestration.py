@@ -696,31 +696,30 @@ def _membership(uris: pd.Series) -> Callable[[pd.Series], np.ndarray]:
 
 
 def _keep_unlisted_labels(
-    stale: list, files: pd.DataFrame, covered: set[str], *, model_id: str, rule: str, per_speaker: bool, out: str, storage_options: dict | None,
+    stale: list, files: pd.DataFrame, covered: set[str], *, model_id: str, rule: str, out: str, storage_options: dict | None,
 ) -> dict[str, int]:
     """Move the labels of stale parts' files this run was not given into parts of their own, before the stale parts go.
 
     Each kept file's rows (and windows) are copied as they were, under a part
     named by the key of the files it now covers, so a later run that lists
     them finds them as any other part. A file keeps no label from here when
-    another part holds it (its row is there already), or when two stale
-    parts record it (left by a killed run) and which label is current cannot
-    be told: they record it differently, or the method normalises each
-    speaker by the recordings of the part, so the labels differ anyway. Two
-    that record it alike, for a method that does not, hold the same label.
+    another part holds it (its row is there already). A file that several
+    stale parts record (left by a killed run) keeps the row of the first of
+    them by name: every kept row is written before any stale part goes, so
+    a run killed while removing them resumes to the labels a clean run
+    gives. Dropping such a file instead is a choice no later run could
+    repeat once one of its parts was gone.
 
     Returns:
         the names of the parts written, with the labels each keeps.
     """
     from crossemo import prediction
 
-    candidates = [(part, prediction.unlisted_files(part, files, model_id=model_id, rule=rule, exclude=covered)) for part in stale]
+    candidates = [(part, prediction.unlisted_files(part, files, model_id=model_id, rule=rule, exclude=covered)) for part in sorted(stale, key=lambda part: part.uri)]
     candidates = [(part, rows) for part, rows in candidates if len(rows)]
     if not candidates:
         return {}
-    recorded = pd.concat([rows for _, rows in candidates], ignore_index=True)
-    recorded = (recorded["uri"] if per_speaker else recorded.astype(str).drop_duplicates()["uri"]).value_counts()
-    wanted = set(recorded.index[recorded == 1])
+    wanted = set().union(*(set(rows["uri"]) for _, rows in candidates))
     # Parts this run left alone (none of their files listed) are not in
     # ``covered``: a file one of them holds (a newer copy a killed run wrote) keeps that row.
     stale_uris = {part.uri for part in stale}
@@ -845,7 +844,7 @@ def label_files(
     # A stale part this run wrote again under its own name (the same files,
     # relabelled) is the new one: removing it would lose its labels.
     written = {shard.part_name() for shard in shards}
-    kept = _keep_unlisted_labels(stale, files, covered, model_id=shard_model, rule=rule, per_speaker=per_speaker, out=out, storage_options=storage_options)
+    kept = _keep_unlisted_labels(stale, files, covered, model_id=shard_model, rule=rule, out=out, storage_options=storage_options)
     written |= kept.keys()
     removed = [part for part in stale if part.part_name() not in written]
     for part in removed:

@@ -556,6 +556,51 @@ def test_a_file_two_stale_parts_record_alike_keeps_its_label_once(data, evaluate
     pd.testing.assert_frame_equal(labels[labels["uri"] == x].reset_index(drop=True), first[first["uri"] == x].reset_index(drop=True))
 
 
+def test_a_run_killed_while_removing_stale_parts_resumes_to_the_labels_a_clean_run_gives(data, evaluated, rf_model, tmp_path, monkeypatch):
+    """Two stale parts record x differently ({a, x} and {a', x'}, left by a killed run); a run given {a''} is killed after removing one of them.
+
+    Resumed, it must end where a clean run from the same state ends: x keeps
+    one row, from the same part, whichever of the two went first.
+    """
+    from crossemo import storage
+
+    rows = data["emovo"][["path", "speaker"]].iloc[:2].reset_index(drop=True)
+    table, out, command = _labelled_table(rows, tmp_path, rf_model, evaluated)
+    (first_part,) = (out / "predictions").glob("part-*")
+    left_behind = first_part.read_bytes()
+    rows.assign(speaker="changed").to_csv(table, index=False)
+    assert cli.main(command) == 0
+    first_part.write_bytes(left_behind)  # as if killed before removing it
+    clean = tmp_path / "clean"
+    shutil.copytree(out, clean)
+    rows.assign(speaker="changed again").iloc[:1].to_csv(table, index=False)
+    assert cli.main([*command[:command.index("--out") + 1], str(clean), *command[command.index("--out") + 2:]]) == 0
+
+    remove, removed = storage.remove, []
+
+    def killed_after_one(uri: str, **options) -> None:
+        if "/predictions/part-" in uri and removed:
+            raise KeyboardInterrupt
+        removed.append(uri)
+        remove(uri, **options)
+
+    monkeypatch.setattr(storage, "remove", killed_after_one)
+    assert cli.main(command) == 130
+    assert len(removed) == 1
+    monkeypatch.setattr(storage, "remove", remove)
+    assert cli.main(command) == 0
+
+    def parts(folder: Path) -> dict[str, pd.DataFrame]:
+        return {part.name: pd.read_parquet(part) for part in sorted((folder / "predictions").glob("part-*"))}
+
+    resumed, expected = parts(out), parts(clean)
+    assert resumed.keys() == expected.keys()
+    for name, frame in expected.items():
+        pd.testing.assert_frame_equal(resumed[name], frame)
+    labels = pd.read_parquet(out / "predictions")
+    assert labels["uri"].is_unique and set(labels["uri"]) == set(rows["path"]), labels[["uri", "speaker"]]
+
+
 def test_a_part_left_behind_by_a_killed_run_does_not_give_a_file_two_rows(data, evaluated, tmp_path):
     """Per-speaker shards: {a, b} is replaced by {a, b, c}, the run dies before removing the old part, then c is deleted; the next run keeps each file once.
 
