@@ -139,12 +139,12 @@ def fixed_windows(duration: float, *, length: float, hop: float | None = None) -
         the windows in order.
 
     Raises:
-        ValueError: a duration, length or hop that is not a positive number.
+        ValueError: a duration, length or hop that is not a positive number, or a hop longer than ``length``.
     """
     _check_seconds(duration, "duration")
     _check_seconds(length, "window length")
     hop = length if hop is None else hop
-    _check_seconds(hop, "hop")
+    _check_hop(hop, length=length)
     if duration <= length:
         return [Window(0.0, float(duration))]
     # The tolerance keeps a window that fits exactly from being lost to float rounding.
@@ -412,7 +412,14 @@ def _check_mode(mode: Mode, *, hop: float | None, max_length: float) -> None:
         raise ValueError(f"mode must be a window length in seconds or 'speech'; got {mode!r}")
     _check_seconds(mode, "window length")
     if hop is not None:
-        _check_seconds(hop, "hop")
+        _check_hop(hop, length=mode)
+
+
+def _check_hop(hop: float, *, length: float) -> None:
+    _check_seconds(hop, "hop")
+    if hop > length:
+        # Windows further apart than they are long would leave audio between them unheard.
+        raise ValueError(f"a hop of {hop:g} s is longer than the {length:g} s windows: {hop - length:g} s of audio between windows would be skipped")
 
 
 def _check_seconds(value: float, name: str) -> None:

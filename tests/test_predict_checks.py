@@ -100,6 +100,7 @@ def test_a_model_json_missing_or_with_unusable_predict_entries_is_one_line(chang
         (["--segment", "speech", "--max-length", "0.05"], "--max-length 0.05 s is shorter than the shortest recording"),
         (["--max-length", "5"], "--max-length applies to --segment speech only"),
         (["--segment", "3", "--max-length", "5"], "--max-length applies to --segment speech only"),
+        (["--segment", "2", "--hop", "3"], "--segment: a hop of 3 s is longer than the 2 s windows: 1 s of audio between windows would be skipped"),
     ],
 )
 def test_windows_that_could_never_be_labelled_and_an_ignored_max_length_are_refused(flags, says, model, emovo_f2, tmp_path, capsys):

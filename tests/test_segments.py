@@ -144,6 +144,8 @@ def test_hop_makes_windows_overlap():
         (lambda: segments.fixed_windows(10.0, length=True), "window length"),
         (lambda: segments.fixed_windows(10.0, length=5.0, hop=0.0), "hop"),
         (lambda: segments.fixed_windows(10.0, length=5.0, hop=float("inf")), "hop"),
+        (lambda: segments.fixed_windows(10.0, length=2.0, hop=3.0), "hop of 3 s is longer than the 2 s windows"),
+        (lambda: segments.iter_segments("unread.wav", mode=2.0, hop=2.5), "hop of 2.5 s is longer than the 2 s windows"),
         (lambda: segments.fixed_windows(0.0, length=5.0), "duration"),
         (lambda: segments.iter_segments("unread.wav", mode="words"), "mode"),
         (lambda: segments.iter_segments("unread.wav", mode=-2.0), "window length"),
