@@ -28,6 +28,8 @@ def label(argv: list[str], state: job.JobState) -> int:
     """Check the bundle and the audio, label every file, log the start and the summary."""
     started = time.perf_counter()
     args = job.parse_args(argv, "predict")
+    for flag in ("--out", "--store"):
+        job.check_kept(flag, getattr(args, flag.lstrip("-")))
     state.out = args.out
     setup = model_commands.predict_setup(args)
     job.log.info(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import os
 import signal
@@ -47,7 +48,7 @@ _CHECKOUT = Path(__file__).resolve().parents[1]
 if (_CHECKOUT / "crossemo" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
     sys.path.insert(0, str(_CHECKOUT))
 
-from crossemo import cli, orchestration, pipeline, protocol  # noqa: E402
+from crossemo import cli, orchestration, pipeline, protocol, storage  # noqa: E402
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -88,6 +89,39 @@ def planned_pairs(config: pipeline.RunConfig) -> list[tuple[str, str]]:
         protocol.ProtocolError: the pairs name an unknown corpus, or too few corpora.
     """
     return protocol.parse_pairs(config.pairs, [spec.name for spec in config.corpora])
+
+
+def working_copy() -> Path | None:
+    """The folder Ray unpacked this job's ``working_dir`` into (the job runs there), or ``None`` outside such a job.
+
+    Ray hands a submitted job's runtime environment to its driver in
+    ``RAY_JOB_CONFIG_JSON_ENV_VAR``, and starts it in the unpacked copy.
+    """
+    try:
+        runtime_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return None
+    return Path.cwd().resolve() if isinstance(runtime_env, dict) and runtime_env.get("working_dir") else None
+
+
+def check_kept(flag: str, uri: str | None) -> None:
+    """Refuse an output the job would write into Ray's copy of its working directory.
+
+    Ray deletes that copy with its session, so a relative ``--out`` there
+    (or a config file's relative ``out``) would seem to succeed and be lost.
+
+    Raises:
+        pipeline.ConfigError: ``uri`` is a local path inside :func:`working_copy`.
+    """
+    copy = working_copy()
+    if copy is None or not uri or not storage.is_local(uri):
+        return
+    path = Path(storage.filesystem(uri)[1]).resolve()
+    if path == copy or copy in path.parents:
+        raise pipeline.ConfigError(
+            f"{flag} {uri} lies in this job's copy of its working directory ({copy}), which Ray deletes with its session: "
+            "give an absolute path on storage the cluster keeps, or an s3:// URI"
+        )
 
 
 class _UTCFormatter(logging.Formatter):
@@ -155,6 +189,7 @@ def study(argv: list[str], state: JobState) -> int:
     """The study: features, evaluation, tables; logs its start and end."""
     started = time.perf_counter()
     config = cli.config_from(parse_args(argv))
+    check_kept("--out", config.out)
     state.out = config.out
     pairs = planned_pairs(config)
     log.info(

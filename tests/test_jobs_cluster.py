@@ -104,6 +104,31 @@ def test_the_script_is_the_job_entrypoint(demo, tmp_path):
     assert result.returncode == 0 and "--corpus NAME=URI" in result.stdout and "--config" in result.stdout
 
 
+def test_an_output_in_rays_copy_of_the_working_directory_is_refused(demo, tmp_path, monkeypatch, capsys):
+    """Submitted with a working_dir, a job runs in Ray's copy of it: a relative --out (or a config's relative out) there is refused, not lost with the session."""
+    copy = tmp_path / "_ray_pkg_0123"
+    copy.mkdir()
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}}))
+    monkeypatch.setattr(orchestration, "connect", lambda *args, **kwargs: pytest.fail("bad input must be found before the driver joins Ray"))
+    corpora = ["--corpus", f"manifest={demo['synth_studio']}", "--corpus", f"manifest={demo['synth_phone']}"]
+    (copy / "run.toml").write_text('out = "results"\n')
+    for args, named in ((["--out", "results"], "--out results"), (["--config", "run.toml"], f"--out {copy / 'results'}")):
+        assert JOB.main([*corpora, *args]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert BAD_INPUT_LINE.match(line) and f"{named} lies in this job's copy of its working directory ({copy})" in line, line
+    assert not (copy / "results").exists()
+    env = {**os.environ, "RAY_JOB_CONFIG_JSON_ENV_VAR": os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "predict.py"), "--model", "model", "--audio", str(demo["synth_phone"]), "--out", str(tmp_path), "--store", "store"],
+        cwd=copy, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "--store store lies in this job's copy of its working directory" in result.stderr, result.stderr
+    # Outside such a job, a relative --out is the caller's folder, as for crossemo run.
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    assert JOB.working_copy() is None
+
+
 def test_unexpected_failure_is_exit_1_with_a_traceback(demo, tmp_path, monkeypatch, capsys):
     def broken(config, *, evaluate):
         raise RuntimeError("disk on fire")
@@ -382,7 +407,14 @@ def test_token_is_required(ray_cluster):
 
 
 def _finished_job(cluster: Cluster, *entrypoint: str) -> str:
-    """Submit a job, wait for it to end (stopping it if it outlives JOB_TIMEOUT), and return its log; it must succeed."""
+    """Submit a job, wait for it to end, and return its log; it must succeed."""
+    status, logs = _ended_job(cluster, *entrypoint)
+    assert status == "SUCCEEDED", f"job ended {status}:\n{logs}"
+    return logs
+
+
+def _ended_job(cluster: Cluster, *entrypoint: str) -> tuple[str, str]:
+    """Submit a job, wait for it to end (stopping it if it outlives JOB_TIMEOUT), and return its status and log."""
     submission_id = f"crossemo-test-{uuid.uuid4().hex[:8]}"
     cluster.submit("--address", cluster.dashboard, "--submission-id", submission_id, "--runtime-env", "jobs/runtime_env.preinstalled.yaml", "--no-wait", "--", *entrypoint)
     deadline = time.monotonic() + JOB_TIMEOUT
@@ -393,8 +425,7 @@ def _finished_job(cluster: Cluster, *entrypoint: str) -> str:
     logs = cluster.ray("job", "logs", "--address", cluster.dashboard, submission_id, check=False).stdout
     if status not in ("SUCCEEDED", "FAILED", "STOPPED"):
         cluster.ray("job", "stop", "--address", cluster.dashboard, "--no-wait", submission_id, check=False)
-    assert status == "SUCCEEDED", f"job {submission_id} ended {status}:\n{logs}"
-    return logs
+    return status, logs
 
 
 @pytest.mark.cluster
@@ -484,6 +515,9 @@ def test_a_trained_model_labels_audio_as_a_ray_job_on_two_nodes(ray_cluster, dem
     assert re.search(r"^\S+Z INFO crossemo-job: done: 16 files; 16 labelled; 0 not usable;", logs, re.M), logs
     labels = pd.read_parquet(out / "predictions")
     assert len(labels) == 16 and labels["emotion"].notna().all()
+    # A relative --out would land in Ray's copy of the working directory, deleted with the session.
+    status, logs = _ended_job(ray_cluster, "python", "jobs/predict.py", "--model", str(model), "--audio", str(demo["synth_phone"].parent), "--out", "labels", "--no-progress")
+    assert status == "FAILED" and re.search(r"^\S+Z ERROR crossemo-job: bad input: --out labels lies in this job's copy of its working directory \(\S*_ray_pkg_", logs, re.M), logs
     tasks = json.loads(ray_cluster.ray("list", "tasks", "--address", ray_cluster.dashboard, "--format", "json", "--limit", "10000", "--detail").stdout)
     labelling = [task for task in tasks if task.get("func_or_class_name", "").startswith("_label_shard") and task["state"] == "FINISHED"]
     assert labelling, "no finished labelling task listed"
