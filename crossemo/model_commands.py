@@ -341,13 +341,19 @@ def _bundle_features(metadata: dict[str, Any], uri: str, options: dict | None) -
     return extractor, settings
 
 
+LONE_SPEAKERS_NAMED = 5
+"""How many single-file speakers the warning names: enough to find them, short enough for one line."""
+
+
 def _lone_file_warnings(files: pd.DataFrame, method: str) -> list[str]:
     """A warning when a speaker (or batch) has one file, for a method that normalises each speaker by their own recordings."""
-    alone = int((files["speaker"].value_counts() == 1).sum())
+    counts = files["speaker"].value_counts()
+    alone = sorted(str(speaker) for speaker in counts.index[counts == 1])
     if not alone:
         return []
+    named = ", ".join(alone[:LONE_SPEAKERS_NAMED]) + (f" and {len(alone) - LONE_SPEAKERS_NAMED} more" if len(alone) > LONE_SPEAKERS_NAMED else "")
     # Normalising one recording by itself leaves nothing of it: every such file gets the same label.
-    return [(f"{alone} speaker(s) or batch(es) have a single file: {method} normalises each speaker by their own recordings, "
+    return [(f"{len(alone)} speaker(s) or batch(es) have a single file ({named}): {method} normalises each speaker by their own recordings, "
              "so it gives such a file the same label whatever it holds; give several recordings of each speaker")]
 
 

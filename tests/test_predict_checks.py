@@ -123,12 +123,18 @@ def test_adapt_to_errors_name_adapt_to(shared_corpora, tmp_path, capsys):
     refuse([*args, "--adapt-to", ""], capsys, says="--adapt-to is empty", untouched=tmp_path)
 
 
+def test_the_single_file_warning_names_a_few_speakers_and_counts_the_rest():
+    files = pd.DataFrame({"speaker": [f"s{n}" for n in range(7)] + ["pair", "pair"]})
+    (warning,) = model_commands._lone_file_warnings(files, "speaker_norm_linear")
+    assert warning.startswith("7 speaker(s) or batch(es) have a single file (s0, s1, s2, s3, s4 and 2 more): speaker_norm_linear normalises"), warning
+
+
 def test_a_speaker_with_a_single_file_is_warned_about_as_normalising_it_leaves_nothing(model, emovo_f2, tmp_path):
     anger, sadness = (next(emovo_f2.glob(f"{code}-*.flac")) for code in ("rab", "tri"))
     table = tmp_path / "calls.csv"
     pd.DataFrame({"path": [str(anger), str(sadness)], "speaker": ["ann", "bob"]}).to_csv(table, index=False)
     setup = model_commands.predict_setup(cli.build_parser().parse_args(predict(model, str(table), tmp_path / "labels")))
-    assert any("2 speaker(s) or batch(es) have a single file" in w for w in setup.listing.warnings), setup.listing.warnings
+    assert any("2 speaker(s) or batch(es) have a single file (ann, bob)" in w for w in setup.listing.warnings), setup.listing.warnings
     # What the warning says: an angry and a sad recording, each alone, get the very same probabilities.
     X = np.stack([setup.extractor.extract(a.signal, a.sampling_rate) for a in (audio.load(str(p), settings=setup.settings).analysis for p in (anger, sadness))])
     probabilities = setup.loaded.method.predict_proba(X, speakers=np.array(["ann", "bob"]))
