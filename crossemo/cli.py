@@ -94,11 +94,16 @@ def print_methods() -> None:
     )
 
 
+ERROR_PREFIX = "crossemo: error: "
+"""How every bad-input line starts, whether argparse or a check found it."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with a command line that does not parse reported as every other bad input: one line, exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # The prefix of every other error; the sub-command is in the pointer to its help.
+        self.exit(EXIT_BAD_INPUT, f"{ERROR_PREFIX}{message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             return model_commands.command_predict(args)
         return command_demo(args)
     except BAD_INPUT_ERRORS as error:
-        print(f"crossemo: error: {error}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("crossemo: interrupted; finished work is kept and the next run resumes from it", file=sys.stderr)

@@ -403,7 +403,7 @@ def print_labelling(summary: Any, out: str, model_id: str) -> None:
     reused += f"; the labels of {summary.kept_labels} file(s) of replaced parts this run was not given kept" if summary.kept_labels else ""
     extracted = f", {summary.extracted} file(s) extracted" if summary.extracted is not None else ""
     print(f"\nmodel {model_id}: {summary.files} files, {summary.labelled} labelled, {summary.rejected} not usable, in {summary.wall_seconds:.1f} s "
-          f"({summary.shards} shard(s) labelled{extracted}{reused})")
+          f"({summary.shards} shard(s) written{extracted}{reused})")
     if summary.emotions:
         total = sum(summary.emotions.values())
         shares = pd.Series(summary.emotions).sort_values(ascending=False)

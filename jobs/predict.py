@@ -42,7 +42,7 @@ def label(argv: list[str], state: job.JobState) -> int:
     summary = model_commands.label(args, setup)
     model_commands.print_labelling(summary, args.out, setup.loaded.model_id)
     job.log.info(
-        "done: %d files; %d labelled; %d not usable; %d shards labelled, %d reused; %.1f s",
+        "done: %d files; %d labelled; %d not usable; %d shards written, %d reused; %.1f s",
         summary.files, summary.labelled, summary.rejected, summary.shards, summary.reused_shards, time.perf_counter() - started,
     )
     return job.EXIT_FAILED if model_commands.labelling_status(summary, args.out) else job.EXIT_DONE

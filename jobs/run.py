@@ -79,7 +79,8 @@ def parse_args(argv: Sequence[str], command: str = "run") -> argparse.Namespace:
         if not exit_.code:
             raise
         lines = [line for line in messages.getvalue().splitlines() if line.strip()]
-        raise BadArguments(lines[-1] if lines else "the command line does not parse") from None
+        # The log line says "bad input: " already.
+        raise BadArguments(lines[-1].removeprefix(cli.ERROR_PREFIX) if lines else "the command line does not parse") from None
 
 
 def planned_pairs(config: pipeline.RunConfig) -> list[tuple[str, str]]:

@@ -50,15 +50,16 @@ def test_bad_input_is_one_line_and_exit_2(args, message, demo, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["predict", "--model", "m", "--audio", "a", "--out", "o", "--segment", "abc"], "crossemo predict: error: argument --segment: 'abc' is neither a number of seconds nor speech"),
-    (["run", "--seed", "x"], "crossemo run: error: argument --seed: invalid int value: 'x'"),
-    ([], "crossemo: error: the following arguments are required: command"),
+    (["predict", "--model", "m", "--audio", "a", "--out", "o", "--segment", "abc"], "argument --segment: 'abc' is neither a number of seconds nor speech (see crossemo predict --help)"),
+    (["run", "--seed", "x"], "argument --seed: invalid int value: 'x' (see crossemo run --help)"),
+    ([], "the following arguments are required: command (see crossemo --help)"),
 ])
 def test_a_command_line_that_does_not_parse_is_one_line_and_exit_2(argv, message, capsys):
+    """As every other bad input: one line with the same prefix, and the help of the command meant."""
     with pytest.raises(SystemExit) as stopped:
         cli.main(argv)
     err = capsys.readouterr().err
-    assert stopped.value.code == 2 and err.splitlines() == [f"{message} (see {message.split(': error')[0]} --help)"], err
+    assert stopped.value.code == 2 and err.splitlines() == [f"crossemo: error: {message}"], err
 
 
 def test_manifest_errors_are_caught_before_ray(tmp_path, capsys):

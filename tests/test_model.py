@@ -165,7 +165,7 @@ def test_predict_skips_finished_shards_and_labels_only_new_files(data, evaluated
     capsys.readouterr()
     assert cli.main(command) == 0
     output = capsys.readouterr().out
-    assert "0 shard(s) labelled" in output, output
+    assert "0 shard(s) written" in output, output
     pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
     parts = set((out / "predictions").glob("part-*.parquet"))
     new = emovo["path"].iloc[20]
@@ -174,7 +174,7 @@ def test_predict_skips_finished_shards_and_labels_only_new_files(data, evaluated
     assert cli.main(command) == 0
     output = capsys.readouterr().out
     # Its content is in the store's cache already (it is an EMOVO file): labelled, not extracted.
-    assert "(1 shard(s) labelled, 0 file(s) extracted; 1 finished shard(s) reused)" in output, output
+    assert "(1 shard(s) written, 0 file(s) extracted; 1 finished shard(s) reused)" in output, output
     assert parts < set((out / "predictions").glob("part-*.parquet"))
     assert len(pd.read_parquet(out / "predictions")) == 11
 
@@ -405,7 +405,7 @@ def test_an_edited_decode_rule_relabels_instead_of_reusing_parts(rf_model, call,
     capsys.readouterr()
     assert cli.main(command) == 0
     output = capsys.readouterr().out
-    assert "(1 shard(s) labelled" in output and "reused" not in output, output
+    assert "(1 shard(s) written" in output and "reused" not in output, output
     after = {p.name for p in (tmp_path / "labels" / "predictions").glob("part-*")}
     assert len(after) == 1 and not after & before
 
@@ -465,7 +465,7 @@ def test_a_folder_a_file_was_removed_from_reuses_its_part_and_keeps_every_label(
     for _ in range(2):
         capsys.readouterr()
         assert cli.main([*command, "--audio", str(folder)]) == 0
-        assert "(0 shard(s) labelled; 1 finished shard(s) reused)" in capsys.readouterr().out
+        assert "(0 shard(s) written; 1 finished shard(s) reused)" in capsys.readouterr().out
         assert sorted((out / "predictions").glob("part-*")) == parts
         pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first)
 
@@ -514,7 +514,7 @@ def test_a_replaced_part_keeps_the_labels_of_its_files_a_run_was_not_given(data,
     capsys.readouterr()
     assert cli.main(command) == 0
     printed = capsys.readouterr().out
-    assert "(1 shard(s) labelled" in printed and "; 1 finished shard(s) reused; 1 earlier part(s) replaced)" in printed, printed
+    assert "(1 shard(s) written" in printed and "; 1 finished shard(s) reused; 1 earlier part(s) replaced)" in printed, printed
     pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first)
     pd.testing.assert_frame_equal(windows(), first_windows)
 
