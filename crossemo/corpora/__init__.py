@@ -46,7 +46,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(emodb.NAME, "Berlin EmoDB: wav/SSTTTEV.wav, 10 German actors", emodb.prepare_emodb),
         Recipe(emovo.NAME, "EMOVO: <speaker>/EMO-SPK-SENT.wav, 6 Italian actors", emovo.prepare_emovo),
         Recipe(iemocap.NAME, "IEMOCAP: SessionN/sentences/wav turns labelled by dialog/EmoEvaluation/*.txt", iemocap.prepare_iemocap),
-        Recipe(manifest.NAME, "your own corpus: a CSV or Parquet file with columns path, speaker, emotion[, label]", manifest.prepare_manifest),
+        Recipe(manifest.NAME, "your own corpus: a CSV or Parquet file with columns path, speaker, emotion[, label], named after the file (mine.csv: mine)", manifest.prepare_manifest),
         Recipe(ravdess.NAME, "RAVDESS speech: Actor_NN/03-01-EE-II-SS-RR-AA.wav, 24 North-American actors", ravdess.prepare_ravdess),
         Recipe(savee.NAME, "SAVEE: AudioData/<SPK>/<code><nn>.wav or <SPK>_<code><nn>.wav, 4 British speakers", savee.prepare_savee),
     )
