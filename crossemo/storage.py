@@ -28,6 +28,10 @@ S3_DEFAULTS: StorageOptions = {
     # exponential backoff ("standard" mode); s3fs adds its own retries on
     # timeouts. After the last attempt the error is reported, never swallowed.
     "config_kwargs": {"retries": {"max_attempts": 8, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 60},
+    # No listing cache: Ray workers write and remove files while the driver
+    # lists and reads them, and a cached listing answered "not found" for
+    # a file written after it (a predict run died with a bare path).
+    "use_listings_cache": False,
 }
 """Options crossemo gives s3fs unless the caller sets them."""
 

@@ -1,0 +1,39 @@
+"""Object storage as the driver sees it while workers write: a listing it made never hides what another process wrote since."""
+
+from __future__ import annotations
+
+import io
+
+import boto3
+import pandas as pd
+import pyarrow.parquet as pq
+
+from crossemo import storage
+
+
+def test_a_file_another_process_wrote_after_a_listing_is_found_and_listed(s3):
+    """A predict driver lists the output's parts, its Ray workers write new ones, then it reads them all.
+
+    With s3fs's listing cache, the second listing and every read of a new part
+    answered from the first listing: the run ended with exit 2 and a bare path.
+    """
+    options = s3["storage_options"]
+    folder = f"s3://{s3['bucket']}/labels/predictions"
+    storage.write_frame(pd.DataFrame({"uri": ["a.wav"]}), f"{folder}/part-a.parquet", storage_options=options, metadata={"files": "a"})
+    assert storage.list_files(folder, suffix=".parquet", storage_options=options) == [f"{folder}/part-a.parquet"]
+    assert storage.read_metadata(f"{folder}/part-a.parquet", storage_options=options)["files"] == "a"
+
+    # Another process (a worker), not this one's filesystem object, writes the next part.
+    body = io.BytesIO()
+    pq.write_table(storage.frame_table(pd.DataFrame({"uri": ["b.wav"]}), metadata={"files": "b"}), body)
+    client = boto3.client("s3", endpoint_url=s3["endpoint"], region_name="us-east-1")
+    client.put_object(Bucket=s3["bucket"], Key="labels/predictions/part-b.parquet", Body=body.getvalue())
+
+    assert storage.read_metadata(f"{folder}/part-b.parquet", storage_options=options)["files"] == "b"
+    assert storage.list_files(folder, suffix=".parquet", storage_options=options) == [f"{folder}/part-a.parquet", f"{folder}/part-b.parquet"]
+    assert storage.exists(f"{folder}/part-b.parquet", storage_options=options)
+
+    # And a part another process removed is gone from the next listing.
+    client.delete_object(Bucket=s3["bucket"], Key="labels/predictions/part-a.parquet")
+    assert storage.list_files(folder, suffix=".parquet", storage_options=options) == [f"{folder}/part-b.parquet"]
+    assert not storage.exists(f"{folder}/part-a.parquet", storage_options=options)
