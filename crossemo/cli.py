@@ -22,7 +22,7 @@ EXIT_BAD_INPUT = 2
 MAX_REASON_LINES = 30
 _PATH_IN_REASON = r"(?:[a-z][a-z0-9+.-]*://)?\S*/\S*"
 BAD_INPUT_ERRORS = (
-    pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, storage.StorageError, FileNotFoundError,
+    pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, storage.StorageError,
     training.TrainingError, inputs.InputError, bundle.BundleError,
 )
 """What crossemo reports as bad input: one line, exit status 2."""
@@ -247,7 +247,7 @@ def command_report(args: argparse.Namespace) -> int:
         run_a, run_b = (compare.read_run(args.out, run_id, storage_options=options) for run_id in args.compare)
         for run in (run_a, run_b):
             if not run.get("result_uris"):
-                raise FileNotFoundError(f"run {run['run_id']} has no results to compare (a features-only run)")
+                raise pipeline.ConfigError(f"run {run['run_id']} has no results to compare (a features-only run)")
         results_a, results_b = (pipeline.read_results(run["result_uris"], storage_options=options) for run in (run_a, run_b))
         print(compare.render(run_a, run_b, compare.result_changes(results_a, run_a["pairs"], results_b, run_b["pairs"])))
         return 0

@@ -681,22 +681,22 @@ def load_features(features_uri: str, *, storage_options: storage.StorageOptions 
         a DataFrame per corpus name.
 
     Raises:
-        FileNotFoundError: ``features_uri`` is a file, holds no feature table,
+        storage.StorageError: ``features_uri`` is a file, holds no feature table,
             or lacks a requested corpus.
         ValueError: the tables come from different feature sets.
     """
     fs, path = storage.filesystem(features_uri, storage_options=storage_options)
     if fs.isfile(path):
         # Listing a file yields the file itself, which would pass for a store of one corpus.
-        raise FileNotFoundError(f"{features_uri} is a file, not a feature store folder (<out>/features of `crossemo features`)")
+        raise storage.StorageError(f"{features_uri} is a file, not a feature store folder (<out>/features of `crossemo features`)")
     files = [uri for uri in storage.list_files(features_uri, suffix=".parquet", storage_options=storage_options) if not uri.rsplit("/", 1)[-1].startswith("_")]
     available = {uri.rsplit("/", 1)[-1].removesuffix(".parquet"): uri for uri in files}
     if not available:
-        raise FileNotFoundError(f"no feature tables under {features_uri}; run `crossemo features` first")
+        raise storage.StorageError(f"no feature tables under {features_uri}; run `crossemo features` first")
     names = corpora or sorted(available)
     missing = [name for name in names if name not in available]
     if missing:
-        raise FileNotFoundError(f"no features for corpus {', '.join(missing)} under {features_uri} (have: {', '.join(sorted(available))})")
+        raise storage.StorageError(f"no features for corpus {', '.join(missing)} under {features_uri} (have: {', '.join(sorted(available))})")
     sets = {name: storage.read_metadata(available[name], storage_options=storage_options).get(FEATURE_SET_KEY, "?") for name in names}
     if len(set(sets.values())) > 1:
         raise ValueError(f"feature tables under {features_uri} come from different feature sets: {sets}")

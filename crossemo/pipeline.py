@@ -382,14 +382,14 @@ def latest_record(out: str, *, storage_options: dict | None) -> dict[str, Any]:
     """The newest run record with results under ``out``.
 
     Raises:
-        FileNotFoundError: no run with results was recorded there.
+        storage.StorageError: no run with results was recorded there.
     """
     for uri in sorted(storage.list_files(storage.join(out, "runs"), suffix="run.json", storage_options=storage_options), reverse=True):
         fs, path = storage.filesystem(uri, storage_options=storage_options)
         record = json.loads(fs.cat_file(path))
         if record.get("result_uris"):
             return record
-    raise FileNotFoundError(f"no run with results under {out}; run `crossemo run` or `crossemo evaluate` first")
+    raise storage.StorageError(f"no run with results under {out}; run `crossemo run` or `crossemo evaluate` first")
 
 
 def planned_methods(config: RunConfig, method_names: list[str]) -> dict[str, Any]:

@@ -62,6 +62,19 @@ def test_a_command_line_that_does_not_parse_is_one_line_and_exit_2(argv, message
     assert stopped.value.code == 2 and err.splitlines() == [f"crossemo: error: {message}"], err
 
 
+def test_a_file_gone_missing_inside_a_run_is_a_failure_not_bad_input(demo, tmp_path, monkeypatch, capsys):
+    """A storage read that finds nothing mid-run (a stale listing, a file removed under the run) is a fault with a traceback, not exit 2 and a bare path."""
+    from crossemo import pipeline
+
+    def vanished(config, *, evaluate):
+        raise FileNotFoundError("bucket/out/predictions/part-0.parquet")
+
+    monkeypatch.setattr(pipeline, "run", vanished)
+    with pytest.raises(FileNotFoundError):
+        cli.main(["run", "--corpus", f"manifest={demo['synth_studio']}", "--corpus", f"manifest={demo['synth_phone']}", "--out", str(tmp_path / "out")])
+    assert "crossemo: error" not in capsys.readouterr().err
+
+
 def test_manifest_errors_are_caught_before_ray(tmp_path, capsys):
     bad = tmp_path / "own.csv"
     pd.DataFrame({"path": ["a.wav"], "speaker": ["x"]}).to_csv(bad, index=False)

@@ -59,12 +59,12 @@ def read_run(out: str, run_id: str, *, storage_options: storage.StorageOptions |
     """A run record by id.
 
     Raises:
-        FileNotFoundError: no such run under ``out``.
+        storage.StorageError: no such run under ``out``.
     """
     uri = storage.join(out, "runs", run_id, "run.json")
     if not storage.exists(uri, storage_options=storage_options):
         known = sorted({u.rsplit("/", 2)[-2] for u in storage.list_files(storage.join(out, "runs"), suffix="run.json", storage_options=storage_options)})
-        raise FileNotFoundError(f"no run {run_id!r} under {out} (runs: {', '.join(known) or 'none'})")
+        raise storage.StorageError(f"no run {run_id!r} under {out} (runs: {', '.join(known) or 'none'})")
     fs, path = storage.filesystem(uri, storage_options=storage_options)
     return json.loads(fs.cat_file(path))
 
