@@ -381,7 +381,19 @@ def command_predict(args: argparse.Namespace) -> int:
     print_warnings(setup.listing.warnings)
     summary = label(args, setup)
     print_labelling(summary, args.out, setup.loaded.model_id)
+    print_warnings(labelling_warnings(summary, setup))
     return labelling_status(summary, args.out)
+
+
+def labelling_warnings(summary: Any, setup: PredictSetup) -> list[str]:
+    """What a user should know about the files a run labelled: those recorded below the model's analysis rate."""
+    if not summary.below_rate:
+        return []
+    rates = ", ".join(f"{rate} Hz: {n}" for rate, n in summary.below_rate.items())
+    return [
+        f"{sum(summary.below_rate.values())} labelled file(s) are recorded below the model's analysis rate of {setup.settings.analysis_rate} Hz "
+        f"({rates}): they were upsampled, so their upper band is empty"
+    ]
 
 
 def labelling_status(summary: Any, out: str) -> int:

@@ -599,7 +599,11 @@ def _label_shard(
         out = prediction.labelled_frame(out, classes, np.empty(0, dtype=str), np.empty((0, len(classes))))
     out["model_id"] = model_id
     storage.write_frame(out, part_uri, storage_options=storage_options, metadata=prediction.part_metadata(shard, rule=rule, rejected=rejected_frame))
-    return {"labelled": len(out), "rejected": len(rejected_frame), "cpu_seconds": time.process_time() - started}
+    rates = facts.loc[found.loc[found["uri"].isin(usable["uri"]), "sha256"], "sampling_rate"]
+    return {
+        "labelled": len(out), "rejected": len(rejected_frame), "cpu_seconds": time.process_time() - started,
+        "below_rate": _below_rate(rates, int(loaded.metadata["decode"]["analysis_rate"])),
+    }
 
 
 @ray.remote(num_cpus=1, max_retries=TASK_RETRIES)
@@ -614,7 +618,7 @@ def _label_segments_shard(
     loaded = _bundle(bundle_uri, model_id, storage_options)
     names = list(loaded.metadata["feature_names"])
     classes = [str(c) for c in loaded.method.classes_]
-    windows, rejected = [], []
+    windows, rejected, rates = [], [], []
     for uri, speaker in zip(shard.files["uri"], shard.files["speaker"]):
         try:
             frame = prediction.file_windows(
@@ -632,6 +636,9 @@ def _label_segments_shard(
             rejected.append({"uri": uri, "speaker": speaker, "stage": "segments", "reason": prediction.no_window_reason(frame, segmentation.mode)})
             continue
         windows.append(usable.assign(uri=uri, speaker=speaker))
+        # From the header alone: cached windows do not record the file's rate.
+        with audio.open_stream(uri, storage_options=storage_options) as stream:
+            rates.append(stream.sampling_rate)
     rejected_frame = pd.DataFrame(rejected, columns=prediction.REJECTED_COLUMNS)
     segment_rows = pd.concat(windows, ignore_index=True) if windows else pd.DataFrame(columns=["uri", "speaker", "start", "end", *names])
     if len(segment_rows):
@@ -650,7 +657,16 @@ def _label_segments_shard(
     per_file["model_id"] = model_id
     part = storage.join(out, "predictions", shard.part_name())
     storage.write_frame(per_file, part, storage_options=storage_options, metadata=prediction.part_metadata(shard, rule=rule, rejected=rejected_frame))
-    return {"labelled": len(per_file), "rejected": len(rejected_frame), "cpu_seconds": time.process_time() - started}
+    return {
+        "labelled": len(per_file), "rejected": len(rejected_frame), "cpu_seconds": time.process_time() - started,
+        "below_rate": _below_rate(rates, settings.analysis_rate),
+    }
+
+
+def _below_rate(rates: Any, analysis_rate: int) -> dict[int, int]:
+    """How many of the files labelled were recorded at each rate below the analysis rate (upsampled: their upper band is empty)."""
+    counts = pd.Series(rates, dtype="float64").value_counts()
+    return {int(rate): int(n) for rate, n in counts.items() if rate < analysis_rate}
 
 
 @dataclass
@@ -674,6 +690,8 @@ class LabellingSummary:
     ray_started: bool
     reasons: dict[str, int] = field(default_factory=dict)
     """This run's rejected files by reason, commonest first."""
+    below_rate: dict[int, int] = field(default_factory=dict)
+    """Files this run labelled that were recorded below the model's analysis rate, by their rate in Hz (shards reused from earlier runs not counted)."""
 
 
 def _membership(uris: pd.Series) -> Callable[[pd.Series], np.ndarray]:
@@ -824,6 +842,7 @@ def label_files(
     # are queued first, so they go first): cores stay busy across waves, and
     # the driver holds at most two waves' tasks.
     labelling: tuple[list, list[int], str] | None = None
+    outcomes: list[dict[str, Any]] = []
     for number, wave in enumerate(batches, 1):
         of = f" {number}/{len(batches)}" if len(batches) > 1 else ""
         if segmentation is not None:
@@ -837,10 +856,14 @@ def label_files(
             )
             extracted = (extracted or 0) + wave_extracted
         if labelling is not None:
-            _gather(*labelling, progress)
+            outcomes += _gather(*labelling, progress)
         labelling = (pending, [len(shard.files) for shard in wave], ("files" if segmentation is not None else "labels") + of)
     if labelling is not None:
-        _gather(*labelling, progress)
+        outcomes += _gather(*labelling, progress)
+    below_rate: dict[int, int] = {}
+    for outcome in outcomes:
+        for rate, n in outcome["below_rate"].items():
+            below_rate[rate] = below_rate.get(rate, 0) + n
     # A stale part this run wrote again under its own name (the same files,
     # relabelled) is the new one: removing it would lose its labels.
     written = {shard.part_name() for shard in shards}
@@ -879,5 +902,5 @@ def label_files(
         files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=int(reasons.sum()),
         reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(removed), kept_labels=sum(kept.values()),
         earlier_labels=earlier, emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
-        reasons={str(reason): int(n) for reason, n in reasons.sort_values(ascending=False, kind="stable").items()},
+        reasons={str(reason): int(n) for reason, n in reasons.sort_values(ascending=False, kind="stable").items()}, below_rate=dict(sorted(below_rate.items())),
     )

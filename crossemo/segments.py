@@ -417,8 +417,8 @@ def _check_mode(mode: Mode, *, hop: float | None, max_length: float) -> None:
 
 def _check_hop(hop: float, *, length: float) -> None:
     _check_seconds(hop, "hop")
-    if hop > length:
-        # Windows further apart than they are long would leave audio between them unheard.
+    if hop > length * (1 + 1e-9):
+        # Windows further apart than they are long would leave audio between them unheard (equal but for float rounding is equal).
         raise ValueError(f"a hop of {hop:g} s is longer than the {length:g} s windows: {hop - length:g} s of audio between windows would be skipped")
 
 

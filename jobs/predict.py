@@ -41,6 +41,8 @@ def label(argv: list[str], state: job.JobState) -> int:
         job.log.warning("%s", warning)
     summary = model_commands.label(args, setup)
     model_commands.print_labelling(summary, args.out, setup.loaded.model_id)
+    for warning in model_commands.labelling_warnings(summary, setup):
+        job.log.warning("%s", warning)
     job.log.info(
         "done: %d files; %d labelled; %d not usable; %d shards written, %d reused; %.1f s",
         summary.files, summary.labelled, summary.rejected, summary.shards, summary.reused_shards, time.perf_counter() - started,

@@ -430,6 +430,26 @@ def test_predict_that_labels_nothing_fails_naming_the_commonest_reason(call, rf_
     assert len(pd.read_parquet(out / "predictions" / "_rejected.parquet")) == 3
 
 
+@pytest.mark.parametrize("segment", [[], ["--segment", "1"]], ids=["whole files", "windows"])
+def test_a_file_recorded_below_the_analysis_rate_is_warned_about(data, evaluated, rf_model, tmp_path, capsys, segment):
+    """An 8 kHz recording is upsampled to the model's 16 kHz like any other, and the user hears of it, as `run` tells of a corpus."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    original, narrow = (Path(path) for path in data["emovo"]["path"][:2])
+    shutil.copy(original, folder / original.name)
+    signal_, rate = sf.read(narrow, always_2d=True)
+    assert rate == 48000
+    sf.write(folder / "narrow.wav", resample_poly(signal_[:, 0], 1, 6), 8000)
+    command = ["predict", "--model", str(rf_model), "--audio", str(folder), "--out", str(tmp_path / "labels"), "--store", str(evaluated), "--no-progress", *segment]
+    assert cli.main(command) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 labelled file(s) are recorded below the model's analysis rate of 16000 Hz (8000 Hz: 1): they were upsampled" in err, err
+    assert len(pd.read_parquet(tmp_path / "labels" / "predictions")) == 2
+
+
 def test_labels_of_files_not_given_again_stay(data, evaluated, rf_model, tmp_path, capsys):
     """A daily ``--audio today/ --out labels/`` adds to the labels; it does not remove yesterday's."""
     audio = tmp_path / "audio"
