@@ -68,7 +68,7 @@ class AudioFiles:
 
 def list_inputs(
     uris: list[str], *, speaker_pattern: str | None = None, storage_options: storage.StorageOptions | None = None,
-    reserved_columns: Collection[str] = (), flag: str = "--audio",
+    reserved_columns: Collection[str] = (), flag: str = "--audio", speakers_matter: bool = True,
 ) -> AudioFiles:
     """List the files of every input, with each file's speaker.
 
@@ -79,6 +79,8 @@ def list_inputs(
         storage_options: fsspec options for object storage.
         reserved_columns: column names the caller writes itself, which a table may not bring.
         flag: the option the inputs came from, for messages.
+        speakers_matter: whether the model normalises each speaker by their
+            own recordings; when not, the speaker fallbacks go unwarned (they cost it nothing).
 
     Returns:
         the files (a file given by two inputs is kept once, from the first).
@@ -110,7 +112,8 @@ def list_inputs(
                 matched, rest = int(found.notna().sum()), int(found.isna().sum())
                 taken = [f"{matched} took theirs from --speaker-pattern"] if pattern is not None else []
                 taken += [f"{rest} are normalised together as the batch {uri}"] if rest else []
-                warnings.append(f"{int(blank.sum())} file(s) of {uri} have a blank speaker cell; {', '.join(taken)}")
+                if speakers_matter:
+                    warnings.append(f"{int(blank.sum())} file(s) of {uri} have a blank speaker cell; {', '.join(taken)}")
             files["speaker"] = given
         elif pattern is not None:
             rules[uri] = "pattern"
@@ -118,7 +121,7 @@ def list_inputs(
             unmatched = int(found.isna().sum())
             if unmatched == len(files) and len(files):
                 raise InputError(f"--speaker-pattern {speaker_pattern!r} matches no file of {uri} (for example {files['uri'].iloc[0]})")
-            if unmatched:
+            if unmatched and speakers_matter:
                 warnings.append(f"{unmatched} file(s) of {uri} do not match --speaker-pattern; they are normalised together as the batch {uri}")
             files["speaker"] = found.fillna(uri)
         else:
@@ -142,7 +145,7 @@ def list_inputs(
     if files.empty:
         raise InputError(f"{flag} lists no audio file ({', '.join(uris)}); give folders with .wav/.flac files or a table with a path column")
     batch = [uri for uri, rule in rules.items() if rule == "batch"]
-    if batch:
+    if batch and speakers_matter:
         warnings.append(
             f"no speaker for the files of {', '.join(batch)} (no speaker column, no --speaker-pattern): each input is normalised as one "
             "recording batch, which costs accuracy when it mixes speakers (see the README's 'Use the model')"

@@ -273,8 +273,11 @@ def predict_setup(args: argparse.Namespace) -> PredictSetup:
     classes = [str(label) for label in loaded.method.classes_]
     if "classes" in loaded.metadata and [str(label) for label in loaded.metadata["classes"]] != classes:
         raise bundle.BundleError(f"{args.model}/{bundle.MODEL_FILE} names the classes {loaded.metadata['classes']}, its fitted method has {classes}; was it edited?")
-    listing = inputs.list_inputs(args.audio, speaker_pattern=args.speaker_pattern, storage_options=options, reserved_columns=prediction.output_columns(classes))
-    if segmentation is None and prediction.normalises_test_speakers(loaded.method):
+    per_speaker = prediction.normalises_test_speakers(loaded.method)
+    listing = inputs.list_inputs(
+        args.audio, speaker_pattern=args.speaker_pattern, storage_options=options, reserved_columns=prediction.output_columns(classes), speakers_matter=per_speaker,
+    )
+    if segmentation is None and per_speaker:
         listing.warnings += _lone_file_warnings(listing.files, loaded.metadata["bundle"]["method"])
     # Parts written there would be read back as feature tables or cache files.
     for kept in ("features", "cache") if args.store else ():

@@ -160,6 +160,23 @@ def test_a_blank_speaker_cell_costs_only_its_own_file_its_speaker(emovo_f2, tmp_
     assert [speakers[str(p)] for p in files] == ["ann", "ann", "f2", "bob", "bob", "bob"]
 
 
+def test_speaker_fallbacks_are_warned_of_only_for_a_model_that_normalises_per_speaker(emovo_f2, tmp_path):
+    """A model that labels each file alone loses nothing when speakers are guessed: no warning to act on."""
+    files = sorted(emovo_f2.glob("*.flac"))[:4]
+    table = tmp_path / "calls.csv"
+    pd.DataFrame({"path": [str(p) for p in files], "speaker": ["ann", "", "bob", "bob"]}).to_csv(table, index=False)
+    inputs_given = [str(table), str(emovo_f2)]
+    pattern = r"/(?P<speaker>f2)/gio-"  # some of the folder's files only
+    warned = inputs.list_inputs(inputs_given, speaker_pattern=pattern)
+    quiet = inputs.list_inputs(inputs_given, speaker_pattern=pattern, speakers_matter=False)
+    assert [w.split(" ")[2:5] for w in warned.warnings if "speaker" in w] == [["of", str(table), "have"], ["of", str(emovo_f2), "do"]], warned.warnings
+    assert not any("speaker" in w for w in quiet.warnings), quiet.warnings
+    pd.testing.assert_frame_equal(warned.files, quiet.files)
+    batch = inputs.list_inputs([str(emovo_f2)])
+    assert any("no speaker for the files of" in w for w in batch.warnings)
+    assert not inputs.list_inputs([str(emovo_f2)], speakers_matter=False).warnings
+
+
 def test_a_file_given_by_its_relative_path_and_in_its_folder_is_listed_once(emovo_f2, monkeypatch):
     monkeypatch.chdir(emovo_f2.parent)
     files = sorted(emovo_f2.glob("*.flac"))
