@@ -98,9 +98,11 @@ def list_inputs(
     frames, missing, rules, extra, warnings = [], [], {}, [], []
     for uri in uris:
         try:
-            files, absent, from_table = _list_one(uri, storage_options, reserved=("input", *reserved_columns))
+            files, absent, from_table = _list_one(uri, storage_options, reserved=("input", *reserved_columns), flag=flag)
         except base.CorpusError as error:
-            raise InputError(f"{flag} {uri}: {error}") from None
+            # A folder's messages name the input already ("--audio URI does not exist").
+            named = str(error).startswith((f"{flag} {uri}", f"cannot list {flag} {uri}"))
+            raise InputError(str(error) if named else f"{flag} {uri}: {error}") from None
         given = files["speaker"].fillna("").astype(str).str.strip() if from_table and "speaker" in files else pd.Series("", index=files.index)
         if (given != "").any():
             rules[uri] = "table"
@@ -155,7 +157,7 @@ def list_inputs(
     return AudioFiles(files=files[columns], missing=missing_frame, speaker_rule=rules, extra_columns=extra, warnings=warnings)
 
 
-def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reserved: Collection[str]) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reserved: Collection[str], flag: str) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
     """One input's files (``uri``, ``fingerprint``, table columns) and missing files, and whether it was a table (which may not bring ``reserved`` columns)."""
     if uri.lower().endswith(TABLE_SUFFIXES):
         files, missing = manifest.list_files(uri, storage_options=storage_options, reserved=reserved)
@@ -167,7 +169,7 @@ def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reser
     # not a Python object per file and path, whose freed fragments stayed in
     # its heap (benchmarks/driver_memory.py).
     chunks, broken = [], []
-    for found, dangling in base.walk_audio(uri, storage_options=storage_options):
+    for found, dangling in base.walk_audio(uri, storage_options=storage_options, what=flag):
         chunks.append(pa.table({"uri": pa.array([file[0] for file in found], pa.string()), "fingerprint": pa.array([file[2] for file in found], pa.string())}))
         broken += dangling
     files = pa.concat_tables(chunks).sort_by("uri").to_pandas() if chunks else pd.DataFrame(columns=["uri", "fingerprint"], dtype=str)

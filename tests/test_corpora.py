@@ -375,11 +375,13 @@ def test_a_folder_that_cannot_be_read_stops_the_listing_and_is_named(tmp_path, m
         return listed(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    for listing, error in ((lambda: base.list_audio(str(tree)), CorpusError), (lambda: inputs.list_inputs([str(tree)]), inputs.InputError)):
+    for listing, error, named in (
+        (lambda: base.list_audio(str(tree)), CorpusError, "corpus root"), (lambda: inputs.list_inputs([str(tree)]), inputs.InputError, "--audio"),
+    ):
         with pytest.raises(error) as caught:
             listing()
         message = str(caught.value)
-        assert f"cannot list corpus root {tree}" in message and "Permission denied" in message and str(tree / "b") in message, message
+        assert message.startswith(f"cannot list {named} {tree}: ") and "Permission denied" in message and str(tree / "b") in message, message
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -437,6 +439,21 @@ def _upload(tree: Path, s3: dict, prefix: str) -> str:
         if path.is_file():
             client.put_object(Bucket=s3["bucket"], Key=f"{prefix}/{path.relative_to(tree).as_posix()}", Body=path.read_bytes())
     return f"s3://{s3['bucket']}/{prefix}"
+
+
+@pytest.mark.s3
+def test_a_missing_bucket_is_named_apart_from_a_missing_prefix(s3):
+    """On object storage "does not exist" has two causes a user fixes differently: a prefix with nothing under it, or no bucket at all."""
+    from crossemo import inputs
+
+    options = s3["storage_options"]
+    with pytest.raises(CorpusError, match=rf"^corpus root s3://{s3['bucket']}/nothing/here does not exist$"):
+        prepare("emovo", f"s3://{s3['bucket']}/nothing/here", storage_options=options)
+    with pytest.raises(CorpusError, match=r"^corpus root s3://no-such-bucket-4c1d/emovo does not exist: there is no bucket no-such-bucket-4c1d \(or these credentials"):
+        prepare("emovo", "s3://no-such-bucket-4c1d/emovo", storage_options=options)
+    # As --audio, named once, by the flag.
+    with pytest.raises(inputs.InputError, match=r"^--audio s3://no-such-bucket-4c1d/calls/ does not exist: there is no bucket no-such-bucket-4c1d "):
+        inputs.list_inputs(["s3://no-such-bucket-4c1d/calls/"], storage_options=options)
 
 
 @pytest.mark.s3

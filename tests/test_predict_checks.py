@@ -119,7 +119,7 @@ def test_a_table_column_that_predict_would_overwrite_is_refused(column, model, e
 def test_adapt_to_errors_name_adapt_to(shared_corpora, tmp_path, capsys):
     args = ["train", "--corpus", f"emovo={shared_corpora}/emovo", "--corpus", f"ravdess={shared_corpora}/ravdess", "--target", "emovo",
             "--method", "self_training", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "model"), "--no-progress"]
-    refuse([*args, "--adapt-to", str(tmp_path / "nowhere")], capsys, says=f"--adapt-to {tmp_path / 'nowhere'}: ", untouched=tmp_path)
+    refuse([*args, "--adapt-to", str(tmp_path / "nowhere")], capsys, says=f"--adapt-to {tmp_path / 'nowhere'} does not exist", untouched=tmp_path)
     refuse([*args, "--adapt-to", ""], capsys, says="--adapt-to is empty", untouched=tmp_path)
 
 

@@ -113,22 +113,30 @@ def fingerprint(info: dict) -> str:
     return f"{info.get('size', '')}:{str(stamp).strip(chr(34))}"
 
 
-def open_root(root: str, *, storage_options: storage.StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def open_root(root: str, *, storage_options: storage.StorageOptions | None = None, what: str = "corpus root") -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem of a corpus root and its path without a trailing slash.
 
+    Args:
+        root: a local folder or ``s3://`` prefix.
+        storage_options: filesystem options for ``root``.
+        what: how messages name the root (``"corpus root"``, ``"--audio"``).
+
     Raises:
-        CorpusError: the root does not exist, is not a folder, or cannot be reached.
+        CorpusError: the root (or its bucket) does not exist, is not a folder, or cannot be reached.
     """
     try:
         fs, path = storage.filesystem(root, storage_options=storage_options)
         if not fs.exists(path):
-            raise CorpusError(f"corpus root {root} does not exist")
+            bucket = path.strip("/").split("/")[0]
+            if not storage.is_local(root) and bucket != path.strip("/") and not fs.exists(bucket):
+                raise CorpusError(f"{what} {root} does not exist: there is no bucket {bucket} (or these credentials cannot see it)")
+            raise CorpusError(f"{what} {root} does not exist")
         if not fs.isdir(path):
-            raise CorpusError(f"corpus root {root} is not a folder")
+            raise CorpusError(f"{what} {root} is not a folder")
     except CorpusError:
         raise
     except Exception as error:  # storage back-ends raise many kinds; name it and stop
-        raise CorpusError(f"cannot list corpus root {root}: {storage.describe_error(error)}") from error
+        raise CorpusError(f"cannot list {what} {root}: {storage.describe_error(error)}") from error
     return fs, path.rstrip("/")
 
 
@@ -156,7 +164,7 @@ def list_audio(root: str, *, storage_options: storage.StorageOptions | None = No
     return sorted(files, key=lambda file: file[1]), broken
 
 
-def walk_audio(root: str, *, storage_options: storage.StorageOptions | None = None) -> Iterator[tuple[list[tuple[str, str, str]], list[dict]]]:
+def walk_audio(root: str, *, storage_options: storage.StorageOptions | None = None, what: str = "corpus root") -> Iterator[tuple[list[tuple[str, str, str]], list[dict]]]:
     """:func:`list_audio`'s files and dangling links a folder at a time (object storage: one batch), in no set order.
 
     A caller that keeps the files in a compact form of its own (as
@@ -164,9 +172,10 @@ def walk_audio(root: str, *, storage_options: storage.StorageOptions | None = No
     a time, not the whole tree's.
 
     Raises:
-        CorpusError: the root does not exist, is not a folder, or it or a folder below it cannot be read.
+        CorpusError: the root does not exist, is not a folder, or it or a folder below it cannot be read
+            (messages name the root as ``what``; see :func:`open_root`).
     """
-    fs, base = open_root(root, storage_options=storage_options)
+    fs, base = open_root(root, storage_options=storage_options, what=what)
 
     def entry(path: str, stamp: str) -> tuple[str, str, str]:
         relative = posixpath.relpath(path, base) if path.startswith(base) else path
@@ -180,7 +189,7 @@ def walk_audio(root: str, *, storage_options: storage.StorageOptions | None = No
             found = fs.find(base, detail=True)
             yield [entry(path, fingerprint(info)) for path, info in found.items() if is_audio_like(path)], []
     except Exception as error:  # storage back-ends raise many kinds; name it and stop
-        raise CorpusError(f"cannot list corpus root {root}: {storage.describe_error(error)}") from error
+        raise CorpusError(f"cannot list {what} {root}: {storage.describe_error(error)}") from error
 
 
 def is_audio_like(path: str) -> bool:
