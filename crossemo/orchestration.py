@@ -722,21 +722,24 @@ def _keep_unlisted_labels(
     named by the key of the files it now covers, so a later run that lists
     them finds them as any other part. A file keeps no label from here when
     another part holds it (its row is there already). A file that several
-    stale parts record (left by a killed run) keeps the row of the first of
-    them by name: every kept row is written before any stale part goes, so
-    a run killed while removing them resumes to the labels a clean run
-    gives. Dropping such a file instead is a choice no later run could
-    repeat once one of its parts was gone.
+    stale parts record (left by a killed run) keeps the row of the part
+    written last (the newest record of it; by name when two were written
+    at once): every kept row is written before any stale part goes, so a
+    run killed while removing them resumes to the labels a clean run gives.
+    Dropping such a file instead is a choice no later run could repeat once
+    one of its parts was gone.
 
     Returns:
         the names of the parts written, with the labels each keeps.
     """
     from crossemo import prediction
 
-    candidates = [(part, prediction.unlisted_files(part, files, model_id=model_id, rule=rule, exclude=covered)) for part in sorted(stale, key=lambda part: part.uri)]
+    candidates = [(part, prediction.unlisted_files(part, files, model_id=model_id, rule=rule, exclude=covered)) for part in stale]
     candidates = [(part, rows) for part, rows in candidates if len(rows)]
     if not candidates:
         return {}
+    written = {part.uri: storage.modified(part.uri, storage_options=storage_options) for part, _ in candidates}
+    candidates.sort(key=lambda candidate: (-written[candidate[0].uri], candidate[0].uri))
     wanted = set().union(*(set(rows["uri"]) for _, rows in candidates))
     # Parts this run left alone (none of their files listed) are not in
     # ``covered``: a file one of them holds (a newer copy a killed run wrote) keeps that row.
@@ -749,7 +752,7 @@ def _keep_unlisted_labels(
         rows = rows[rows["uri"].isin(wanted)].reset_index(drop=True)
         if rows.empty:
             continue
-        wanted.difference_update(rows["uri"])  # kept once, from the first part that records it
+        wanted.difference_update(rows["uri"])  # kept once, from the newest part that records it
         shard = prediction.Shard(prediction.shard_key(rows, model_id=model_id, rule=rule), rows)
         windows = storage.join(out, "segments", part.part_name())
         if storage.exists(windows, storage_options=storage_options):

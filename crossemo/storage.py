@@ -245,6 +245,12 @@ def remove(uri: str, *, storage_options: StorageOptions | None = None) -> None:
     fs.rm_file(path)
 
 
+def modified(uri: str, *, storage_options: StorageOptions | None = None) -> float:
+    """When the file at ``uri`` was last written, in seconds since the epoch (an object's upload time on S3)."""
+    fs, path = filesystem(uri, storage_options=storage_options)
+    return fs.modified(path).timestamp()
+
+
 def exists(uri: str, *, storage_options: StorageOptions | None = None) -> bool:
     """Whether a file or folder exists at ``uri``."""
     fs, path = filesystem(uri, storage_options=storage_options)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -491,6 +492,17 @@ def test_a_folder_a_file_was_removed_from_reuses_its_part_and_keeps_every_label(
         pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True), first)
 
 
+def _left_behind(part: Path) -> Callable[[], None]:
+    """What puts ``part`` back later as a killed run would have left it: its bytes and the time it was written."""
+    data, written = part.read_bytes(), part.stat()
+
+    def restore() -> None:
+        part.write_bytes(data)
+        os.utime(part, ns=(written.st_atime_ns, written.st_mtime_ns))
+
+    return restore
+
+
 def _labelled_table(rows: pd.DataFrame, tmp_path: Path, model: Path, store: Path, *extra: str) -> tuple[Path, Path, list[str]]:
     """Label ``rows`` (path, speaker) given as a table: the table, the output folder, and the command, to run again after editing the table."""
     table, out = tmp_path / "audio.csv", tmp_path / "labels"
@@ -545,11 +557,11 @@ def test_labels_kept_from_a_part_a_killed_run_left_never_give_a_file_two_rows(da
     rows = data["emovo"][["path", "speaker"]].iloc[:3].reset_index(drop=True)
     table, out, command = _labelled_table(rows, tmp_path, rf_model, evaluated)
     (first_part,) = (out / "predictions").glob("part-*")
-    left_behind = first_part.read_bytes()
+    left_behind = _left_behind(first_part)
     rows.assign(speaker=["s", "changed", "s"]).iloc[:2].to_csv(table, index=False)
     assert cli.main(command) == 0
     newer = pd.read_parquet(out / "predictions")
-    first_part.write_bytes(left_behind)  # as if killed before removing it
+    left_behind()  # as if killed before removing it
     rows.assign(speaker="changed again").iloc[2:].to_csv(table, index=False)
     assert cli.main(command) == 0
     labels = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)
@@ -565,10 +577,10 @@ def test_a_file_two_stale_parts_record_alike_keeps_its_label_once(data, evaluate
     table, out, command = _labelled_table(rows, tmp_path, rf_model, evaluated)
     first = pd.read_parquet(out / "predictions")
     (first_part,) = (out / "predictions").glob("part-*")
-    left_behind = first_part.read_bytes()
+    left_behind = _left_behind(first_part)
     rows.assign(speaker=["changed", rows.at[1, "speaker"]]).to_csv(table, index=False)
     assert cli.main(command) == 0
-    first_part.write_bytes(left_behind)  # as if killed before removing it
+    left_behind()  # as if killed before removing it
     rows.assign(speaker="changed again").iloc[:1].to_csv(table, index=False)
     assert cli.main(command) == 0
     labels = pd.read_parquet(out / "predictions")
@@ -581,17 +593,17 @@ def test_a_run_killed_while_removing_stale_parts_resumes_to_the_labels_a_clean_r
     """Two stale parts record x differently ({a, x} and {a', x'}, left by a killed run); a run given {a''} is killed after removing one of them.
 
     Resumed, it must end where a clean run from the same state ends: x keeps
-    one row, from the same part, whichever of the two went first.
+    one row, from the part written last, whichever of the two went first.
     """
     from crossemo import storage
 
     rows = data["emovo"][["path", "speaker"]].iloc[:2].reset_index(drop=True)
     table, out, command = _labelled_table(rows, tmp_path, rf_model, evaluated)
     (first_part,) = (out / "predictions").glob("part-*")
-    left_behind = first_part.read_bytes()
+    left_behind = _left_behind(first_part)
     rows.assign(speaker="changed").to_csv(table, index=False)
     assert cli.main(command) == 0
-    first_part.write_bytes(left_behind)  # as if killed before removing it
+    left_behind()  # as if killed before removing it
     clean = tmp_path / "clean"
     shutil.copytree(out, clean)
     rows.assign(speaker="changed again").iloc[:1].to_csv(table, index=False)
@@ -620,6 +632,8 @@ def test_a_run_killed_while_removing_stale_parts_resumes_to_the_labels_a_clean_r
         pd.testing.assert_frame_equal(resumed[name], frame)
     labels = pd.read_parquet(out / "predictions")
     assert labels["uri"].is_unique and set(labels["uri"]) == set(rows["path"]), labels[["uri", "speaker"]]
+    # x keeps its newest record, the killed run's, not the one it was replacing.
+    assert labels.loc[labels["uri"] == rows.at[1, "path"], "speaker"].item() == "changed"
 
 
 def test_a_part_left_behind_by_a_killed_run_does_not_give_a_file_two_rows(data, evaluated, tmp_path):
@@ -639,12 +653,12 @@ def test_a_part_left_behind_by_a_killed_run_does_not_give_a_file_two_rows(data, 
         shutil.copy(path, folder / path.name)
     assert cli.main(command) == 0
     (first_part,) = (out / "predictions").glob("part-*")
-    first, left_behind = pd.read_parquet(first_part), first_part.read_bytes()
+    first, left_behind = pd.read_parquet(first_part), _left_behind(first_part)
     shutil.copy(paths[2], folder / paths[2].name)
     assert cli.main(command) == 0
     (second_part,) = (out / "predictions").glob("part-*")
     second = pd.read_parquet(second_part)
-    first_part.write_bytes(left_behind)  # as if killed before removing it
+    left_behind()  # as if killed before removing it
     (folder / paths[2].name).unlink()
     assert cli.main(command) == 0
     labels = pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True)

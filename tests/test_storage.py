@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import boto3
 import pandas as pd
@@ -32,6 +33,8 @@ def test_a_file_another_process_wrote_after_a_listing_is_found_and_listed(s3):
     assert storage.read_metadata(f"{folder}/part-b.parquet", storage_options=options)["files"] == "b"
     assert storage.list_files(folder, suffix=".parquet", storage_options=options) == [f"{folder}/part-a.parquet", f"{folder}/part-b.parquet"]
     assert storage.exists(f"{folder}/part-b.parquet", storage_options=options)
+    # When it was written, as the upload time (what picks the newest of two parts recording a file).
+    assert abs(storage.modified(f"{folder}/part-b.parquet", storage_options=options) - time.time()) < 120
 
     # And a part another process removed is gone from the next listing.
     client.delete_object(Bucket=s3["bucket"], Key="labels/predictions/part-a.parquet")
