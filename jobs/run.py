@@ -93,16 +93,24 @@ def planned_pairs(config: pipeline.RunConfig) -> list[tuple[str, str]]:
 
 
 def working_copy() -> Path | None:
-    """The folder Ray unpacked this job's ``working_dir`` into (the job runs there), or ``None`` outside such a job.
+    """The temporary folder holding Ray's copy of this job's ``working_dir``, or ``None`` outside such a job.
 
     Ray hands a submitted job's runtime environment to its driver in
-    ``RAY_JOB_CONFIG_JSON_ENV_VAR``, and starts it in the unpacked copy.
+    ``RAY_JOB_CONFIG_JSON_ENV_VAR`` and starts it in the unpacked copy, under
+    the session's ``runtime_resources`` folder, all of which goes with the
+    session; that folder is returned, else (another layout) the copy. An
+    entrypoint that changed folder first is not in the copy: ``None``.
     """
     try:
         runtime_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {}
     except (ValueError, AttributeError):
         return None
-    return Path.cwd().resolve() if isinstance(runtime_env, dict) and runtime_env.get("working_dir") else None
+    if not isinstance(runtime_env, dict) or not runtime_env.get("working_dir"):
+        return None
+    here = Path.cwd().resolve()
+    if here != _CHECKOUT and _CHECKOUT not in here.parents:
+        return None
+    return next((folder for folder in (here, *here.parents) if folder.name == "runtime_resources"), here)
 
 
 def check_kept(flag: str, uri: str | None) -> None:
@@ -120,7 +128,7 @@ def check_kept(flag: str, uri: str | None) -> None:
     path = Path(storage.filesystem(uri)[1]).resolve()
     if path == copy or copy in path.parents:
         raise pipeline.ConfigError(
-            f"{flag} {uri} lies in this job's copy of its working directory ({copy}), which Ray deletes with its session: "
+            f"{flag} {uri} lies in Ray's temporary copy of this job's working directory ({copy}), which Ray deletes with its session: "
             "give an absolute path on storage the cluster keeps, or an s3:// URI"
         )
 

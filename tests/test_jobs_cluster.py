@@ -105,26 +105,34 @@ def test_the_script_is_the_job_entrypoint(demo, tmp_path):
 
 
 def test_an_output_in_rays_copy_of_the_working_directory_is_refused(demo, tmp_path, monkeypatch, capsys):
-    """Submitted with a working_dir, a job runs in Ray's copy of it: a relative --out (or a config's relative out) there is refused, not lost with the session."""
-    copy = tmp_path / "_ray_pkg_0123"
-    copy.mkdir()
+    """Submitted with a working_dir, a job runs in Ray's copy of it, under the session's runtime_resources, which Ray deletes with the session.
+
+    A relative --out (or a config's relative out), or one beside the copy, is
+    refused there rather than lost; an entrypoint that changed folder first is not in the copy.
+    """
+    resources = tmp_path / "session" / "runtime_resources"
+    copy = resources / "working_dir_files" / "_ray_pkg_0123"
+    shutil.copytree(REPO / "jobs", copy / "jobs")  # what travels, as Ray unpacks it
     monkeypatch.chdir(copy)
+    monkeypatch.setattr(JOB, "_CHECKOUT", copy)
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}}))
     monkeypatch.setattr(orchestration, "connect", lambda *args, **kwargs: pytest.fail("bad input must be found before the driver joins Ray"))
     corpora = ["--corpus", f"manifest={demo['synth_studio']}", "--corpus", f"manifest={demo['synth_phone']}"]
     (copy / "run.toml").write_text('out = "results"\n')
-    for args, named in ((["--out", "results"], "--out results"), (["--config", "run.toml"], f"--out {copy / 'results'}")):
+    for args, named in ((["--out", "results"], "--out results"), (["--config", "run.toml"], f"--out {copy / 'results'}"), (["--out", "../../beside"], "--out ../../beside")):
         assert JOB.main([*corpora, *args]) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
-        assert BAD_INPUT_LINE.match(line) and f"{named} lies in this job's copy of its working directory ({copy})" in line, line
-    assert not (copy / "results").exists()
-    env = {**os.environ, "RAY_JOB_CONFIG_JSON_ENV_VAR": os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]}
+        assert BAD_INPUT_LINE.match(line) and f"{named} lies in Ray's temporary copy of this job's working directory ({resources})" in line, line
+    assert not (copy / "results").exists() and not (resources / "beside").exists()
     result = subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "predict.py"), "--model", "model", "--audio", str(demo["synth_phone"]), "--out", str(tmp_path), "--store", "store"],
-        cwd=copy, env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "jobs/predict.py", "--model", "model", "--audio", str(demo["synth_phone"]), "--out", str(tmp_path / "labels"), "--store", "store"],
+        cwd=copy, env=dict(os.environ), capture_output=True, text=True, timeout=120,
     )
-    assert result.returncode == 2 and "--store store lies in this job's copy of its working directory" in result.stderr, result.stderr
-    # Outside such a job, a relative --out is the caller's folder, as for crossemo run.
+    assert result.returncode == 2 and "--store store lies in Ray's temporary copy" in result.stderr, result.stderr
+    # An entrypoint that went elsewhere first writes its relative paths there; outside a job, relative is the caller's folder.
+    monkeypatch.chdir(tmp_path)
+    assert JOB.working_copy() is None
+    monkeypatch.chdir(copy)
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
     assert JOB.working_copy() is None
 
@@ -517,7 +525,7 @@ def test_a_trained_model_labels_audio_as_a_ray_job_on_two_nodes(ray_cluster, dem
     assert len(labels) == 16 and labels["emotion"].notna().all()
     # A relative --out would land in Ray's copy of the working directory, deleted with the session.
     status, logs = _ended_job(ray_cluster, "python", "jobs/predict.py", "--model", str(model), "--audio", str(demo["synth_phone"].parent), "--out", "labels", "--no-progress")
-    assert status == "FAILED" and re.search(r"^\S+Z ERROR crossemo-job: bad input: --out labels lies in this job's copy of its working directory \(\S*_ray_pkg_", logs, re.M), logs
+    assert status == "FAILED" and re.search(r"^\S+Z ERROR crossemo-job: bad input: --out labels lies in Ray's temporary copy of this job's working directory \(\S*/runtime_resources\)", logs, re.M), logs
     tasks = json.loads(ray_cluster.ray("list", "tasks", "--address", ray_cluster.dashboard, "--format", "json", "--limit", "10000", "--detail").stdout)
     labelling = [task for task in tasks if task.get("func_or_class_name", "").startswith("_label_shard") and task["state"] == "FINISHED"]
     assert labelling, "no finished labelling task listed"
