@@ -168,13 +168,11 @@ def parse_pairs(spec: str | Iterable[str], corpora: list[str]) -> list[tuple[str
     one more pair per target whose source is all the others together.
 
     Raises:
-        ProtocolError: a pair names an unknown corpus, a corpus twice, or the
-            target among its sources.
+        ProtocolError: no pair given (an empty ``--pairs``), a pair names an
+            unknown corpus, a corpus twice, or the target among its sources.
     """
-    if isinstance(spec, str):
-        spec = [part.strip() for part in spec.split(",") if part.strip()]
-    spec = list(spec)
-    if spec in ([], ["all"]):
+    spec = _listed(spec, "--pairs", "all or SOURCE:TARGET,…")
+    if spec == ["all"]:
         pairs = [(s, t) for s in corpora for t in corpora if s != t]
         if not pairs:
             raise ProtocolError(f"need at least two corpora to form a pair; have {', '.join(corpora) or 'none'}")
@@ -200,6 +198,15 @@ def parse_pairs(spec: str | Iterable[str], corpora: list[str]) -> list[tuple[str
     return list(dict.fromkeys(pairs))
 
 
+def _listed(spec: str | Iterable[str], flag: str, form: str) -> list[str]:
+    """A comma-separated setting as its items; an empty one is refused, not read as ``all`` (which could cost hours)."""
+    items = [part.strip() for part in spec.split(",")] if isinstance(spec, str) else [str(part).strip() for part in spec]
+    items = [item for item in items if item]
+    if not items:
+        raise ProtocolError(f"{flag} is empty; give {form}")
+    return items
+
+
 def source_corpora(source: str) -> list[str]:
     """The corpora of a pair's source name (``"emovo+ravdess"`` → ``["emovo", "ravdess"]``)."""
     return source.split(SOURCE_SEPARATOR)
@@ -215,12 +222,10 @@ def parse_methods(spec: str | Iterable[str]) -> list[str]:
     """Turn ``all`` or ``m1,m2,…`` into the methods to run, baselines always included.
 
     Raises:
-        ProtocolError: an unknown method.
+        ProtocolError: no method given (an empty ``--methods``), or an unknown method.
     """
-    if isinstance(spec, str):
-        spec = [part.strip() for part in spec.split(",") if part.strip()]
-    spec = list(spec)
-    if spec in ([], ["all"]):
+    spec = _listed(spec, "--methods", "all or m1,m2,…")
+    if spec == ["all"]:
         return [*BASELINES, *TRANSFER_METHODS]
     unknown = [name for name in spec if name not in methods.METHODS]
     if unknown:

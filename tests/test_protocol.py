@@ -159,6 +159,15 @@ def test_unknown_method_is_named():
         protocol.parse_methods("rf,gan")
 
 
+@pytest.mark.parametrize("spec", ["", " , ", []])
+def test_an_empty_list_of_methods_or_pairs_is_refused_not_taken_for_all(spec):
+    """`--methods ""` ran all fourteen methods: on full corpora, hours nobody asked for."""
+    with pytest.raises(protocol.ProtocolError, match="^--methods is empty; give all or m1,m2"):
+        protocol.parse_methods(spec)
+    with pytest.raises(protocol.ProtocolError, match="^--pairs is empty; give all or SOURCE:TARGET"):
+        protocol.parse_pairs(spec, ["a", "b"])
+
+
 def test_single_speaker_target_and_disjoint_classes_are_refused(datasets):
     one = protocol.Dataset.from_frame(make_frame("c", ["only"]))
     with pytest.raises(protocol.ProtocolError, match="has 1 speaker"):
