@@ -187,6 +187,10 @@ def print_tables(result_tables: dict[str, pd.DataFrame], out: str) -> None:
         print(result_tables["table2"].to_string(index=False))
         print("\nTable 3 (accuracy %):")
         print(result_tables["table3"].to_string(index=False))
+        if "table3_uar" in result_tables:
+            # The verdict's figures: with unbalanced classes they are not the accuracies above.
+            print("\nTable 3 (UAR %, the verdict's measure):")
+            print(result_tables["table3_uar"].to_string(index=False))
     print(f"\nTables (CSV, tables.md, verdict.csv) and the page index.html in {storage.join(out, 'report')}")
     print_verdict(result_tables.get("verdict"))
 

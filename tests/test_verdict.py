@@ -86,9 +86,12 @@ def test_verdict_csv_page_and_cli(tmp_path, capsys):
     assert text.index('<section id="verdict">') < text.index('<section id="tables">')
     assert "borrowing from a helps b by" in text and (tmp_path / "figures" / "verdict.png").exists()
     assert "speaker norm. linear (S2, target only)" in text
-    cli.print_tables({"table2": pd.DataFrame(), "table3": pd.DataFrame(), "verdict": written}, str(tmp_path))
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.strip() == verdict.sentence(written.iloc[-1])
+    uar = pd.DataFrame({"train": ["a"], "test": ["b"], RECOMMENDED: [90.0]})
+    cli.print_tables({"table2": pd.DataFrame(), "table3": pd.DataFrame(), "table3_uar": uar, "verdict": written}, str(tmp_path))
+    printed = capsys.readouterr().out
+    # The verdict is in UAR, so the CLI shows the UAR table its figures come from.
+    assert "Table 3 (UAR %, the verdict's measure):" in printed and uar.to_string(index=False) in printed
+    assert printed.strip().splitlines()[-1].strip() == verdict.sentence(written.iloc[-1])
 
 
 def test_table3_puts_the_twins_after_the_baseline():
