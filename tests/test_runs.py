@@ -83,3 +83,17 @@ def test_runs_are_recorded_reuse_work_and_compare(tmp_path, capsys):
     shutil.rmtree(out / "report")
     assert cli.main(["report", str(out)]) == 0
     assert (out / "report" / "index.html").is_file() and (out / "report" / "table3.csv").is_file()
+
+
+def test_a_comparison_names_the_pairs_one_run_lacks_and_changes_in_uar():
+    """Pairs a run added are a change of plan, not cells that moved from nothing; a verdict moves in UAR, which is compared too."""
+    from crossemo.report import compare
+
+    run_a = {"run_id": "A", "pairs": [["a", "b"]], "counts": {}}
+    run_b = {"run_id": "B", "pairs": [["a", "b"], ["b", "a"]], "counts": {}}
+    moved = pd.DataFrame({"metric": ["uar"], "table": ["table3"], "source": ["a"], "target": ["b"], "column": ["rf"], "before": [50.0], "after": [52.0], "change": [2.0]})
+    text = compare.render(run_a, run_b, moved)
+    assert "pairs only the later run evaluated: b:a" in text and "results that changed (UAR %, 1 cells):" in text and "accuracy %" not in text, text
+    same = compare.render(run_a, run_b, moved.assign(after=50.0, change=0.0))
+    assert same.endswith("results: identical for the pairs both runs evaluated"), same
+    assert compare.result_changes(pd.DataFrame(), [["a", "b"]], pd.DataFrame(), [["b", "a"]]).empty

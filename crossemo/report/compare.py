@@ -34,25 +34,45 @@ def setting_changes(run_a: dict, run_b: dict) -> list[tuple[str, object, object]
     return [(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)]
 
 
-def result_changes(results_a: pd.DataFrame, pairs_a: list, results_b: pd.DataFrame, pairs_b: list, *, metric: str = "accuracy") -> pd.DataFrame:
-    """Table 3 and Table 2 cells of both runs side by side, with the difference.
+METRICS = {"accuracy": "accuracy", "uar": "UAR"}
+"""The measures a comparison covers: the study's tables are in accuracy, the verdict in UAR."""
+
+
+def result_changes(results_a: pd.DataFrame, pairs_a: list, results_b: pd.DataFrame, pairs_b: list) -> pd.DataFrame:
+    """Table 2 and Table 3 cells of the pairs both runs evaluated, in accuracy and UAR, side by side with the difference.
+
+    A pair only one run evaluated is no change of a cell but of the run's
+    plan: :func:`pair_changes` names it.
 
     Returns:
-        one row per (table, source, target, column) present in either run:
-        ``before``, ``after`` and ``change`` in percentage points.
+        one row per (metric, table, source, target, column) present in either
+        run: ``before``, ``after`` and ``change`` in percentage points.
     """
+    later = {tuple(p) for p in pairs_b}
+    common = [tuple(p) for p in pairs_a if tuple(p) in later]
+    if not common:
+        return pd.DataFrame(columns=["metric", "table", "source", "target", "column", "before", "after", "change"])
     frames = []
-    for label, results, pairs in (("before", results_a, pairs_a), ("after", results_b, pairs_b)):
-        table2, table3 = tables.build_tables(tables.Figures.of(results), [tuple(p) for p in pairs], metric=metric)
-        for name, table in (("table2", table2), ("table3", table3)):
-            long = table.melt(id_vars=["source", "target"], var_name="column", value_name=label)
-            long.insert(0, "table", name)
-            frames.append(long.set_index(["table", "source", "target", "column"]))
+    for metric in METRICS:
+        for label, results in (("before", results_a), ("after", results_b)):
+            table2, table3 = tables.build_tables(tables.Figures.of(results), common, metric=metric)
+            for name, table in (("table2", table2), ("table3", table3)):
+                long = table.melt(id_vars=["source", "target"], var_name="column", value_name=label)
+                long.insert(0, "table", name)
+                long.insert(0, "metric", metric)
+                frames.append(long.set_index(["metric", "table", "source", "target", "column"]))
     before = pd.concat([f for f in frames if "before" in f.columns])
     after = pd.concat([f for f in frames if "after" in f.columns])
     merged = before.join(after, how="outer")
     merged["change"] = (merged["after"] - merged["before"]).round(1)
     return merged.reset_index()
+
+
+def pair_changes(run_a: dict, run_b: dict) -> tuple[list[str], list[str]]:
+    """The pairs (``source:target``) only the later run evaluated, and those only the earlier one did."""
+    earlier = [":".join(p) for p in run_a.get("pairs", [])]
+    later = [":".join(p) for p in run_b.get("pairs", [])]
+    return [p for p in later if p not in earlier], [p for p in earlier if p not in later]
 
 
 def read_run(out: str, run_id: str, *, storage_options: storage.StorageOptions | None = None) -> dict:
@@ -82,11 +102,16 @@ def render(run_a: dict, run_b: dict, changes: pd.DataFrame) -> str:
     # A run of `evaluate` read a feature store and extracted nothing: it records no feature counts.
     features = f", features reused {counts_b['features_reused']}" if "features_reused" in counts_b else ", features read from a store"
     lines.append(f"tasks: {counts_a.get('tasks', '?')} → {counts_b.get('tasks', '?')} (the later run reused {counts_b.get('tasks_reused', '?')}{features})")
+    added, removed = pair_changes(run_a, run_b)
+    lines += [f"pairs only the later run evaluated: {', '.join(added)}"] if added else []
+    lines += [f"pairs only the earlier run evaluated: {', '.join(removed)}"] if removed else []
     lines.append("")
     moved = changes[(changes["change"].fillna(0) != 0) | (changes["before"].isna() != changes["after"].isna())]
     if moved.empty:
-        lines.append("results: identical")
-    else:
-        lines.append(f"results that changed (accuracy %, {len(moved)} cells):")
-        lines.append(moved.to_string(index=False))
+        lines.append("results: identical" + (" for the pairs both runs evaluated" if added or removed else ""))
+    for metric, title in METRICS.items():
+        cells = moved[moved["metric"] == metric].drop(columns="metric")
+        if len(cells):
+            lines.append(f"results that changed ({title} %, {len(cells)} cells):")
+            lines.append(cells.to_string(index=False))
     return "\n".join(lines)
