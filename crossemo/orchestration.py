@@ -663,6 +663,13 @@ def _label_segments_shard(
     }
 
 
+def _count_below_rate(outcomes: list[dict[str, Any]], total: dict[int, int]) -> None:
+    """Add the labelling tasks' files below the analysis rate, by rate, to ``total``."""
+    for outcome in outcomes:
+        for rate, n in outcome["below_rate"].items():
+            total[rate] = total.get(rate, 0) + n
+
+
 def _below_rate(rates: Any, analysis_rate: int) -> dict[int, int]:
     """How many of the files labelled were recorded at each rate below the analysis rate (upsampled: their upper band is empty)."""
     counts = pd.Series(rates, dtype="float64").value_counts()
@@ -845,7 +852,7 @@ def label_files(
     # are queued first, so they go first): cores stay busy across waves, and
     # the driver holds at most two waves' tasks.
     labelling: tuple[list, list[int], str] | None = None
-    outcomes: list[dict[str, Any]] = []
+    below_rate: dict[int, int] = {}  # folded in wave by wave: the driver keeps no task's outcome
     for number, wave in enumerate(batches, 1):
         of = f" {number}/{len(batches)}" if len(batches) > 1 else ""
         if segmentation is not None:
@@ -859,14 +866,10 @@ def label_files(
             )
             extracted = (extracted or 0) + wave_extracted
         if labelling is not None:
-            outcomes += _gather(*labelling, progress)
+            _count_below_rate(_gather(*labelling, progress), below_rate)
         labelling = (pending, [len(shard.files) for shard in wave], ("files" if segmentation is not None else "labels") + of)
     if labelling is not None:
-        outcomes += _gather(*labelling, progress)
-    below_rate: dict[int, int] = {}
-    for outcome in outcomes:
-        for rate, n in outcome["below_rate"].items():
-            below_rate[rate] = below_rate.get(rate, 0) + n
+        _count_below_rate(_gather(*labelling, progress), below_rate)
     # A stale part this run wrote again under its own name (the same files,
     # relabelled) is the new one: removing it would lose its labels.
     written = {shard.part_name() for shard in shards}
