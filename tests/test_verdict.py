@@ -35,10 +35,12 @@ def _results(skills: dict[tuple[int, str], float]) -> pd.DataFrame:
 def test_verdict_has_exactly_the_columns_and_compares_with_the_best_target_only_model():
     results = _results({(2, "majority"): 0.0, (2, "rf"): 0.3, (2, "speaker_norm_linear"): 0.5, (3, RECOMMENDED): 0.9})
     table = verdict.verdict(tables.Figures.of(results), PAIRS)
-    assert list(table.columns) == [
+    assert verdict.VERDICT_COLUMNS == [
         "source", "target", "method", "uar", "target_only_method", "target_only_uar", "baseline_uar",
         "gain_vs_baseline", "gain_vs_target_only", "ci_low", "ci_high", "helps",
     ]
+    # The held-out speakers each interval rests on, for the sentence; verdict.csv keeps the columns above.
+    assert list(table.columns) == [*verdict.VERDICT_COLUMNS, "folds"]
     assert len(table) == 2 and set(table["method"]) == {RECOMMENDED}
     assert set(table["target_only_method"]) == {"speaker_norm_linear"}
     folds = tables.Figures.of(results).folds
@@ -69,6 +71,8 @@ def test_sentence_names_the_sources_gain_and_interval():
     # A twin is named as Table 3 and train --method name it: its bare name is a method that borrows.
     assert verdict.sentence({**row, "target_only_method": "self_training"}).endswith("alone (target_only_self_training, 44.0 %)")
     assert "fewer than 3 folds" in verdict.sentence({**row, "ci_low": float("nan"), "ci_high": float("nan"), "helps": False})
+    # How few held-out speakers the interval rests on (with three, it is the range of their gains).
+    assert "(95 % CI 3.2 to 11.0, 3 folds) over" in verdict.sentence({**row, "folds": 3})
 
 
 def test_no_row_without_the_recommended_method():
@@ -79,7 +83,7 @@ def test_no_row_without_the_recommended_method():
 def test_verdict_csv_page_and_cli(tmp_path, capsys):
     results = _results({(2, "majority"): 0.0, (2, "rf"): 0.3, (2, "speaker_norm_linear"): 0.4, (3, RECOMMENDED): 0.9, (3, "rf"): 0.4})
     written = verdict.write_verdict(results, PAIRS, str(tmp_path))
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "verdict.csv"), written, check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "verdict.csv"), written[verdict.VERDICT_COLUMNS], check_dtype=False)
     page = (tmp_path / "index.html")
     write_html_report(results, PAIRS, str(tmp_path))
     text = page.read_text()

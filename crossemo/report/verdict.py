@@ -42,7 +42,9 @@ def verdict(figures: Figures, pairs: list[tuple[str, str]], *, method: str = REC
         method: the transfer method judged (scenario 3).
 
     Returns:
-        :data:`VERDICT_COLUMNS`; pairs where ``method`` or the Baseline RF did not run have no row.
+        :data:`VERDICT_COLUMNS` and ``folds`` (the held-out speakers the interval
+        rests on; not written to ``verdict.csv``, whose columns are fixed); pairs
+        where ``method`` or the Baseline RF did not run have no row.
     """
     rows = []
     for source, target in pairs:
@@ -69,8 +71,9 @@ def verdict(figures: Figures, pairs: list[tuple[str, str]], *, method: str = REC
             "gain_vs_target_only": round(float(transfer.mean() - candidates[best].mean()), 2),
             "ci_low": round(low, 2), "ci_high": round(high, 2),
             "helps": bool(not math.isnan(low) and low > 0),
+            "folds": len(differences),
         })
-    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    return pd.DataFrame(rows, columns=[*VERDICT_COLUMNS, "folds"])
 
 
 def target_only_name(method: str) -> str:
@@ -84,6 +87,9 @@ def sentence(row: pd.Series | dict) -> str:
     source = " and ".join(str(row["source"]).split("+"))
     gain = f"{row['gain_vs_target_only']:+.1f} pp UAR"
     interval = "no interval: fewer than 3 folds" if math.isnan(row["ci_low"]) else f"95 % CI {row['ci_low']:.1f} to {row['ci_high']:.1f}"
+    if "folds" in row and not math.isnan(row["ci_low"]):
+        # With a few held-out speakers the interval is little more than the range of their gains: say how few.
+        interval += f", {int(row['folds'])} folds"
     against = f"over the best model trained on {row['target']} alone ({target_only_name(row['target_only_method'])}, {row['target_only_uar']:.1f} %)"
     if row["helps"]:
         return f"borrowing from {source} helps {row['target']} by {gain} ({interval}) {against}"
@@ -93,5 +99,5 @@ def sentence(row: pd.Series | dict) -> str:
 def write_verdict(results: pd.DataFrame, pairs: list[tuple[str, str]], report_uri: str, *, storage_options: storage.StorageOptions | None = None) -> pd.DataFrame:
     """Write ``<report>/verdict.csv`` and return it."""
     table = verdict(Figures.of(results), pairs)
-    storage.write_bytes(table.to_csv(index=False).encode(), storage.join(report_uri, "verdict.csv"), storage_options=storage_options)
+    storage.write_bytes(table[VERDICT_COLUMNS].to_csv(index=False).encode(), storage.join(report_uri, "verdict.csv"), storage_options=storage_options)
     return table
