@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -663,17 +663,15 @@ def _label_segments_shard(
     }
 
 
-def _count_below_rate(outcomes: list[dict[str, Any]], total: dict[int, int]) -> None:
+def _count_below_rate(outcomes: list[dict[str, Any]], total: Counter) -> None:
     """Add the labelling tasks' files below the analysis rate, by rate, to ``total``."""
     for outcome in outcomes:
-        for rate, n in outcome["below_rate"].items():
-            total[rate] = total.get(rate, 0) + n
+        total.update(outcome["below_rate"])
 
 
 def _below_rate(rates: Any, analysis_rate: int) -> dict[int, int]:
     """How many of the files labelled were recorded at each rate below the analysis rate (upsampled: their upper band is empty)."""
-    counts = pd.Series(rates, dtype="float64").value_counts()
-    return {int(rate): int(n) for rate, n in counts.items() if rate < analysis_rate}
+    return dict(Counter(int(rate) for rate in rates if rate < analysis_rate))
 
 
 @dataclass
@@ -852,7 +850,7 @@ def label_files(
     # are queued first, so they go first): cores stay busy across waves, and
     # the driver holds at most two waves' tasks.
     labelling: tuple[list, list[int], str] | None = None
-    below_rate: dict[int, int] = {}  # folded in wave by wave: the driver keeps no task's outcome
+    below_rate: Counter = Counter()  # folded in wave by wave: the driver keeps no task's outcome
     for number, wave in enumerate(batches, 1):
         of = f" {number}/{len(batches)}" if len(batches) > 1 else ""
         if segmentation is not None:
