@@ -42,7 +42,8 @@ def test_verdict_has_exactly_the_columns_and_compares_with_the_best_target_only_
     # The held-out speakers each interval rests on, for the sentence; verdict.csv keeps the columns above.
     assert list(table.columns) == [*verdict.VERDICT_COLUMNS, "folds"]
     assert len(table) == 2 and set(table["method"]) == {RECOMMENDED}
-    assert set(table["target_only_method"]) == {"speaker_norm_linear"}
+    # Named as train --method takes it: the bare name would be the method that borrows.
+    assert set(table["target_only_method"]) == {"target_only_speaker_norm_linear"}
     folds = tables.Figures.of(results).folds
     for row in table.itertuples():
         cells = tables.cell_folds(folds, row.source, row.target)
@@ -63,13 +64,12 @@ def test_a_method_no_better_than_target_only_does_not_help():
 
 def test_sentence_names_the_sources_gain_and_interval():
     row = {"source": "emovo+emodb", "target": "ravdess", "gain_vs_target_only": 7.06, "ci_low": 3.2, "ci_high": 11.0,
-           "helps": True, "target_only_method": "rf", "target_only_uar": 44.0}
+           "helps": True, "target_only_method": "target_only_rf", "target_only_uar": 44.0}
     assert verdict.sentence(row) == (
         "borrowing from emovo and emodb helps ravdess by +7.1 pp UAR (95 % CI 3.2 to 11.0) "
         "over the best model trained on ravdess alone (the Baseline RF, 44.0 %)"
     )
-    # A twin is named as Table 3 and train --method name it: its bare name is a method that borrows.
-    assert verdict.sentence({**row, "target_only_method": "self_training"}).endswith("alone (target_only_self_training, 44.0 %)")
+    assert verdict.sentence({**row, "target_only_method": "target_only_self_training"}).endswith("alone (target_only_self_training, 44.0 %)")
     assert "fewer than 3 folds" in verdict.sentence({**row, "ci_low": float("nan"), "ci_high": float("nan"), "helps": False})
     # How few held-out speakers the interval rests on (with three, it is the range of their gains).
     assert "(95 % CI 3.2 to 11.0, 3 folds) over" in verdict.sentence({**row, "folds": 3})

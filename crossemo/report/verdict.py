@@ -30,7 +30,8 @@ VERDICT_COLUMNS = [
     "source", "target", "method", "uar", "target_only_method", "target_only_uar", "baseline_uar",
     "gain_vs_baseline", "gain_vs_target_only", "ci_low", "ci_high", "helps",
 ]
-"""``verdict.csv``'s columns; UAR and gains in percent (points), the interval is of ``gain_vs_target_only``."""
+"""``verdict.csv``'s columns; UAR and gains in percent (points), the interval is of ``gain_vs_target_only``;
+``target_only_method`` as ``crossemo train --method`` takes it (``target_only_rf`` is the Baseline RF)."""
 
 
 def verdict(figures: Figures, pairs: list[tuple[str, str]], *, method: str = RECOMMENDED) -> pd.DataFrame:
@@ -53,10 +54,11 @@ def verdict(figures: Figures, pairs: list[tuple[str, str]], *, method: str = REC
         baseline = per_fold(cells[REFERENCE], "uar") * 100
         if transfer.empty or baseline.empty:
             continue
-        candidates = {REFERENCE: baseline}
+        # Named as ``train --method`` takes them: a twin's bare name is also a method that borrows.
+        candidates = {TWIN_PREFIX + REFERENCE: baseline}
         for column, rows_ in cells.items():
             if column.startswith(TWIN_PREFIX) and len(rows_):
-                candidates[column.removeprefix(TWIN_PREFIX)] = per_fold(rows_, "uar") * 100
+                candidates[column] = per_fold(rows_, "uar") * 100
         # Ties go to the first candidate: the Baseline RF, then the twins in their table order.
         best = max(candidates, key=lambda name: (candidates[name].mean(), -list(candidates).index(name)))
         paired = pd.concat([transfer, candidates[best]], axis=1, keys=["transfer", "target_only"]).dropna()
@@ -77,8 +79,8 @@ def verdict(figures: Figures, pairs: list[tuple[str, str]], *, method: str = REC
 
 
 def target_only_name(method: str) -> str:
-    """A ``target_only_method`` as Table 3 and ``train --method`` name it: its bare name is also a method that borrows."""
-    return "the Baseline RF" if method == REFERENCE else f"{TWIN_PREFIX}{method}"
+    """A ``target_only_method`` in words: ``target_only_rf`` is the study's Baseline RF, a twin keeps its name."""
+    return "the Baseline RF" if method == TWIN_PREFIX + REFERENCE else method
 
 
 def sentence(row: pd.Series | dict) -> str:
