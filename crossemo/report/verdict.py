@@ -44,11 +44,14 @@ def verdict(figures: Figures, pairs: list[tuple[str, str]], *, method: str = REC
 
     Returns:
         :data:`VERDICT_COLUMNS` and ``folds`` (the held-out speakers the interval
-        rests on; not written to ``verdict.csv``, whose columns are fixed); pairs
-        where ``method`` or the Baseline RF did not run have no row.
+        rests on; not written to ``verdict.csv``, whose columns are fixed), the
+        pairs of one target together; pairs where ``method`` or the Baseline RF
+        did not run have no row.
     """
     rows = []
-    for source, target in pairs:
+    # Grouped by target, in the order targets first appear: the question is which source helps a target.
+    targets = list(dict.fromkeys(target for _, target in pairs))
+    for source, target in sorted(pairs, key=lambda pair: targets.index(pair[1])):
         cells = cell_folds(figures.folds, source, target)
         transfer = per_fold(cells[method], "uar") * 100 if method in cells else pd.Series(dtype=float)
         baseline = per_fold(cells[REFERENCE], "uar") * 100
