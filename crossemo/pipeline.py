@@ -451,14 +451,15 @@ def write_report(out: str, record: dict[str, Any], *, storage_options: dict | No
     results = read_results(record["result_uris"], storage_options=storage_options)
     pairs = [tuple(p) for p in record["pairs"]]
     report_uri = storage.join(out, "report")
-    result_tables = tables.write_tables(results, pairs, report_uri, storage_options=storage_options)
-    result_tables["verdict"] = verdict.write_verdict(results, pairs, report_uri, storage_options=storage_options)
+    run_figures = tables.Figures.of(results)  # computed once for the tables, the verdict and the page
+    result_tables = tables.write_tables(results, pairs, report_uri, run_figures=run_figures, storage_options=storage_options)
+    result_tables["verdict"] = verdict.write_verdict(results, pairs, report_uri, run_figures=run_figures, storage_options=storage_options)
     features_uri = record["settings"].get("features") or storage.join(out, "features")
     side = {}
     for name in ("manifest", "rejected", "duplicates"):
         uri = storage.join(features_uri, f"_{name}.parquet")
         side[name] = storage.read_frame(uri, storage_options=storage_options) if storage.exists(uri, storage_options=storage_options) else None
-    html.write_html_report(results, pairs, report_uri, manifest=side["manifest"], rejected=side["rejected"], duplicates=side["duplicates"], run=record, storage_options=storage_options)
+    html.write_html_report(results, pairs, report_uri, manifest=side["manifest"], rejected=side["rejected"], duplicates=side["duplicates"], run=record, run_figures=run_figures, storage_options=storage_options)
     return result_tables
 
 

@@ -271,6 +271,37 @@ def test_figures_are_deterministic(results):
         figures.confusion_matrix(counts, ["a"], title="t")
 
 
+def test_a_report_written_again_draws_only_the_figures_whose_inputs_changed(results, tmp_path, monkeypatch):
+    write_html_report(results, PAIRS, str(tmp_path))
+    folder = tmp_path / "figures"
+    first = {path.name: path.read_bytes() for path in folder.glob("*.png")}
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    drawn: list[str] = []
+    render = figures.render_png
+    monkeypatch.setattr(figures, "render_png", lambda figure, **kwargs: drawn.append(kwargs["key"]) or render(figure, **kwargs))
+    write_html_report(results, PAIRS, str(tmp_path))
+    assert drawn == [] and (tmp_path / "index.html").read_text(encoding="utf-8") == page
+    assert {path.name: path.read_bytes() for path in folder.glob("*.png")} == first
+    # A figure file replaced by another PNG, or one removed, is drawn again; so is every figure of a pair whose results changed.
+    (folder / "emovo-to-emodb_speakers.png").write_bytes(first["emodb-to-emovo_methods.png"])
+    (folder / "emovo-to-emodb_methods.png").unlink()
+    changed = results.copy()
+    wrong = (changed["target"] == "emovo") & (changed["method"] == "dbn") & (changed["fold"] == "emovo/f1")
+    changed.loc[wrong, "predicted"] = changed.loc[wrong, "true"]
+    changed.loc[wrong, ["accuracy", "uar"]] = 1.0
+    write_html_report(changed, PAIRS, str(tmp_path))
+    again = {path.name: path.read_bytes() for path in folder.glob("*.png")}
+    assert again["emovo-to-emodb_speakers.png"] == first["emovo-to-emodb_speakers.png"] and again["emovo-to-emodb_methods.png"] == first["emovo-to-emodb_methods.png"]
+    assert again["emodb-to-emovo_confusion_s3_dbn.png"] != first["emodb-to-emovo_confusion_s3_dbn.png"]
+    redrawn = {name for name in again if figures.png_key(again[name]) in drawn}
+    assert redrawn == {"emovo-to-emodb_speakers.png", "emovo-to-emodb_methods.png", "emodb-to-emovo_methods.png", "emodb-to-emovo_speakers.png", "emodb-to-emovo_confusion_s3_dbn.png"}
+    # New drawing code draws everything again.
+    drawn.clear()
+    monkeypatch.setattr(figures, "_DRAWING_CODE", "changed")
+    write_html_report(changed, PAIRS, str(tmp_path))
+    assert len(drawn) == len(again)
+
+
 def test_without_manifest_the_counts_come_from_results(results, tmp_path):
     # Only emodb → emovo: emodb is then a source only and has no test rows to count.
     write_html_report(results[results["target"] == "emovo"], PAIRS[:1], str(tmp_path))

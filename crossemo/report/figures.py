@@ -6,18 +6,24 @@ figure list (so nothing stays open and no GUI backend is ever touched), and a
 report can be drawn in a Ray worker or any thread. Every figure is drawn under
 matplotlib's default style so the user's ``matplotlibrc`` cannot change it, and
 PNGs carry no software or date metadata, so the same inputs give the same bytes.
+A PNG may carry its :func:`figure_key` instead, so a report written again can
+reuse a figure whose inputs did not change rather than draw it again.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 from collections.abc import Callable, Sequence
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
+import matplotlib
 import matplotlib.style
 import numpy as np
 import pandas as pd
+import PIL.Image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -25,6 +31,12 @@ DPI = 100
 BAR_COLOR = "#4C72B0"
 POINT_COLOR = "#222222"
 BASELINE_COLOR = "#C44E52"
+
+KEY_ENTRY = "crossemo figure key"
+"""The PNG text entry that holds a figure's :func:`figure_key`."""
+
+# What the pixels depend on besides a figure's inputs: how this module draws, and the matplotlib that renders.
+_DRAWING_CODE = hashlib.sha256(Path(__file__).read_bytes() + matplotlib.__version__.encode()).hexdigest()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,20 +65,53 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 @_styled
-def render_png(figure: Figure) -> bytes:
+def render_png(figure: Figure, *, key: str | None = None) -> bytes:
     """Draw a figure to PNG bytes and release its contents.
 
     Args:
         figure: a figure from this module.
+        key: its :func:`figure_key`, kept in the PNG's :data:`KEY_ENTRY` text entry.
 
     Returns:
         the PNG file's bytes.
     """
     buffer = io.BytesIO()
     # No "Software" entry: the matplotlib version would make bytes differ between installs.
-    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
+    metadata = {"Software": None, **({KEY_ENTRY: key} if key else {})}
+    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white", metadata=metadata)
     figure.clear()
     return buffer.getvalue()
+
+
+def figure_key(draw: Callable[..., Figure], *args: Any, **kwargs: Any) -> str:
+    """A digest of everything the PNG of ``draw(*args, **kwargs)`` depends on.
+
+    The drawing function's name, its arguments (frames and arrays by content,
+    the rest by ``repr``), this module's source and matplotlib's version: two
+    equal keys give the same bytes.
+
+    Returns:
+        64 hexadecimal digits.
+    """
+    digest = hashlib.sha256(f"{draw.__qualname__}\n{_DRAWING_CODE}\n".encode())
+    for name, value in [*enumerate(args), *sorted(kwargs.items())]:
+        digest.update(f"\n{name}=".encode())
+        if isinstance(value, (pd.DataFrame, pd.Series)):
+            digest.update(value.to_csv().encode())
+        elif isinstance(value, np.ndarray):
+            digest.update(f"{value.dtype}{value.shape}".encode() + np.ascontiguousarray(value).tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
+def png_key(png: bytes) -> str | None:
+    """The :func:`figure_key` a PNG from :func:`render_png` carries; ``None`` for a PNG without one or bytes that are no PNG."""
+    try:
+        with PIL.Image.open(io.BytesIO(png)) as image:
+            return image.text.get(KEY_ENTRY) if image.format == "PNG" else None
+    except (OSError, ValueError, SyntaxError):  # what Pillow raises for bytes it cannot read
+        return None
 
 
 def _offsets(count: int, *, width: float) -> np.ndarray:

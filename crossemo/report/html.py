@@ -68,12 +68,14 @@ class Rendered:
         png: the PNG bytes.
         alt: text alternative for the image.
         caption: what the figure shows.
+        reused: the file already holds these bytes, drawn from the same inputs by an earlier report.
     """
 
     name: str
     png: bytes
     alt: str
     caption: str
+    reused: bool = False
 
 
 def write_html_report(
@@ -85,6 +87,7 @@ def write_html_report(
     rejected: pd.DataFrame | None = None,
     duplicates: pd.DataFrame | None = None,
     run: dict[str, Any] | None = None,
+    run_figures: tables.Figures | None = None,
     storage_options: storage.StorageOptions | None = None,
 ) -> str:
     """Write ``<report_uri>/index.html`` and its figures as ``<report_uri>/figures/*.png``.
@@ -101,6 +104,7 @@ def write_html_report(
             speaker, emotion, uri, action); without it the page has no such section.
         run: the run record (run_id, started, code_version, feature_set_id, settings,
             warnings).
+        run_figures: ``tables.Figures.of(results)`` when the caller has them already.
         storage_options: filesystem options for ``report_uri``.
 
     Returns:
@@ -112,8 +116,8 @@ def write_html_report(
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
     if missing:
         raise ValueError(f"results lack the columns {', '.join(missing)}")
-    figures = tables.Figures.of(results)
-    names = _FigureNames()
+    figures = run_figures if run_figures is not None else tables.Figures.of(results)
+    names = _FigureFiles(storage.join(report_uri, "figures"), storage_options=storage_options)
     verdict_html, verdict_figures = _verdict_section(verdict.verdict(figures, pairs), names)
     # The per-pair charts and grids show each fold once, averaged over seeds.
     folds = tables.seed_averaged(figures.folds)
@@ -137,7 +141,8 @@ def write_html_report(
         ],
     )
     for figure in rendered:
-        storage.write_bytes(figure.png, storage.join(report_uri, "figures", figure.name), storage_options=storage_options)
+        if not figure.reused:
+            storage.write_bytes(figure.png, storage.join(report_uri, "figures", figure.name), storage_options=storage_options)
     index = storage.join(report_uri, "index.html")
     storage.write_bytes(page.encode("utf-8"), index, storage_options=storage_options)
     return index
@@ -279,11 +284,30 @@ def redact(value: Any) -> Any:
 # --- figures ----------------------------------------------------------------------------------------
 
 
-class _FigureNames:
-    """Readable file names from corpus and method names, each used once."""
+class _FigureFiles:
+    """The report's figure files: readable names from corpus and method names, each used once, and each figure drawn only when its file does not hold it yet.
 
-    def __init__(self) -> None:
+    Drawing is most of the time a report takes (half a minute for the demo's
+    two pairs), and a re-run whose results did not change would draw every
+    figure again. A figure's PNG carries its :func:`~crossemo.report.figures.figure_key`,
+    so a file whose key is the one the figure would get is reused as it is.
+    """
+
+    def __init__(self, folder: str, *, storage_options: storage.StorageOptions | None = None) -> None:
+        self.folder = folder
+        self.storage_options = storage_options
         self.used: set[str] = set()
+
+    def draw(self, name: str, draw: Any, *args: Any, alt: str, caption: str, **kwargs: Any) -> Rendered:
+        """``draw(*args, **kwargs)`` as the figure ``name``, or the file ``name`` already holds when it was drawn from the same inputs."""
+        key = figures.figure_key(draw, *args, **kwargs)
+        try:
+            kept = storage.read_bytes(storage.join(self.folder, name), storage_options=self.storage_options)
+        except FileNotFoundError:
+            kept = b""
+        if figures.png_key(kept) == key:
+            return Rendered(name, kept, alt, caption, reused=True)
+        return Rendered(name, figures.render_png(draw(*args, **kwargs), key=key), alt, caption)
 
     def take(self, *parts: str) -> str:
         stem = "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", part).strip("-.") or "x" for part in parts)
@@ -304,30 +328,30 @@ def _anchor(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts))
 
 
-def _pair_figures(results: pd.DataFrame, folds: pd.DataFrame, source: str, target: str, names: _FigureNames) -> tuple[Rendered | None, Rendered | None, list[Rendered]]:
+def _pair_figures(results: pd.DataFrame, folds: pd.DataFrame, source: str, target: str, names: _FigureFiles) -> tuple[Rendered | None, Rendered | None, list[Rendered]]:
     """The bar chart, the per-speaker heatmap and the confusion matrices of one pair."""
     title = f"{source} → {target}"
     pair_folds = pair_rows(folds, source, target)
     if pair_folds.empty:
         return None, None, []
     values = fold_values(pair_folds)
-    bars = Rendered(
+    bars = names.draw(
         names.take(_pair_slug(source, target), "methods"),
-        figures.render_png(figures.method_bars(values, title=f"{title}: mean over folds, ± std, dots = folds", baseline=BASELINE_LABEL)),
-        f"Bar chart of accuracy and UAR per method for {title}",
-        "Mean accuracy and UAR per method; error bars are the standard deviation over folds, dots the individual folds, the dashed line the S2 RF baseline.",
+        figures.method_bars, values, title=f"{title}: mean over folds, ± std, dots = folds", baseline=BASELINE_LABEL,
+        alt=f"Bar chart of accuracy and UAR per method for {title}",
+        caption="Mean accuracy and UAR per method; error bars are the standard deviation over folds, dots the individual folds, the dashed line the S2 RF baseline.",
     )
     grid = speaker_table(pair_folds, target)
-    heatmap = None if grid.empty else Rendered(
+    heatmap = None if grid.empty else names.draw(
         names.take(_pair_slug(source, target), "speakers"),
-        figures.render_png(figures.speaker_heatmap(grid, title=f"{title}: accuracy (%) per training speaker")),
-        f"Heatmap of accuracy per training speaker and method for {title}",
-        "Accuracy of every scenario 2 and 3 fold: each row trains on that target speaker and tests on the others.",
+        figures.speaker_heatmap, grid, title=f"{title}: accuracy (%) per training speaker",
+        alt=f"Heatmap of accuracy per training speaker and method for {title}",
+        caption="Accuracy of every scenario 2 and 3 fold: each row trains on that target speaker and tests on the others.",
     )
     return bars, heatmap, _confusions(pair_rows(results, source, target), source, target, names)
 
 
-def _confusions(rows: pd.DataFrame, source: str, target: str, names: _FigureNames) -> list[Rendered]:
+def _confusions(rows: pd.DataFrame, source: str, target: str, names: _FigureFiles) -> list[Rendered]:
     """One confusion matrix per (scenario, method), summed over the method's folds."""
     labels = class_labels(rows["true"], rows["predicted"])
     rendered = []
@@ -336,11 +360,11 @@ def _confusions(rows: pd.DataFrame, source: str, target: str, names: _FigureName
         label = method_label(scenario, method)
         n_folds = mine["fold"].nunique()
         title = f"{label}: {source} → {target}\n{n_folds} fold{'s' if n_folds != 1 else ''}, {len(mine)} test predictions"
-        rendered.append(Rendered(
+        rendered.append(names.draw(
             names.take(_pair_slug(source, target), "confusion", f"s{scenario}", method),
-            figures.render_png(figures.confusion_matrix(confusion_counts(mine, labels), labels, title=title)),
-            f"Confusion matrix of {label} for {source} → {target}",
-            f"{label}, all folds",
+            figures.confusion_matrix, confusion_counts(mine, labels), labels, title=title,
+            alt=f"Confusion matrix of {label} for {source} → {target}",
+            caption=f"{label}, all folds",
         ))
     return rendered
 
@@ -457,7 +481,7 @@ def _rejected_html(rejected: pd.DataFrame | None) -> str:
     return f"<h3>Rejected files</h3>{html_table(summary, table_id='rejected', caption=caption, label_columns=len(summary.columns) - 1)}{note}"
 
 
-def _verdict_section(table: pd.DataFrame, names: _FigureNames) -> tuple[str, list[Rendered]]:
+def _verdict_section(table: pd.DataFrame, names: _FigureFiles) -> tuple[str, list[Rendered]]:
     """The page's opening: does borrowing help each target, in words and as a figure (see :mod:`crossemo.report.verdict`)."""
     from crossemo.methods import RECOMMENDED
 
@@ -466,10 +490,10 @@ def _verdict_section(table: pd.DataFrame, names: _FigureNames) -> tuple[str, lis
                 "Add it to <code>--methods</code> (or use <code>--methods all</code>) to learn whether borrowing helps.</p>")
         return f'<section id="verdict"><h2>Verdict</h2>{text}</section>', []
     items = "".join(f"<li>{_esc(verdict.sentence(row))}.</li>" for _, row in table.iterrows())
-    rendered = Rendered(
-        names.take("verdict"), figures.render_png(figures.verdict_gains(table, title=f"Borrowing with {RECOMMENDED}: UAR gain per pair")),
-        "UAR gain of the recommended transfer method per pair, with 95 % intervals",
-        f"Gain of {RECOMMENDED} (scenario 3) over the best target-only model and over the Baseline RF, in UAR points; bars: 95 % paired bootstrap interval over folds.",
+    rendered = names.draw(
+        names.take("verdict"), figures.verdict_gains, table, title=f"Borrowing with {RECOMMENDED}: UAR gain per pair",
+        alt="UAR gain of the recommended transfer method per pair, with 95 % intervals",
+        caption=f"Gain of {RECOMMENDED} (scenario 3) over the best target-only model and over the Baseline RF, in UAR points; bars: 95 % paired bootstrap interval over folds.",
     )
     explanation = (f"<p>The recommended transfer method, {_esc(RECOMMENDED)}, against the best model trained on the target alone in this run, "
                    "fold by fold; it helps when the whole 95 % interval of the gain lies above zero. <code>verdict.csv</code> has the figures.</p>")
@@ -522,7 +546,7 @@ def _duplicates_section(duplicates: pd.DataFrame | None) -> str:
     return "\n".join(parts)
 
 
-def _pair_section(results: pd.DataFrame, folds: pd.DataFrame, source: str, target: str, names: _FigureNames) -> tuple[str, list[Rendered]]:
+def _pair_section(results: pd.DataFrame, folds: pd.DataFrame, source: str, target: str, names: _FigureFiles) -> tuple[str, list[Rendered]]:
     """One pair's figures and per-fold numbers, and the figures to write as files."""
     anchor = _anchor("pair", _pair_slug(source, target))
     parts = [f'<section id="{_esc(anchor)}" class="pair"><h2>{_esc(source)} → {_esc(target)}</h2>']

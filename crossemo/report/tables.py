@@ -272,13 +272,18 @@ DEFINITIONS = (
 )
 
 
-def write_tables(results: pd.DataFrame, pairs: list[tuple[str, str]], report_uri: str, *, storage_options: storage.StorageOptions | None = None) -> dict[str, pd.DataFrame]:
+def write_tables(
+    results: pd.DataFrame, pairs: list[tuple[str, str]], report_uri: str, *, run_figures: Figures | None = None, storage_options: storage.StorageOptions | None = None,
+) -> dict[str, pd.DataFrame]:
     """Write the tables as CSV (accuracy and ``_uar``; mean of folds and ``_pooled``), ``table3_vs_baseline.csv`` and ``tables.md``.
+
+    Args:
+        run_figures: ``Figures.of(results)`` when the caller has them already.
 
     Returns:
         the numeric tables by file stem.
     """
-    figures = Figures.of(results)
+    figures = run_figures if run_figures is not None else Figures.of(results)
     tables: dict[str, pd.DataFrame] = {}
     sections = ["# crossemo results", "", DEFINITIONS, ""]
     for metric, suffix, title in (("accuracy", "", "accuracy"), ("uar", "_uar", "UAR (unweighted average recall)")):

@@ -101,8 +101,10 @@ def sentence(row: pd.Series | dict) -> str:
     return f"borrowing from {source} does not clearly help {row['target']}: {gain} ({interval}) {against}"
 
 
-def write_verdict(results: pd.DataFrame, pairs: list[tuple[str, str]], report_uri: str, *, storage_options: storage.StorageOptions | None = None) -> pd.DataFrame:
-    """Write ``<report>/verdict.csv`` and return it."""
-    table = verdict(Figures.of(results), pairs)
+def write_verdict(
+    results: pd.DataFrame, pairs: list[tuple[str, str]], report_uri: str, *, run_figures: Figures | None = None, storage_options: storage.StorageOptions | None = None,
+) -> pd.DataFrame:
+    """Write ``<report>/verdict.csv`` and return it (``run_figures``: ``Figures.of(results)`` when the caller has them already)."""
+    table = verdict(run_figures if run_figures is not None else Figures.of(results), pairs)
     storage.write_bytes(table[VERDICT_COLUMNS].to_csv(index=False).encode(), storage.join(report_uri, "verdict.csv"), storage_options=storage_options)
     return table
