@@ -12,7 +12,9 @@ next run skips it. Ray retries a task whose worker died.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import signal
 import threading
@@ -61,7 +63,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
         if address is None:
             options.update(num_cpus=num_cpus, include_dashboard=False)
         try:
-            ray.init(**options)
+            with _quiet_token_notice() if address is None else contextlib.nullcontext():
+                ray.init(**options)
         except SystemExit as stop:
             # For the length of ray.init Ray's own handler turns SIGTERM into
             # sys.exit(15), which would end a job without a word in its log.
@@ -74,6 +77,30 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
             # run like Ctrl-C instead, so the caller can say what is kept.
             signal.signal(signal.SIGTERM, interrupt_on_signal)
     return ray.cluster_resources()
+
+
+TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
+"""How Ray's notice that it turned on token authentication by default begins."""
+
+
+@contextlib.contextmanager
+def _quiet_token_notice() -> Any:
+    """Leave out Ray's notice that a cluster it starts uses a token, and nothing else it logs.
+
+    Ray prints it at every in-process start; that cluster listens on this
+    machine only and ends with the run, and the notice was the first line a
+    run showed. The notice that token authentication is *off* still shows.
+    """
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    logger.addFilter(_not_token_notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_not_token_notice)
+
+
+def _not_token_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(TOKEN_NOTICE)
 
 
 _received_signal: str | None = None

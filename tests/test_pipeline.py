@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,7 +13,7 @@ import pytest
 import ray
 import soundfile as sf
 
-from crossemo import featurestore, methods, pipeline, protocol
+from crossemo import featurestore, methods, orchestration, pipeline, protocol
 from crossemo.labels import EMOTIONS, METADATA_COLUMNS
 from crossemo.synthetic import make_demo_corpora
 
@@ -255,3 +258,13 @@ def test_a_multi_source_pair_trains_on_the_union_and_has_its_own_rows(corpora_di
     sizes = {name: len(frame) for name, frame in extraction.features.items()}
     assert s1["n_train"].iloc[0] == sizes["synth_studio"] + sizes["third"]
     assert "synth_studio+third → synth_phone" in (out / "report" / "index.html").read_text()
+
+
+def test_an_in_process_cluster_uses_a_token_without_rays_notice_of_it():
+    """Ray's notice that it turned token authentication on was the first line of every run; the token itself stays on."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH") and key != "RAY_ADDRESS"}
+    code = "import os; from crossemo import orchestration; orchestration.connect(num_cpus=1); print(os.environ.get('RAY_AUTH_MODE'))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "token"
+    assert orchestration.TOKEN_NOTICE not in done.stderr, done.stderr
