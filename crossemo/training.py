@@ -68,7 +68,8 @@ def choose(spec: str | None, *, results: pd.DataFrame | None, source: str | None
             without this pair in them, or a method that needs a source without one.
     """
     if spec is None:
-        choice = Choice(methods.RECOMMENDED, source is not None, methods.RECOMMENDED, f"the recommended method ({methods.RECOMMENDED})")
+        with_source = source is not None
+        choice = Choice(methods.RECOMMENDED, with_source, results_column(methods.RECOMMENDED, with_source=with_source), "the recommended method")
     elif spec == BEST:
         choice = _best(results, source, target)
     else:
@@ -76,7 +77,7 @@ def choose(spec: str | None, *, results: pd.DataFrame | None, source: str | None
         if method not in methods.METHODS:
             raise TrainingError(f"unknown method {spec!r}; known: {BEST}, {', '.join(methods.METHODS)} (or target_only_<method>)")
         with_source = source is not None and not spec.startswith(tables.TWIN_PREFIX)
-        choice = Choice(method, with_source, spec if not with_source else method, f"asked for ({spec})")
+        choice = Choice(method, with_source, results_column(method, with_source=with_source), f"asked for as {spec}")
     if choice.with_source is False and _needs_source(choice.method):
         if spec is not None and spec.startswith(tables.TWIN_PREFIX):
             alone = [name for name in methods.METHODS if not _needs_source(name)]
@@ -89,6 +90,18 @@ def choose(spec: str | None, *, results: pd.DataFrame | None, source: str | None
             f"(with --from-run, --corpus replaces the run's corpora: list those too), or train on the target alone with --method {tables.TWIN_PREFIX}{choice.method}"
         )
     return choice
+
+
+def results_column(method: str, *, with_source: bool) -> str:
+    """The column of the tables whose figures a model's training matches.
+
+    Table 3's: ``rf`` on the target alone is the Baseline RF, another method
+    alone its twin ``target_only_<method>``, a transfer method with a source
+    its own name; the RF with a source is Table 2's ``scenario3``.
+    """
+    if method == "rf":
+        return "scenario3" if with_source else "rf"
+    return method if with_source else f"{tables.TWIN_PREFIX}{method}"
 
 
 def _best(results: pd.DataFrame | None, source: str | None, target: str) -> Choice:

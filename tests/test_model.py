@@ -144,6 +144,23 @@ def test_best_from_run_takes_the_pairs_best_method_and_its_figures(data, evaluat
     assert "evaluated under" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("method", "column"), [("rf", "scenario3"), ("target_only_rf", "rf")])
+def test_a_method_asked_for_by_name_carries_the_figures_of_what_it_trains(evaluated, tmp_path, method, column):
+    """The RF with a source is Table 2's scenario 3, not the Baseline RF that Table 3 calls rf (a new user's trial found the swap)."""
+    from crossemo import training
+
+    model = tmp_path / "model"
+    assert cli.main(["train", "--from-run", str(evaluated), "--target", "emovo", "--method", method, "--out", str(model), "--no-progress"]) == 0
+    metadata = json.loads((model / "model.json").read_text())
+    results = pipeline.read_results(pipeline.latest_record(str(evaluated), storage_options=None)["result_uris"], storage_options=None)
+    ranking = training.ranking_of(results, "ravdess", "emovo").set_index("column")
+    assert metadata["choice"]["column"] == column and metadata["evaluation"] is not None
+    assert metadata["evaluation"]["uar"] == pytest.approx(ranking.loc[column, "uar"])
+    # Every column the ranking offers maps back to itself.
+    for row in ranking.reset_index().itertuples():
+        assert training.results_column(row.method, with_source=row.with_source) == row.column
+
+
 def test_predict_skips_finished_shards_and_labels_only_new_files(data, evaluated, tmp_path, capsys):
     model = tmp_path / "model"
     emovo = data["emovo"]
