@@ -263,6 +263,19 @@ def is_ray_address(address: str) -> bool:
     return match["port"] is None or 0 < int(match["port"]) < 65536
 
 
+NAME_SEPARATORS = "+:,/"
+"""Characters a corpus name cannot hold: ``--pairs`` pools sources with ``+`` and separates with ``:`` and ``,``; ``/`` joins corpus and speaker."""
+
+
+def _check_corpus_name(spec: CorpusSpec) -> None:
+    """Refuse a corpus name that pairs, speaker ids or output file names would split."""
+    used = [c for c in NAME_SEPARATORS if c in spec.name]
+    if used or not spec.name.strip():
+        origin = f"the file name of {spec.uri}" if spec.recipe == "manifest" else f"corpus {spec.recipe}"
+        why = f"holds {used[0]!r}, which --pairs and outputs use to separate names" if used else "is empty"
+        raise ConfigError(f"corpus name {spec.name!r} (from {origin}) {why}; rename it, or give another name with name = … in a config file's [corpora] entry")
+
+
 def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     """Check every setting and list every corpus, before Ray starts.
 
@@ -275,6 +288,8 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     check_settings(config)
     if not config.corpora:
         raise ConfigError("no corpus given (--corpus NAME=URI)")
+    for spec in config.corpora:
+        _check_corpus_name(spec)
     names = [spec.name for spec in config.corpora]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

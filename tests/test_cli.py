@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import ray
@@ -73,6 +75,17 @@ def test_a_file_gone_missing_inside_a_run_is_a_failure_not_bad_input(demo, tmp_p
     with pytest.raises(FileNotFoundError):
         cli.main(["run", "--corpus", f"manifest={demo['synth_studio']}", "--corpus", f"manifest={demo['synth_phone']}", "--out", str(tmp_path / "out")])
     assert "crossemo: error" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["r+x", "r,x", "r:x"])
+def test_a_corpus_name_that_pairs_would_split_is_refused(name, demo, tmp_path, capsys):
+    """A manifest's corpus name is its file name: ``r+x.csv`` ran until the pooled source ``a+r+x`` was split back into names (a traceback)."""
+    manifest = tmp_path / f"{name}.csv"
+    manifest.write_bytes(Path(demo["synth_phone"]).read_bytes())
+    status, _, err = run_cli(["run", "--corpus", f"manifest={demo['synth_studio']}", "--corpus", f"manifest={manifest}", "--out", str(tmp_path / "out")], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert f"corpus name {name!r} (from the file name of {manifest}) holds {name[1]!r}" in err, err
+    assert not (tmp_path / "out").exists() and not ray.is_initialized()
 
 
 def test_manifest_errors_are_caught_before_ray(tmp_path, capsys):
