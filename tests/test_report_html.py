@@ -20,7 +20,7 @@ from crossemo import metrics, pipeline
 from crossemo.labels import EMOTIONS
 from crossemo.protocol import RESULT_COLUMNS
 from crossemo.report import figures, tables
-from crossemo.report.html import DUPLICATE_COLUMNS, write_html_report
+from crossemo.report.html import DUPLICATE_COLUMNS, corpus_table, utterances, write_html_report
 
 CORPORA = {"emodb": ["03", "08", "09"], "emovo": ["f1", "m1", "<script>alert(1)</script>"]}
 PAIRS = [("emodb", "emovo"), ("emovo", "emodb")]
@@ -225,6 +225,18 @@ def test_corpora_table_and_rejections(page):
     assert ["emodb", "recipe", "emotion code <B> is not among the four classes", "2"] in rejected
     speakers = parsed.tables["speakers-emovo"]
     assert ["<script>alert(1)</script>", "4", "3", "2", "3", "12"] in speakers
+
+
+def test_table1_counts_only_utterances_that_gave_features():
+    """The feature store's manifest also lists files that could not be decoded: Table 1 counted them, and a speaker who had only those."""
+    manifest = pd.DataFrame({
+        "corpus": ["c"] * 4, "speaker": ["s1", "s1", "s2", "s2"], "emotion": ["anger", "joy", "joy", "sadness"],
+        "uri": ["/c/s1/a.wav", "/c/s1/b.wav", "/c/s2/c.wav", "/c/s2/d.wav"],
+    })
+    rejected = pd.DataFrame({"uri": ["/c/s2/c.wav", "/c/s2/d.wav"], "corpus": ["c", "c"], "stage": ["decode"] * 2, "reason": ["not an audio file"] * 2})
+    table = corpus_table(utterances(manifest, pd.DataFrame(), rejected=rejected), rejected).set_index("corpus")
+    assert table.loc["c", "total"] == 2 and table.loc["c", "speakers"] == 1 and table.loc["c", "rejected files"] == 2
+    assert table.loc["c", "sadness"] == 0
 
 
 def test_data_text_is_escaped(page):

@@ -222,14 +222,17 @@ def speaker_table(pair_folds: pd.DataFrame, target: str, *, metric: str = "accur
     return table
 
 
-def utterances(manifest: pd.DataFrame | None, results: pd.DataFrame) -> pd.DataFrame:
-    """One row per utterance with corpus, speaker and emotion.
+def utterances(manifest: pd.DataFrame | None, results: pd.DataFrame, *, rejected: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per utterance that gave features, with corpus, speaker and emotion.
 
-    From the manifest when given; otherwise from the results' test rows, which
-    hold every utterance of each target corpus (scenario 1 tests them all) but
-    none of a corpus used only as a source.
+    From the manifest when given, less the files ``rejected`` lists (the
+    manifest also lists files whose audio could not be decoded); otherwise
+    from the results' test rows, which hold every utterance of each target
+    corpus (scenario 1 tests them all) but none of a corpus used only as a source.
     """
     if manifest is not None:
+        if rejected is not None and len(rejected):
+            manifest = manifest[~manifest["uri"].isin(rejected["uri"])]
         return manifest[["corpus", "speaker", "emotion"]].astype(str).reset_index(drop=True)
     tested = results.drop_duplicates(["target", "uri"])
     return pd.DataFrame({
@@ -449,8 +452,8 @@ def _by_pairs(text3: pd.DataFrame) -> list[pd.DataFrame]:
 
 def _corpora_section(manifest: pd.DataFrame | None, rejected: pd.DataFrame | None, results: pd.DataFrame) -> str:
     """Table 1, utterances per speaker, and the files that gave no features."""
-    rows = utterances(manifest, results)
-    origin = ("from the feature store's manifest" if manifest is not None
+    rows = utterances(manifest, results, rejected=rejected)
+    origin = ("that gave features, from the feature store's manifest" if manifest is not None
               else "from the results' test rows, since no manifest was given: only target corpora appear, and only their utterances that were tested")
     parts = ['<section id="corpora"><h2>Corpora</h2>', f"<p>Utterances per emotion, {_esc(origin)}.</p>"]
     if rows.empty:
