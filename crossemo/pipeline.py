@@ -456,7 +456,25 @@ def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig
     record.counts.update(tasks=summary.tasks, tasks_reused=summary.reused, fits=summary.fits)
     record.timings.update(evaluation_wall_seconds=summary.wall_seconds, evaluation_task_cpu_seconds=summary.task_cpu_seconds)
     record.settings["features"] = features_uri
+    keep_store_tables(features_uri, storage.join(config.out, "runs", record.run_id), storage_options=options)
     return write_report(config.out, asdict(record), storage_options=options)
+
+
+STORE_TABLES = ("manifest", "rejected", "duplicates")
+"""The feature store's tables the page describes a run's corpora with (``features/_<name>.parquet``)."""
+
+
+def keep_store_tables(features_uri: str, run_folder: str, *, storage_options: dict | None) -> None:
+    """Copy the store's :data:`STORE_TABLES` into the run's record folder as they are now.
+
+    The store's copies describe its latest run: a later run with other
+    corpora into the same output replaces them, and ``crossemo report``
+    would then show this run's results beside another run's corpora.
+    """
+    for name in STORE_TABLES:
+        uri = storage.join(features_uri, f"_{name}.parquet")
+        if storage.exists(uri, storage_options=storage_options):
+            storage.write_bytes(storage.read_bytes(uri, storage_options=storage_options), storage.join(run_folder, f"{name}.parquet"), storage_options=storage_options)
 
 
 def write_report(out: str, record: dict[str, Any], *, storage_options: dict | None) -> dict[str, pd.DataFrame]:
@@ -471,8 +489,10 @@ def write_report(out: str, record: dict[str, Any], *, storage_options: dict | No
     result_tables["verdict"] = verdict.write_verdict(results, pairs, report_uri, run_figures=run_figures, storage_options=storage_options)
     features_uri = record["settings"].get("features") or storage.join(out, "features")
     side = {}
-    for name in ("manifest", "rejected", "duplicates"):
-        uri = storage.join(features_uri, f"_{name}.parquet")
+    for name in STORE_TABLES:
+        kept = storage.join(out, "runs", record["run_id"], f"{name}.parquet")
+        # A run recorded before its own copies were kept has only the store's.
+        uri = kept if storage.exists(kept, storage_options=storage_options) else storage.join(features_uri, f"_{name}.parquet")
         side[name] = storage.read_frame(uri, storage_options=storage_options) if storage.exists(uri, storage_options=storage_options) else None
     html.write_html_report(results, pairs, report_uri, manifest=side["manifest"], rejected=side["rejected"], duplicates=side["duplicates"], run=record, run_figures=run_figures, storage_options=storage_options)
     return result_tables

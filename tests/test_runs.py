@@ -97,3 +97,23 @@ def test_a_comparison_names_the_pairs_one_run_lacks_and_changes_in_uar():
     same = compare.render(run_a, run_b, moved.assign(after=50.0, change=0.0))
     assert same.endswith("results: identical for the pairs both runs evaluated"), same
     assert compare.result_changes(pd.DataFrame(), [["a", "b"]], pd.DataFrame(), [["b", "a"]]).empty
+
+
+def test_a_rebuilt_report_describes_the_corpora_of_its_own_run(tmp_path):
+    """A later run into the same output with other corpora replaced the store's manifest, and the rebuilt page showed its corpora (a new user's trial)."""
+    manifests = make_demo_corpora(tmp_path / "corpora", speakers=2, per_emotion=1)
+    other = make_demo_corpora(tmp_path / "other", speakers=2, per_emotion=1)
+    out = tmp_path / "out"
+    specs = [pipeline.CorpusSpec(recipe="manifest", uri=str(p)) for p in manifests.values()]
+    record, _, _ = pipeline.run(pipeline.RunConfig(out=str(out), corpora=specs, methods="rf", method_params=FAST, progress=False))
+    kept = pd.read_parquet(out / "runs" / record.run_id / "manifest.parquet")
+    assert set(kept["corpus"]) == {"synth_studio", "synth_phone"}
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    # Features only, of a corpus named otherwise: the store's tables now describe it, and no result is recorded.
+    shutil.copy(other["synth_phone"], other["synth_phone"].parent / "third.csv")
+    pipeline.run(pipeline.RunConfig(out=str(out), corpora=[pipeline.CorpusSpec(recipe="manifest", uri=str(other["synth_phone"].parent / "third.csv"))], progress=False), evaluate=False)
+    assert set(pd.read_parquet(out / "features" / "_manifest.parquet")["corpus"]) == {"third"}
+    assert cli.main(["report", str(out)]) == 0
+    rebuilt = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert ">third<" not in rebuilt and ">synth_phone<" in rebuilt
+    assert rebuilt == page
