@@ -63,7 +63,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
         if address is None:
             options.update(num_cpus=num_cpus, include_dashboard=False)
         try:
-            with _quiet_token_notice() if address is None else contextlib.nullcontext():
+            with _quiet_token_notice() if address in (None, "local") else contextlib.nullcontext():
                 ray.init(**options)
         except SystemExit as stop:
             # For the length of ray.init Ray's own handler turns SIGTERM into

@@ -268,12 +268,19 @@ NAME_SEPARATORS = "+:,/"
 
 
 def _check_corpus_name(spec: CorpusSpec) -> None:
-    """Refuse a corpus name that pairs, speaker ids or output file names would split."""
+    """Refuse a corpus name that pairs, speaker ids or the feature store's file names would split or mistake."""
     used = [c for c in NAME_SEPARATORS if c in spec.name]
-    if used or not spec.name.strip():
-        origin = f"the file name of {spec.uri}" if spec.recipe == "manifest" else f"corpus {spec.recipe}"
-        why = f"holds {used[0]!r}, which --pairs and outputs use to separate names" if used else "is empty"
-        raise ConfigError(f"corpus name {spec.name!r} (from {origin}) {why}; rename it, or give another name with name = … in a config file's [corpora] entry")
+    if used:
+        why = f"holds {used[0]!r}, which --pairs and outputs use to separate names"
+    elif not spec.name.strip() or spec.name != spec.name.strip():
+        why = "is empty or begins or ends with a space, which --pairs cannot name"
+    elif spec.name.startswith("_"):
+        why = "begins with '_', as the feature store's own tables (features/_manifest.parquet …) do"
+    else:
+        return
+    from_file = spec.recipe == "manifest" and Path(spec.uri.rstrip("/")).stem == spec.name
+    origin = f" (from the file name of {spec.uri})" if from_file else ""
+    raise ConfigError(f"corpus name {spec.name!r}{origin} {why}; rename {'the file' if from_file else 'it'}, or give another name with name = … in a config file's [corpora] entry")
 
 
 def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
@@ -450,13 +457,14 @@ def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig
     options = config.fs_options
     datasets, pairs, tasks, warnings = plan_evaluation(datasets, config)
     record.warnings += warnings
+    # Taken now, with the features the datasets hold: a run into the store while this one evaluates would replace them.
+    keep_store_tables(features_uri, storage.join(config.out, "runs", record.run_id), storage_options=options)
     summary = orchestration.evaluate(datasets, tasks, storage.join(config.out, "results"), storage_options=options, address=config.address, progress=config.progress)
     record.pairs = [list(p) for p in pairs]
     record.result_uris = summary.result_uris
     record.counts.update(tasks=summary.tasks, tasks_reused=summary.reused, fits=summary.fits)
     record.timings.update(evaluation_wall_seconds=summary.wall_seconds, evaluation_task_cpu_seconds=summary.task_cpu_seconds)
     record.settings["features"] = features_uri
-    keep_store_tables(features_uri, storage.join(config.out, "runs", record.run_id), storage_options=options)
     return write_report(config.out, asdict(record), storage_options=options)
 
 

@@ -77,14 +77,16 @@ def test_a_file_gone_missing_inside_a_run_is_a_failure_not_bad_input(demo, tmp_p
     assert "crossemo: error" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["r+x", "r,x", "r:x"])
-def test_a_corpus_name_that_pairs_would_split_is_refused(name, demo, tmp_path, capsys):
+@pytest.mark.parametrize(("name", "why"), [
+    ("r+x", "holds '+'"), ("r,x", "holds ','"), ("r:x", "holds ':'"), (" r", "is empty or begins or ends with a space"), ("_manifest", "begins with '_'"),
+])
+def test_a_corpus_name_that_pairs_would_split_is_refused(name, why, demo, tmp_path, capsys):
     """A manifest's corpus name is its file name: ``r+x.csv`` ran until the pooled source ``a+r+x`` was split back into names (a traceback)."""
     manifest = tmp_path / f"{name}.csv"
     manifest.write_bytes(Path(demo["synth_phone"]).read_bytes())
     status, _, err = run_cli(["run", "--corpus", f"manifest={demo['synth_studio']}", "--corpus", f"manifest={manifest}", "--out", str(tmp_path / "out")], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1
-    assert f"corpus name {name!r} (from the file name of {manifest}) holds {name[1]!r}" in err, err
+    assert f"corpus name {name!r} (from the file name of {manifest}) {why}" in err, err
     assert not (tmp_path / "out").exists() and not ray.is_initialized()
 
 

@@ -260,9 +260,12 @@ def test_a_multi_source_pair_trains_on_the_union_and_has_its_own_rows(corpora_di
     assert "synth_studio+third → synth_phone" in (out / "report" / "index.html").read_text()
 
 
-def test_an_in_process_cluster_uses_a_token_without_rays_notice_of_it():
+@pytest.mark.parametrize("address", [None, "local"])
+def test_an_in_process_cluster_uses_a_token_without_rays_notice_of_it(address):
     """Ray's notice that it turned token authentication on was the first line of every run; the token itself stays on."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH") and key != "RAY_ADDRESS"}
+    if address:
+        env["RAY_ADDRESS"] = address
     code = "import os; from crossemo import orchestration; orchestration.connect(num_cpus=1); print(os.environ.get('RAY_AUTH_MODE'))"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -237,6 +237,10 @@ def test_table1_counts_only_utterances_that_gave_features():
     table = corpus_table(utterances(manifest, pd.DataFrame(), rejected=rejected), rejected).set_index("corpus")
     assert table.loc["c", "total"] == 2 and table.loc["c", "speakers"] == 1 and table.loc["c", "rejected files"] == 2
     assert table.loc["c", "sadness"] == 0
+    # A file rejected as a copy within one corpus still counts in another corpus that lists it.
+    other = pd.DataFrame({"corpus": ["d"], "speaker": ["s9"], "emotion": ["joy"], "uri": ["/c/s2/c.wav"]})
+    both = corpus_table(utterances(pd.concat([manifest, other]), pd.DataFrame(), rejected=rejected), rejected).set_index("corpus")
+    assert both.loc["d", "total"] == 1 and both.loc["c", "total"] == 2
 
 
 def test_data_text_is_escaped(page):

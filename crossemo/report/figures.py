@@ -76,7 +76,7 @@ def render_png(figure: Figure, *, key: str | None = None) -> bytes:
         the PNG file's bytes.
     """
     buffer = io.BytesIO()
-    # No "Software" entry: the matplotlib version would make bytes differ between installs.
+    # No "Software" entry and no date: the same figure key gives the same bytes (the key covers the matplotlib version).
     metadata = {"Software": None, **({KEY_ENTRY: key} if key else {})}
     figure.savefig(buffer, format="png", dpi=DPI, facecolor="white", metadata=metadata)
     figure.clear()

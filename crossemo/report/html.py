@@ -232,7 +232,9 @@ def utterances(manifest: pd.DataFrame | None, results: pd.DataFrame, *, rejected
     """
     if manifest is not None:
         if rejected is not None and len(rejected):
-            manifest = manifest[~manifest["uri"].isin(rejected["uri"])]
+            # By corpus too: a file rejected as a copy within one corpus still counts in another that lists it.
+            gone = pd.MultiIndex.from_frame(rejected[["corpus", "uri"]].astype(str))
+            manifest = manifest[~pd.MultiIndex.from_frame(manifest[["corpus", "uri"]].astype(str)).isin(gone)]
         return manifest[["corpus", "speaker", "emotion"]].astype(str).reset_index(drop=True)
     tested = results.drop_duplicates(["target", "uri"])
     return pd.DataFrame({
@@ -306,7 +308,7 @@ class _FigureFiles:
         key = figures.figure_key(draw, *args, **kwargs)
         try:
             kept = storage.read_bytes(storage.join(self.folder, name), storage_options=self.storage_options)
-        except FileNotFoundError:
+        except OSError:  # missing, or not readable with these credentials: draw it
             kept = b""
         if figures.png_key(kept) == key:
             return Rendered(name, kept, alt, caption, reused=True)
