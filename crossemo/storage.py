@@ -8,6 +8,7 @@ roles) or from explicit ``storage_options``; they are never written anywhere.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import posixpath
@@ -43,6 +44,9 @@ class StorageError(RuntimeError):
 WRITE_CHECK_PREFIX = ".crossemo-write-check-"
 """Name prefix of the probe :func:`check_writable` writes and deletes at once."""
 
+PROBE_ATTEMPTS = 3
+"""Attempts of :func:`check_writable`'s probe on an object store, unless the caller sets ``config_kwargs``."""
+
 
 def filesystem(uri: str, *, storage_options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """Return the filesystem serving ``uri`` and the path inside it.
@@ -57,7 +61,8 @@ def filesystem(uri: str, *, storage_options: StorageOptions | None = None) -> tu
     """
     options = dict(storage_options or {})
     if uri.startswith(("s3://", "s3a://")):
-        options = {**S3_DEFAULTS, **options}
+        # A copy: botocore rewrites the retries it is given in place.
+        options = {**copy.deepcopy(S3_DEFAULTS), **options}
     fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
 
@@ -276,8 +281,14 @@ def check_writable(uri: str, *, storage_options: StorageOptions | None = None) -
     if is_local(uri):
         _check_local_folder(uri, os.path.abspath(filesystem(uri)[1]))
         return
+    options = dict(storage_options or {})
+    if "config_kwargs" not in options:
+        # The probe is the first contact: a wrong endpoint or a closed port is
+        # named in seconds, not after the eight attempts' backoff (over a minute)
+        # that the run's own requests keep for throttling and dropped connections.
+        options["config_kwargs"] = {**copy.deepcopy(S3_DEFAULTS["config_kwargs"]), "retries": {"max_attempts": PROBE_ATTEMPTS, "mode": "standard"}}
     try:
-        fs, path = filesystem(uri, storage_options=storage_options)
+        fs, path = filesystem(uri, storage_options=options)
         probe = posixpath.join(path, f"{WRITE_CHECK_PREFIX}{uuid.uuid4().hex}")
         fs.pipe_file(probe, b"")
     except Exception as error:  # s3fs and botocore raise many kinds (no bucket, denied, unreachable); each means "cannot write here"

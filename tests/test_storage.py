@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import socket
 import time
 
 import boto3
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from crossemo import storage
 
@@ -40,3 +43,24 @@ def test_a_file_another_process_wrote_after_a_listing_is_found_and_listed(s3):
     client.delete_object(Bucket=s3["bucket"], Key="labels/predictions/part-a.parquet")
     assert storage.list_files(folder, suffix=".parquet", storage_options=options) == [f"{folder}/part-b.parquet"]
     assert not storage.exists(f"{folder}/part-a.parquet", storage_options=options)
+
+
+def test_the_write_probe_names_an_unreachable_endpoint_after_a_few_attempts(monkeypatch):
+    """A wrong endpoint took the run's eight attempts with backoff, over a minute, before its one-line error."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    seen: list[dict] = []  # copies: botocore rewrites the retries it is given in place
+    filesystem = storage.filesystem
+    monkeypatch.setattr(storage, "filesystem", lambda uri, *, storage_options=None: seen.append(copy.deepcopy(storage_options)) or filesystem(uri, storage_options=storage_options))
+    with pytest.raises(storage.StorageError, match=f"cannot be written: EndpointConnectionError: .*127.0.0.1:{port}"):
+        storage.check_writable("s3://bucket/out", storage_options={"endpoint_url": f"http://127.0.0.1:{port}"})
+    assert seen[-1]["config_kwargs"]["retries"]["max_attempts"] == storage.PROBE_ATTEMPTS
+    assert seen[-1]["config_kwargs"]["connect_timeout"] == storage.S3_DEFAULTS["config_kwargs"]["connect_timeout"]
+    # Retries the caller set are the caller's.
+    with pytest.raises(storage.StorageError):
+        storage.check_writable("s3://bucket/out", storage_options={"endpoint_url": f"http://127.0.0.1:{port}", "config_kwargs": {"retries": {"max_attempts": 1}}})
+    assert seen[-1]["config_kwargs"] == {"retries": {"max_attempts": 1}}
+    assert storage.S3_DEFAULTS["config_kwargs"]["retries"] == {"max_attempts": 8, "mode": "standard"}  # never rewritten by a use
