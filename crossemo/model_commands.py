@@ -265,6 +265,7 @@ def predict_setup(args: argparse.Namespace) -> PredictSetup:
         raise pipeline.ConfigError("--hop needs --segment SECONDS")
     if args.max_length is not None and args.segment != "speech":
         raise pipeline.ConfigError("--max-length applies to --segment speech only")
+    pipeline.check_address(args.address)
     options = pipeline.parse_storage_options(args.storage_option) or None
     loaded = bundle.load_bundle(args.model, storage_options=options)
     extractor, settings = _bundle_features(loaded.metadata, args.model, options)

@@ -16,7 +16,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import signal
+import socket
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -46,6 +48,52 @@ TASK_RETRIES = 3
 Outcome = TypeVar("Outcome")
 
 
+HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:(?P<port>[0-9]{1,5}))?")
+"""A host name, IPv4 or ``[IPv6]`` address, and an optional port."""
+
+RAY_CLIENT_PORT = 10001
+"""The port of ``ray://host`` without one (Ray's default client server port)."""
+
+PROBE_SECONDS = 10.0
+"""How long the probe of a cluster address waits for a connection."""
+
+
+class ClusterError(ValueError):
+    """A Ray address that ``ray.init`` cannot take, or where no cluster answers."""
+
+
+def check_address(address: str | None) -> None:
+    """Refuse a Ray address before any work, since ``ray.init`` would not.
+
+    Given a ``host:port`` where nothing listens, ``ray.init`` retries for about
+    a quarter of an hour and, inside Ray's connection loop, does not answer
+    Ctrl-C; a TCP connection to the address says the same in milliseconds.
+
+    Args:
+        address: as for :func:`connect`; ``None`` checks ``RAY_ADDRESS``.
+
+    Raises:
+        ClusterError: the address is not ``host:port``, ``ray://host[:port]``,
+            ``auto`` or ``local``, or nothing accepts a connection there
+            within :data:`PROBE_SECONDS`.
+    """
+    # Without an address, connect() takes RAY_ADDRESS, which would fail as late as a bad --address.
+    source, address = ("address", address) if address else ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS"))
+    if not address or address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    match = HOST_PORT.fullmatch(address.removeprefix("ray://"))
+    if not match or (match["port"] is None and not client) or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
+        raise ClusterError(f"{source} {address!r} is not a Ray address: use host:port, ray://host[:port], auto or local")
+    host = match[1].strip("[]")
+    port = RAY_CLIENT_PORT if match["port"] is None else int(match["port"])
+    try:
+        socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise ClusterError(f"no Ray cluster answers at {source} {address!r} ({reason}): is the cluster up, and is that its GCS port (or, after ray://, its client port)?") from None
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[str, Any]:
     """Start or join a Ray cluster.
 
@@ -56,8 +104,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
 
     Returns:
         the cluster's resources.
+
+    Raises:
+        ClusterError: see :func:`check_address`.
     """
     if not ray.is_initialized():
+        check_address(address)
         address = address or os.environ.get("RAY_ADDRESS") or None
         options: dict[str, Any] = {"address": address, "log_to_driver": True, "configure_logging": False}
         if address is None:

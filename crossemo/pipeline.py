@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import re
 import subprocess
 import time
 import tomllib
@@ -65,10 +63,6 @@ RUN_PARAMS = {"random_state": "every method takes the run's seed", "source_model
 """Method parameters the run passes itself (see :func:`crossemo.protocol.run_task`); set twice, a task would fail."""
 
 TYPE_NAMES = {str: "a string", list: "a list of strings", int: "a whole number", dict: "a table"}
-
-HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:(?P<port>[0-9]{1,5}))?")
-"""A host name, IPv4 or ``[IPv6]`` address, and an optional port."""
-
 
 @dataclass
 class CorpusSpec:
@@ -229,10 +223,7 @@ def check_settings(config: RunConfig) -> None:
         raise ConfigError(f"seed must be a whole number from 0 to {SEED_LIMIT - 1}, not {config.seed!r}")
     if isinstance(config.seeds, bool) or not isinstance(config.seeds, int) or not 1 <= config.seeds <= MAX_SEEDS or config.seed + config.seeds > SEED_LIMIT:
         raise ConfigError(f"seeds must be a whole number from 1 to {MAX_SEEDS} (seed + seeds at most {SEED_LIMIT}), not {config.seeds!r}")
-    # Without an address, connect() takes RAY_ADDRESS, which would fail as late as a bad --address.
-    source, address = ("address", config.address) if config.address else ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS"))
-    if address and not is_ray_address(address):
-        raise ConfigError(f"{source} {address!r} is not a Ray address: use host:port, ray://host[:port], auto or local")
+    check_address(config.address)
     for method, params in config.method_params.items():
         if not isinstance(params, dict):
             raise ConfigError(f"method_params.{method} must be a table of parameter = value, not {params!r}")
@@ -252,15 +243,18 @@ def check_settings(config: RunConfig) -> None:
     storage.check_writable(config.out, storage_options=config.fs_options)
 
 
-def is_ray_address(address: str) -> bool:
-    """Whether ``ray.init`` can take ``address``: ``auto``, ``local``, ``host:port`` or ``ray://host[:port]``."""
-    if address in ("auto", "local"):
-        return True
-    client = address.startswith("ray://")
-    match = HOST_PORT.fullmatch(address.removeprefix("ray://"))
-    if not match or (match["port"] is None and not client):
-        return False
-    return match["port"] is None or 0 < int(match["port"]) < 65536
+def check_address(address: str | None) -> None:
+    """:func:`crossemo.orchestration.check_address`, as bad input.
+
+    Raises:
+        ConfigError: a malformed address, or no cluster answers there.
+    """
+    from crossemo import orchestration
+
+    try:
+        orchestration.check_address(address)
+    except orchestration.ClusterError as error:
+        raise ConfigError(str(error)) from None
 
 
 NAME_SEPARATORS = "+:,/"

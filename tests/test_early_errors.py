@@ -8,6 +8,7 @@ Ray never started and the folder the test works in is exactly as it was.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -158,6 +159,20 @@ def test_decode_rule_of_the_wrong_type_in_a_config_file(shared_corpora, tmp_path
 @pytest.mark.parametrize("address", ["head node:6379", "head:99999", "head", "http://head:8265"])
 def test_malformed_address(address, corpora, tmp_path, capsys):
     refuse(["run", *corpora, "--out", str(tmp_path / "out"), "--address", address], capsys, says=f"address {address!r} is not a Ray address", untouched=tmp_path)
+
+
+def closed_port() -> int:
+    """A port of this machine where nothing listens (the system just handed it out and it was closed again)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_an_address_where_no_cluster_answers_is_refused_not_waited_on(form, corpora, tmp_path, capsys):
+    # ray.init retries such an address for about a quarter of an hour, deaf to Ctrl-C.
+    address = form.format(port=closed_port())
+    refuse(["run", *corpora, "--out", str(tmp_path / "out"), "--address", address], capsys, says=f"no Ray cluster answers at address {address!r}", untouched=tmp_path)
 
 
 def test_malformed_ray_address_variable(corpora, tmp_path, capsys, monkeypatch):

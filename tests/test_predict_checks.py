@@ -20,7 +20,7 @@ from crossemo import audio, cli, inputs, model_commands, prediction
 from crossemo.bundle import save_bundle
 from crossemo.features.extractor import FeatureExtractor
 from crossemo.labels import EMOTIONS
-from tests.test_early_errors import refuse
+from tests.test_early_errors import closed_port, refuse
 from tests.test_methods import fast
 
 EMOVO_CODES = {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}
@@ -64,6 +64,11 @@ def test_an_empty_location_is_refused_not_taken_for_the_current_folder(empty, mo
     args = predict(model, str(emovo_f2), tmp_path / "labels", "--store", str(tmp_path / "store"))
     args[args.index(empty) + 1] = ""
     refuse(args, capsys, says=f"{empty} is empty", untouched=tmp_path)
+
+
+def test_an_address_where_no_cluster_answers_is_refused(model, emovo_f2, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{closed_port()}")
+    refuse(predict(model, str(emovo_f2), tmp_path / "labels"), capsys, says="no Ray cluster answers at RAY_ADDRESS", untouched=tmp_path)
 
 
 def edited(model: Path, tmp_path: Path, change) -> Path:
