@@ -960,6 +960,9 @@ def label_files(
         if storage.exists(windows, storage_options=storage_options):
             storage.remove(windows, storage_options=storage_options)
         storage.remove(part.uri, storage_options=storage_options)
+    prediction.align_columns(folder, storage_options=storage_options)
+    if segmentation is not None:
+        prediction.align_columns(storage.join(out, "segments"), storage_options=storage_options)
     # Part by part, so the driver never holds every part's list of files. The
     # file of rejections covers the whole output; the counts, this run's files.
     rejections = [listing.missing[prediction.REJECTED_COLUMNS]]

@@ -7,7 +7,9 @@ class), one ``p_<class>`` column per class of the model (in its
 ``classes_`` order, rows summing to 1) and ``model_id``. With ``--segment``
 it also writes ``OUT/segments/part-<shard key>.parquet``, one row per window
 (``uri``, ``start`` and ``end`` in seconds, ``emotion``, the probabilities),
-and a file's row holds the mean of its windows' probabilities.
+and a file's row holds the mean of its windows' probabilities. Every part
+of a folder has the same columns (:func:`align_columns`): a column only some
+runs' tables brought is empty in the others' rows.
 
 **A shard's key** is a digest of the model id, the segmentation rule and its
 files (URI, listing fingerprint, speaker, carried columns), so a finished
@@ -38,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from crossemo import storage
 
@@ -202,6 +205,55 @@ def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = 
         files = pd.DataFrame(json.loads(metadata.get(FILES_KEY.decode(), "[]")))
         rejected = pd.DataFrame(json.loads(metadata.get(REJECTED_KEY.decode(), "[]")), columns=REJECTED_COLUMNS)
         yield Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), ""))
+
+
+def align_columns(folder: str, *, storage_options: storage.StorageOptions | None = None) -> int:
+    """Give every part file under ``folder`` the same columns, so that ``pandas.read_parquet(folder)`` reads them all.
+
+    Arrow takes a folder's columns from one of its files and drops the
+    others' extra columns: a table's carried columns, labelled in one run,
+    vanished once a folder of other files was labelled into the same
+    output. A part lacking a column gets it empty (null); a column two parts
+    type differently is widened (whole numbers to floats) or else written
+    as text. A part's rows and metadata stay as they are, so whether it is
+    still valid does not change.
+
+    Returns:
+        how many parts were rewritten.
+    """
+    by_schema: dict[pa.Schema, list[str]] = {}
+    for uri in storage.list_files(folder, suffix=".parquet", storage_options=storage_options):
+        if uri.rsplit("/", 1)[-1].startswith(PART_PREFIX):
+            by_schema.setdefault(storage.read_schema(uri, storage_options=storage_options).remove_metadata(), []).append(uri)
+    if len(by_schema) < 2:
+        return 0
+    common = _common_schema(list(by_schema))
+    rewritten = 0
+    for schema, uris in by_schema.items():
+        if schema.equals(common):
+            continue
+        for uri in uris:
+            table = storage.read_table(uri, storage_options=storage_options)
+            for name in common.names:
+                if name not in table.column_names:
+                    table = table.append_column(common.field(name), pa.nulls(len(table), common.field(name).type))
+            table = table.select(common.names).cast(common.with_metadata(table.schema.metadata))
+            storage.write_table(table, uri, storage_options=storage_options)
+            rewritten += 1
+    return rewritten
+
+
+def _common_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """Every column of ``schemas``, in the order of the widest, each with a type all its values fit."""
+    names = list(dict.fromkeys(name for schema in sorted(schemas, key=len, reverse=True) for name in schema.names))
+    fields = []
+    for name in names:
+        present = [pa.schema([schema.field(name)]) for schema in schemas if name in schema.names]
+        try:
+            fields.append(pa.unify_schemas(present, promote_options="permissive").field(0))
+        except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
 
 
 def part_metadata(shard: Shard, *, rule: str, rejected: pd.DataFrame) -> dict[str, str]:

@@ -222,11 +222,16 @@ def read_table(uri: str, *, storage_options: StorageOptions | None = None) -> pa
         return pq.read_table(handle)
 
 
-def read_metadata(uri: str, *, storage_options: StorageOptions | None = None) -> dict[str, str]:
-    """The key-value metadata of a Parquet file's schema."""
+def read_schema(uri: str, *, storage_options: StorageOptions | None = None) -> pa.Schema:
+    """A Parquet file's Arrow schema, with its key-value metadata, from the file's footer."""
     fs, path = filesystem(uri, storage_options=storage_options)
     with fs.open(path, "rb") as handle:
-        raw = pq.read_schema(handle).metadata or {}
+        return pq.read_schema(handle)
+
+
+def read_metadata(uri: str, *, storage_options: StorageOptions | None = None) -> dict[str, str]:
+    """The key-value metadata of a Parquet file's schema."""
+    raw = read_schema(uri, storage_options=storage_options).metadata or {}
     return {key.decode(): value.decode() for key, value in raw.items()}
 
 

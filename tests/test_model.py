@@ -488,6 +488,27 @@ def test_labels_of_files_not_given_again_stay(data, evaluated, rf_model, tmp_pat
     pd.testing.assert_frame_equal(both[both["uri"].isin(first["uri"])].sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
 
 
+def test_a_tables_carried_columns_survive_reading_an_output_another_run_also_wrote(data, evaluated, rf_model, tmp_path):
+    """Arrow takes a folder's columns from one part: those only a later run's table brings must not vanish from read_parquet."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for path in data["emovo"]["path"][:4]:
+        shutil.copy(path, audio / Path(path).name)
+    table = _table(tmp_path / "calls.csv", pd.DataFrame({"path": data["emovo"]["path"][20:23], "call_id": [101, 102, 103]}))
+    out = tmp_path / "labels"
+    command = ["predict", "--model", str(rf_model), "--out", str(out), "--store", str(evaluated), "--no-progress"]
+    assert cli.main([*command, "--audio", str(audio)]) == 0
+    assert cli.main([*command, "--audio", str(table)]) == 0
+    labels = pd.read_parquet(out / "predictions")
+    assert len(labels) == 7 and "call_id" in labels
+    from_table = labels["uri"].isin(data["emovo"]["path"][20:23])
+    assert sorted(labels.loc[from_table, "call_id"]) == ["101", "102", "103"]  # a CSV's cells are read as text
+    assert labels.loc[~from_table, "call_id"].isna().all()
+    # The folder's labels did not change: only a column was added to its part.
+    assert cli.main([*command, "--audio", str(audio)]) == 0
+    assert pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True).equals(labels.sort_values("uri").reset_index(drop=True))
+
+
 def test_a_folder_a_file_was_removed_from_reuses_its_part_and_keeps_every_label(data, evaluated, rf_model, tmp_path, capsys):
     """Removing a recording from a labelled folder labels nothing again and loses no label, however often re-run."""
     folder = tmp_path / "audio"
