@@ -36,8 +36,11 @@ Safety rules:
   bundle is refused. (The digests catch damage, not a crafted bundle; the
   rules above are what make a crafted one harmless.)
 - The model id is the SHA-256 of ``model.json``'s ``format_version`` and
-  ``"bundle"`` record (the files' digests, the method and how to rebuild it),
-  not of the caller's metadata. skops names entries by object ids and stamps
+  ``"bundle"`` record (the files' digests, the method, how to rebuild it,
+  and the digests of the metadata entries that decide what the model
+  computes from audio, :data:`SEALED_ENTRIES`), not of the rest of the
+  caller's metadata. A sealed entry edited, added or removed afterwards is
+  refused: labels from other decode rules would carry the same model id. skops names entries by object ids and stamps
   them with the time, so its archive is rewritten with ids numbered in order
   of appearance and fixed times: saving the same fitted method (or one fitted
   again with the same data and seed) gives the same bytes, hence the same id.
@@ -71,6 +74,10 @@ from crossemo.methods.dann import build_net
 
 FORMAT_VERSION = 1
 """The bundle layout this crossemo writes, and the newest it reads."""
+
+SEALED_ENTRIES = ("feature_set", "feature_set_id", "feature_names", "decode", "classes")
+"""Metadata entries that decide what a bundle computes from audio: each one's digest is in the record, so the model id covers it.
+(Bundles saved before this have no ``"sealed"`` record, and their entries are not checked.)"""
 
 MODEL_FILE = "model.json"
 METHOD_FILE = "method.skops"
@@ -175,6 +182,7 @@ def save_bundle(method, uri: str, *, metadata: dict, storage_options: storage.St
         "params": params,
         "torch": torch_specs,
         "files": [{"name": file, "sha256": hashlib.sha256(data).hexdigest()} for file, data in files.items()],
+        "sealed": {name: _entry_digest(metadata[name]) for name in SEALED_ENTRIES if name in metadata},
     }
     record["model_id"] = _model_id(FORMAT_VERSION, record)
     model = {"format_version": FORMAT_VERSION, **metadata, "bundle": record}
@@ -361,6 +369,11 @@ def _canonical_skops(data: bytes) -> bytes:
     return out.getvalue()
 
 
+def _entry_digest(value: Any) -> str:
+    """SHA-256 of one metadata entry, as canonical JSON."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _model_id(format_version: int, record: dict) -> str:
     """SHA-256 of the format version and the bundle record (without the id), as canonical JSON."""
     content = {"format_version": format_version, "bundle": {key: value for key, value in record.items() if key != "model_id"}}
@@ -396,7 +409,24 @@ def _read_checked(uri: str, storage_options: storage.StorageOptions | None) -> t
             raise BundleError(f"{uri}/{name} does not match the SHA-256 in {MODEL_FILE}: the file was changed or damaged")
     if _model_id(model["format_version"], record) != record["model_id"]:
         raise BundleError(f"{uri}/{MODEL_FILE}: its model_id does not match its contents; the file was edited")
+    _check_sealed(model, record, uri)
     return model, files
+
+
+def _check_sealed(model: dict, record: dict, uri: str) -> None:
+    """Refuse a :data:`SEALED_ENTRIES` entry of ``model.json`` edited, added or removed since the bundle was saved."""
+    if "sealed" not in record:  # saved before entries were sealed
+        return
+    sealed = record["sealed"]
+    for name in SEALED_ENTRIES:
+        if name not in sealed and name not in model:
+            continue
+        if name not in sealed or name not in model or _entry_digest(model[name]) != sealed[name]:
+            change = "added" if name not in sealed else "removed" if name not in model else "changed"
+            raise BundleError(
+                f"{uri}/{MODEL_FILE}: its {name!r} entry was {change} after the bundle was saved; "
+                "a model holds only for the features it was trained on, so train a new bundle instead of editing one"
+            )
 
 
 def _read_file(uri: str, name: str, storage_options: storage.StorageOptions | None, *, missing: str) -> bytes:
@@ -446,6 +476,9 @@ def _checked_record(record, uri: str) -> dict:
         raise refuse(f"files must list {METHOD_FILE} and at most {WEIGHTS_FILE}; got {names}")
     if (WEIGHTS_FILE in names) != bool(record["torch"]):
         raise refuse(f"{WEIGHTS_FILE} must be listed exactly when the method has torch parts")
+    sealed = record.get("sealed", {})
+    if not isinstance(sealed, dict) or not set(sealed) <= set(SEALED_ENTRIES) or not all(isinstance(digest, str) for digest in sealed.values()):
+        raise refuse(f"sealed must map some of {', '.join(SEALED_ENTRIES)} to digests")
     return record
 
 

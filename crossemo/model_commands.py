@@ -318,7 +318,8 @@ def _bundle_features(metadata: dict[str, Any], uri: str, options: dict | None) -
     """
     from crossemo import bundle
 
-    # model.json's digest covers the fitted method only, so these entries may be missing or edited.
+    # A bundle saved through the API may lack these entries or hold unusable
+    # ones (train always writes them, sealed: see bundle.SEALED_ENTRIES).
     try:
         feature_set, feature_set_id, names, decode = (metadata[key] for key in ("feature_set", "feature_set_id", "feature_names", "decode"))
         decode = dict(decode)

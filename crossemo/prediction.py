@@ -120,7 +120,11 @@ def mean_of_windows(windows: pd.DataFrame, classes: list[str]) -> tuple[np.ndarr
 
 
 def labelling_key(loaded: Any) -> str:
-    """What a shard's labels depend on besides its files: the model id and the model.json entries that decide the features."""
+    """What a shard's labels depend on besides its files: the model id and the model.json entries that decide the features.
+
+    A bundle's model id covers those entries (:data:`crossemo.bundle.SEALED_ENTRIES`),
+    except in bundles saved before they were sealed, whose entries can be edited.
+    """
     entries = {name: loaded.metadata.get(name) for name in ("feature_set", "feature_set_id", "feature_names", "decode")}
     return hashlib.sha256(f"{loaded.model_id}\n{json.dumps(entries, sort_keys=True, default=str)}".encode()).hexdigest()
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import ray
 
-from crossemo import cli, pipeline
+from crossemo import bundle, cli, pipeline
 from jobscript import load_job_script
 
 EMOTION_CODES = {"emovo": {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}, "ravdess": {"01": "neutral", "05": "anger", "03": "joy", "04": "sadness"}}
@@ -214,7 +214,8 @@ def test_train_leaves_the_evaluations_feature_store_as_it_was(data, evaluated, t
         (lambda m: shutil.rmtree(m), "does not exist"),
         (lambda m: _edit_json(m, format_version=99), "format_version 99, newer than this crossemo"),
         (lambda m: _edit_json(m, crossemo_version="7.0.0"), "was made by crossemo 7.0.0"),
-        (lambda m: _edit_json(m, feature_set="/nowhere/custom.conf"), "cannot be built here"),
+        # A bundle trained on a custom config, which is not where it was anymore.
+        (lambda m: _resave(m, feature_set="/nowhere/custom.conf"), "cannot be built here"),
     ],
 )
 def test_a_bad_bundle_is_one_line_and_status_2_before_ray(data, evaluated, tmp_path, capsys, change, message):
@@ -231,6 +232,14 @@ def test_a_bad_bundle_is_one_line_and_status_2_before_ray(data, evaluated, tmp_p
 def _edit_json(model: Path, **changes) -> None:
     path = model / "model.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _resave(model: Path, **changes) -> None:
+    """Save the bundle's method again with metadata entries changed (model.json's sealed entries cannot be edited in place)."""
+    loaded = bundle.load_bundle(str(model))
+    metadata = {key: value for key, value in loaded.metadata.items() if key not in bundle.RESERVED_KEYS}
+    shutil.rmtree(model)
+    bundle.save_bundle(loaded.method, str(model), metadata={**metadata, **changes})
 
 
 def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_path, capsys):
@@ -410,14 +419,17 @@ def test_speech_windows_find_the_utterances(call, rf_model, evaluated, tmp_path)
     assert sorted(p.name for p in (out / "segments").iterdir()) == parts
 
 
-def test_an_edited_decode_rule_relabels_instead_of_reusing_parts(rf_model, call, evaluated, tmp_path, capsys):
-    """model.json's decode rules are not in the model id's digest; the parts still follow them."""
+def test_an_edited_decode_rule_of_a_bundle_saved_before_sealing_relabels_instead_of_reusing_parts(rf_model, call, evaluated, tmp_path, capsys):
+    """Such a bundle's model id does not cover its decode rules, so they can be edited; the parts still follow them."""
     model = tmp_path / "model"
     shutil.copytree(rf_model, model)
+    metadata = json.loads((model / "model.json").read_text())
+    del metadata["bundle"]["sealed"]
+    metadata["bundle"]["model_id"] = bundle._model_id(metadata["format_version"], metadata["bundle"])
+    (model / "model.json").write_text(json.dumps(metadata))
     command = ["predict", "--model", str(model), "--audio", str(call["folder"] / "call.wav"), "--out", str(tmp_path / "labels"), "--store", str(evaluated), "--no-progress"]
     assert cli.main(command) == 0
     before = {p.name for p in (tmp_path / "labels" / "predictions").glob("part-*")}
-    metadata = json.loads((model / "model.json").read_text())
     metadata["decode"]["channel"] = "first"
     (model / "model.json").write_text(json.dumps(metadata))
     capsys.readouterr()

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from crossemo import audio, cli, inputs, model_commands, prediction
-from crossemo.bundle import save_bundle
+from crossemo.bundle import RESERVED_KEYS, load_bundle, save_bundle
 from crossemo.features.extractor import FeatureExtractor
 from crossemo.labels import EMOTIONS
 from tests.test_early_errors import closed_port, refuse
@@ -71,13 +71,13 @@ def test_an_address_where_no_cluster_answers_is_refused(model, emovo_f2, tmp_pat
     refuse(predict(model, str(emovo_f2), tmp_path / "labels"), capsys, says="no Ray cluster answers at RAY_ADDRESS", untouched=tmp_path)
 
 
-def edited(model: Path, tmp_path: Path, change) -> Path:
-    """A copy of the bundle whose model.json ``change`` edited (outside the digested record, so the digests still match)."""
-    copy = tmp_path / "edited"
-    shutil.copytree(model, copy)
-    record = json.loads((copy / "model.json").read_text())
-    change(record)
-    (copy / "model.json").write_text(json.dumps(record))
+def resaved(model: Path, tmp_path: Path, change) -> Path:
+    """The bundle's method saved again with model.json entries ``change`` altered, as a bundle saved through the API with such metadata would be."""
+    loaded = load_bundle(str(model))
+    metadata = {key: value for key, value in loaded.metadata.items() if key not in RESERVED_KEYS}
+    change(metadata)
+    copy = tmp_path / "resaved"
+    save_bundle(loaded.method, str(copy), metadata=metadata)
     return copy
 
 
@@ -95,7 +95,26 @@ def edited(model: Path, tmp_path: Path, change) -> Path:
     ],
 )
 def test_a_model_json_missing_or_with_unusable_predict_entries_is_one_line(change, says, model, emovo_f2, tmp_path, capsys):
-    refuse(predict(edited(model, tmp_path, change), str(emovo_f2), tmp_path / "labels"), capsys, says=says, untouched=tmp_path)
+    refuse(predict(resaved(model, tmp_path, change), str(emovo_f2), tmp_path / "labels"), capsys, says=says, untouched=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("entry", "change", "done"),
+    [
+        ("decode", lambda r: r["decode"].__setitem__("analysis_rate", 8000), "changed"),
+        ("decode", lambda r: r["decode"].__setitem__("channel", "first"), "changed"),
+        ("feature_names", lambda r: r["feature_names"].__setitem__(0, "pcm_loudness"), "changed"),
+        ("classes", lambda r: r.pop("classes"), "removed"),
+    ],
+)
+def test_an_entry_that_decides_the_features_edited_in_model_json_is_refused(entry, change, done, model, emovo_f2, tmp_path, capsys):
+    # Obeyed, it would label with rules the model was not trained under, under the same model id.
+    copy = tmp_path / "edited"
+    shutil.copytree(model, copy)
+    record = json.loads((copy / "model.json").read_text())
+    change(record)
+    (copy / "model.json").write_text(json.dumps(record))
+    refuse(predict(copy, str(emovo_f2), tmp_path / "labels"), capsys, says=f"its {entry!r} entry was {done} after the bundle was saved", untouched=tmp_path)
 
 
 @pytest.mark.parametrize(
