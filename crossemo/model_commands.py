@@ -280,6 +280,10 @@ def predict_setup(args: argparse.Namespace) -> PredictSetup:
     )
     if segmentation is None and per_speaker:
         listing.warnings += _lone_file_warnings(listing.files, loaded.metadata["bundle"]["method"])
+    # A bundle's folder holds the bundle alone: it is copied, digested and loaded by workers as a whole.
+    for flag, value in (("--out", args.out), ("--store", args.store)):
+        if value and storage.is_within(value, args.model, storage_options=options):
+            raise pipeline.ConfigError(f"{flag} {value} lies inside the model bundle {args.model}; write it elsewhere")
     # Parts written there would be read back as feature tables or cache files.
     for kept in ("features", "cache") if args.store else ():
         if storage.is_within(args.out, storage.join(args.store, kept), storage_options=options):

@@ -231,6 +231,17 @@ def test_a_table_of_paths_alone_is_read(emovo_f2, tmp_path):
     assert list(inputs.list_inputs([str(table)]).files["uri"]) == [str(p) for p in files]
 
 
+@pytest.mark.parametrize("flag, inside", [("--out", ""), ("--out", "labels"), ("--store", "store")])
+def test_an_output_inside_the_model_bundle_is_refused(flag, inside, model, emovo_f2, tmp_path, capsys):
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    args = predict(copy, str(emovo_f2), tmp_path / "labels")
+    args += [flag, str(copy / inside)] if flag == "--store" else []
+    if flag == "--out":
+        args[args.index("--out") + 1] = str(copy / inside)
+    refuse(args, capsys, says=f"{flag} {copy / inside} lies inside the model bundle", untouched=tmp_path)
+
+
 @pytest.mark.parametrize("inside", ["features", "cache/features"])
 def test_an_out_inside_the_feature_stores_folders_is_refused(inside, model, emovo_f2, tmp_path, capsys):
     store = tmp_path / "run"
