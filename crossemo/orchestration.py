@@ -778,6 +778,20 @@ class LabellingSummary:
     """Files this run labelled that were recorded below the model's analysis rate, by their rate in Hz (shards reused from earlier runs not counted)."""
 
 
+def _earlier_rejections(folder: str, *, storage_options: dict | None) -> pd.DataFrame:
+    """The rejections an earlier run wrote to ``folder``'s rejections file (none if it has none or it cannot be read as one)."""
+    from crossemo import prediction
+
+    uri = storage.join(folder, prediction.REJECTED_FILE)
+    try:
+        frame = storage.read_frame(uri, storage_options=storage_options)
+    except (FileNotFoundError, pa.ArrowException):
+        return pd.DataFrame(columns=prediction.REJECTED_COLUMNS)
+    if not set(prediction.REJECTED_COLUMNS) <= set(frame.columns):
+        return pd.DataFrame(columns=prediction.REJECTED_COLUMNS)
+    return frame[prediction.REJECTED_COLUMNS]
+
+
 def _membership(uris: pd.Series) -> Callable[[pd.Series], np.ndarray]:
     """A test of which URIs are among ``uris``, for many small batches.
 
@@ -970,10 +984,16 @@ def label_files(
     # A listed file that is missing was given too: a label a part still holds for it is not "another run's".
     missing = _membership(listing.missing["uri"])
     reasons = listing.missing["reason"].value_counts()
+    # Files an earlier run could not even read (a dangling link, a table's
+    # missing file) are in no part: their rows stay until a run lists them.
+    earlier_unread = _earlier_rejections(folder, storage_options=storage_options)
+    earlier_unread = earlier_unread[~given(earlier_unread["uri"]) & ~missing(earlier_unread["uri"])]
     emotions: dict[str, int] = {}
     windows = earlier = 0
     for part in prediction.read_parts(folder, storage_options=storage_options):
         rejections.append(part.rejected)
+        if "uri" in part.files:
+            earlier_unread = earlier_unread[~earlier_unread["uri"].isin(part.files["uri"])]
         reasons = reasons.add(part.rejected.loc[given(part.rejected["uri"]), "reason"].value_counts(), fill_value=0)
         # Only the columns the summary counts: a part can hold many carried columns.
         with storage.open_parquet(part.uri, storage_options=storage_options) as parquet:
@@ -983,6 +1003,7 @@ def label_files(
         for emotion, n in labels.loc[mine, "emotion"].value_counts().items():
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
         windows += int(labels.loc[mine, "windows"].sum()) if "windows" in labels else 0
+    rejections.append(earlier_unread)
     storage.write_frame(pd.concat(rejections, ignore_index=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
     return LabellingSummary(
         files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=int(reasons.sum()),

@@ -521,6 +521,30 @@ def test_a_tables_carried_columns_survive_reading_an_output_another_run_also_wro
     assert pd.read_parquet(out / "predictions").sort_values("uri").reset_index(drop=True).equals(labels.sort_values("uri").reset_index(drop=True))
 
 
+def test_an_earlier_runs_unreadable_files_stay_in_the_rejections_until_listed_again(data, evaluated, rf_model, tmp_path):
+    """A dangling link is in no part: labelling another folder into the output must not drop its rejection; labelling it once mended replaces it."""
+    day1, day2 = tmp_path / "day1", tmp_path / "day2"
+    for folder, paths in ((day1, data["emovo"]["path"][:2]), (day2, data["emovo"]["path"][20:22])):
+        folder.mkdir()
+        for path in paths:
+            shutil.copy(path, folder / Path(path).name)
+    link = day1 / "gone.wav"
+    link.symlink_to(tmp_path / "nowhere.wav")
+    out = tmp_path / "labels"
+    command = ["predict", "--model", str(rf_model), "--out", str(out), "--store", str(evaluated), "--no-progress"]
+    rejected = out / "predictions" / "_rejected.parquet"
+    assert cli.main([*command, "--audio", str(day1)]) == 0
+    assert pd.read_parquet(rejected)["uri"].tolist() == [str(link)]
+    assert cli.main([*command, "--audio", str(day2)]) == 0
+    assert pd.read_parquet(rejected)["uri"].tolist() == [str(link)]
+    assert cli.main([*command, "--audio", str(day1)]) == 0
+    assert pd.read_parquet(rejected)["uri"].tolist() == [str(link)]  # once, not twice
+    link.unlink()  # mended: the file is there now
+    shutil.copy(data["emovo"]["path"][30], link)
+    assert cli.main([*command, "--audio", str(day1)]) == 0
+    assert pd.read_parquet(rejected).empty and str(link) in set(pd.read_parquet(out / "predictions")["uri"])
+
+
 def test_a_folder_a_file_was_removed_from_reuses_its_part_and_keeps_every_label(data, evaluated, rf_model, tmp_path, capsys):
     """Removing a recording from a labelled folder labels nothing again and loses no label, however often re-run."""
     folder = tmp_path / "audio"
