@@ -113,6 +113,10 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     sources = sorted(name for name in names if name != args.target)
     source = protocol.SOURCE_SEPARATOR.join(sources) or None
     choice = training.choose(args.method, results=results, source=source, target=args.target)
+    if args.adapt_to and choice.method not in methods.ADAPTING:
+        raise pipeline.ConfigError(
+            f"--adapt-to: {choice.method} ({choice.reason}) does not learn from unlabelled audio; the methods that do: {', '.join(sorted(methods.ADAPTING))}"
+        )
     evaluation = None
     if results is not None:
         ranking = training.ranking_of(results, source, args.target)

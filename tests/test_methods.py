@@ -14,7 +14,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from crossemo.labels import EMOTIONS
 from crossemo.methods import (
-    DANN, DBN, METHODS, RECOMMENDED, Coral, FineTunedFCNN, KMMReweight, Majority, MultiTask, NormDistribution, NormNeutral, RandomForest,
+    ADAPTING, DANN, DBN, METHODS, RECOMMENDED, Coral, FineTunedFCNN, KMMReweight, Majority, MultiTask, NormDistribution, NormNeutral, RandomForest,
     SelfTraining, SourceFCNN, SpeakerNorm, SpeakerNormLinear, SubspaceAlignment, make_method,
 )
 from crossemo.methods._forest import ForestMethod, build_forest
@@ -137,6 +137,14 @@ def test_fit_predict_contract(name, domains):
     np.testing.assert_array_equal(predicted, again)
     fitted = [attr for attr in vars(model) if attr not in model.get_params()]
     assert fitted and all(attr.endswith("_") for attr in fitted)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_exactly_the_adapting_methods_learn_from_unlabelled_rows(name, domains):
+    train, test = domains
+    with_audio = fit(fast(name), train, test).predict_proba(test["X"], speakers=test["speakers"])
+    without = fit(fast(name), train).predict_proba(test["X"], speakers=test["speakers"])
+    assert np.array_equal(with_audio, without) == (name not in ADAPTING)
 
 
 @pytest.mark.parametrize("name", list(METHODS))

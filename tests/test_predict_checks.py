@@ -147,6 +147,14 @@ def test_adapt_to_errors_name_adapt_to(shared_corpora, tmp_path, capsys):
     refuse([*args, "--adapt-to", ""], capsys, says="--adapt-to is empty", untouched=tmp_path)
 
 
+@pytest.mark.parametrize("method", ["rf", "speaker_norm_linear", "target_only_rf"])
+def test_adapt_to_for_a_method_that_would_ignore_the_audio_is_refused(method, shared_corpora, emovo_f2, tmp_path, capsys):
+    # Accepted, the audio would be extracted and then not used: the user believes the model adapted.
+    args = ["train", "--corpus", f"emovo={shared_corpora}/emovo", "--corpus", f"ravdess={shared_corpora}/ravdess", "--target", "emovo",
+            "--method", method, "--store", str(tmp_path / "store"), "--out", str(tmp_path / "model"), "--adapt-to", str(emovo_f2), "--no-progress"]
+    refuse(args, capsys, says="does not learn from unlabelled audio; the methods that do: coral, dann,", untouched=tmp_path)
+
+
 def test_the_single_file_warning_names_a_few_speakers_and_counts_the_rest():
     files = pd.DataFrame({"speaker": [f"s{n}" for n in range(7)] + ["pair", "pair"]})
     (warning,) = model_commands._lone_file_warnings(files, "speaker_norm_linear")

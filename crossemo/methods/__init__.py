@@ -41,8 +41,8 @@ Every method is a scikit-learn estimator (``clone``, ``get_params`` and
   speakers' features (m × d) and speaker ids, because adapting to a domain
   needs that domain's audio. Their labels never reach ``fit`` (the protocol
   passes none, and ``tests/test_methods.py`` checks that permuting the test
-  labels changes no method's predictions). Methods that do not adapt ignore
-  them. ``fit`` returns the method. Fitted attributes end in ``_``;
+  labels changes no method's predictions). Methods that do not adapt (those
+  not in :data:`ADAPTING`) ignore them. ``fit`` returns the method. Fitted attributes end in ``_``;
   ``classes_`` holds the labels the method can predict.
 - ``predict(X, *, speakers)`` takes the target's test rows and their speaker
   ids, never their labels, and returns an array of emotion labels.
@@ -98,6 +98,10 @@ METHODS: dict[str, type] = {
     "dann": DANN,
 }
 """Method name → estimator class."""
+
+ADAPTING = frozenset({"coral", "subspace_alignment", "kmm_reweight", "self_training", "dann"})
+"""Methods whose fit uses the unlabelled rows it is given (the target domain's audio); the others ignore them
+(``tests/test_methods.py`` checks both), so ``crossemo train --adapt-to`` is refused for them."""
 
 RECOMMENDED = "self_training"
 """The transfer method crossemo advises; fixed here, never picked per run (the README says why)."""
