@@ -117,6 +117,9 @@ def list_inputs(
                 if speakers_matter:
                     warnings.append(f"{int(blank.sum())} file(s) of {uri} have a blank speaker cell; {', '.join(taken)}")
             files["speaker"] = given
+            if speakers_matter:
+                # 3 and 03 are two speakers to the model, each normalised by their own recordings.
+                warnings += [f"{warning} (in {uri})" for warning in manifest.spelling_warnings(given.unique())]
         elif pattern is not None:
             rules[uri] = "pattern"
             found = files["uri"].map(lambda text: _speaker_in(pattern, text))

@@ -209,6 +209,15 @@ def test_speaker_fallbacks_are_warned_of_only_for_a_model_that_normalises_per_sp
     assert not inputs.list_inputs([str(emovo_f2)], speakers_matter=False).warnings
 
 
+def test_speaker_ids_that_differ_only_in_spelling_are_warned_of_when_speakers_are_normalised(emovo_f2, tmp_path):
+    files = sorted(emovo_f2.glob("*.flac"))[:4]
+    table = tmp_path / "calls.csv"
+    pd.DataFrame({"path": [str(p) for p in files], "speaker": ["3", "03", "3", "Ann"]}).to_csv(table, index=False)
+    warned = inputs.list_inputs([str(table)])
+    assert warned.warnings == [f"speakers '3' and '03' differ only in spelling; they are treated as different speakers (in {table})"]
+    assert not inputs.list_inputs([str(table)], speakers_matter=False).warnings
+
+
 def test_a_file_given_by_its_relative_path_and_in_its_folder_is_listed_once(emovo_f2, monkeypatch):
     monkeypatch.chdir(emovo_f2.parent)
     files = sorted(emovo_f2.glob("*.flac"))

@@ -220,7 +220,7 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
             utterances.append({"corpus": name, "speaker": verdict.speaker, "emotion": verdict.emotion, "uri": target.uri, "label": verdict.label, "fingerprint": fingerprint(info)})
     blanks = sum(blank)
     warnings = [f"{blanks} blank row{'' if blanks == 1 else 's'} skipped in manifest {path}"] if blanks else []
-    warnings += _spelling_warnings(row["speaker"] for row in utterances)
+    warnings += spelling_warnings(row["speaker"] for row in utterances)
     return build_manifest(name, path, utterances, skipped, warnings=warnings)
 
 
@@ -284,7 +284,7 @@ def list_files(path: str, *, storage_options: storage.StorageOptions | None = No
     return files, missing
 
 
-def _spelling_warnings(speakers: Iterable[str]) -> list[str]:
+def spelling_warnings(speakers: Iterable[str]) -> list[str]:
     """One warning per group of speaker ids with the same :func:`speaker_key`, in order of first appearance."""
     groups: dict[str, dict[str, None]] = {}
     for speaker in speakers:
