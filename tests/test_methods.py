@@ -236,7 +236,7 @@ def _rows(labels, d=3):
 def test_majority_predicts_most_frequent_class():
     model = fit(Majority(), _rows(["joy", "anger", "joy", "sadness", "joy"]))
     assert model.majority_ == "joy"
-    assert list(model.classes_) == ["joy"]
+    assert list(model.classes_) == ["anger", "joy", "sadness"]
     assert model.class_counts_ == {"anger": 1, "joy": 3, "sadness": 1}
     np.testing.assert_array_equal(model.predict(np.zeros((4, 3)), speakers=np.array(["b"] * 4)), ["joy"] * 4)
 

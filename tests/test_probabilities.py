@@ -65,9 +65,13 @@ def test_columns_follow_classes(name, fitted):
         assert np.argmax(mean) == column, f"{name}: {emotion} rows average {dict(zip(model.classes_, mean.round(2)))}"
 
 
-def test_majority_gives_its_class_probability_one(fitted):
+def test_majority_gives_its_class_probability_one_and_the_other_training_labels_zero(fitted):
+    # Its classes are every training label, so a bundle of it names each emotion and predict writes a column for each.
     models, test = fitted
-    np.testing.assert_array_equal(models["majority"].predict_proba(test["X"], speakers=test["speakers"]), np.ones((len(test["X"]), 1)))
+    model = models["majority"]
+    assert list(model.classes_) == list(EMOTIONS)
+    expected = np.tile((model.classes_ == model.majority_).astype(float), (len(test["X"]), 1))
+    np.testing.assert_array_equal(model.predict_proba(test["X"], speakers=test["speakers"]), expected)
 
 
 def test_multitask_probabilities_are_its_target_classes_renormalised(fitted):

@@ -54,8 +54,8 @@ Every method is a scikit-learn estimator (``clone``, ``get_params`` and
   ``norm_neutral``, ``norm_distribution``): there a tie goes to the class
   whose name sorts first, scikit-learn's rule, which the study's results
   were made with. ``multitask``'s probabilities are those of its target
-  classes, renormalised (see :mod:`.multitask`); ``majority`` gives its one
-  class probability 1.
+  classes, renormalised (see :mod:`.multitask`); ``majority`` gives its
+  class probability 1 and the other training labels 0.
 
 Methods are deterministic given ``random_state`` and single-threaded
 (forests use ``n_jobs=1``; torch runs on one thread inside ``fit`` and
