@@ -42,9 +42,9 @@ def add_train_parser(commands: Any, add_run_options: Any) -> None:
     add_run_options(train, out_help="where to write the model bundle: a new folder or s3:// prefix")
     train.add_argument("--target", required=True, help="the corpus whose speakers the model is for (one of the --corpus names)")
     train.add_argument("--method", help=f"a method, target_only_<method> (the target alone), or {training.BEST} (needs --from-run); default: the recommended {methods.RECOMMENDED}")
-    train.add_argument("--from-run", dest="from_run", metavar="OUT", help="a finished evaluation: its settings, corpora and feature store are reused, its figures go into the bundle")
+    train.add_argument("--from-run", dest="from_run", metavar="OUT", help="a finished evaluation: its settings, corpora and feature store are reused, and its mean UAR and accuracy for the pair and method, with their standard deviation over folds, are written into model.json's evaluation entry")
     train.add_argument("--store", help=f"feature store to read and extend (default: --from-run's, else $CROSSEMO_STORE, else {DEFAULT_STORE})")
-    train.add_argument("--adapt-to", dest="adapt_to", action="append", default=[], metavar="AUDIO", help="unlabelled audio of the target domain (folder, s3:// prefix or table) for the methods that adapt to it; repeatable")
+    train.add_argument("--adapt-to", dest="adapt_to", action="append", default=[], metavar="AUDIO", help=f"unlabelled audio of the target domain (folder, s3:// prefix or table) for the methods that adapt to it ({', '.join(sorted(methods.ADAPTING))}); repeatable")
     train.add_argument("--seed", type=int, help="the method's seed (default: the run's, else 0)")
     train.add_argument("--config", help="a TOML file with the settings (method_params …); flags override it")
 
