@@ -168,6 +168,11 @@ def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reser
         return files, missing.assign(stage="read")[MISSING_COLUMNS], True
     if base.is_audio_like(uri):
         return _one_file(uri, storage_options), pd.DataFrame(columns=MISSING_COLUMNS), False
+    if _is_file(uri, storage_options):
+        # Walked as a folder, it was reported as "not a folder", which hides what was wrong with it.
+        raise base.CorpusError(
+            f"{flag} {uri} is a file whose name marks neither audio ({', '.join(base.AUDIO_LIKE_SUFFIXES[:3])} …) nor a table of files ({', '.join(TABLE_SUFFIXES)})"
+        )
     # A folder at a time into Arrow: the driver keeps the strings' own bytes,
     # not a Python object per file and path, whose freed fragments stayed in
     # its heap (benchmarks/driver_memory.py).
@@ -178,6 +183,15 @@ def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reser
     files = pa.concat_tables(chunks).sort_by("uri").to_pandas() if chunks else pd.DataFrame(columns=["uri", "fingerprint"], dtype=str)
     missing = pd.DataFrame([{**entry, "speaker": "", "stage": "read"} for entry in sorted(broken, key=lambda entry: entry["uri"])], columns=MISSING_COLUMNS)
     return files, missing, False
+
+
+def _is_file(uri: str, storage_options: storage.StorageOptions | None) -> bool:
+    """Whether ``uri`` is an existing file (not a folder or prefix); an error reaching it is left to the listing to report."""
+    try:
+        fs, path = storage.filesystem(uri, storage_options=storage_options)
+        return bool(fs.isfile(path))
+    except Exception:  # storage back-ends raise many kinds; the walk names them
+        return False
 
 
 def _one_file(uri: str, storage_options: storage.StorageOptions | None) -> pd.DataFrame:

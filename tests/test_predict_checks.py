@@ -226,6 +226,12 @@ def test_a_file_given_by_its_relative_path_and_in_its_folder_is_listed_once(emov
     assert any("given by more than one --audio are labelled once" in w for w in listing.warnings), listing.warnings
 
 
+def test_a_file_that_is_neither_audio_nor_a_table_is_named_as_such(model, emovo_f2, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not audio")
+    refuse(predict(model, str(notes), tmp_path / "labels"), capsys, says=f"--audio {notes} is a file whose name marks neither audio (.wav, .wave, .flac …) nor a table", untouched=tmp_path)
+
+
 def test_a_table_whose_files_are_all_missing_says_so(model, tmp_path, capsys):
     table = tmp_path / "calls.csv"
     pd.DataFrame({"path": [str(tmp_path / "gone-1.wav"), str(tmp_path / "gone-2.wav")]}).to_csv(table, index=False)
