@@ -492,10 +492,10 @@ def write_report(out: str, record: dict[str, Any], *, storage_options: dict | No
     features_uri = record["settings"].get("features") or storage.join(out, "features")
     side = {}
     for name in STORE_TABLES:
-        kept = storage.join(out, "runs", record["run_id"], f"{name}.parquet")
         # A run recorded before its own copies were kept has only the store's.
-        uri = kept if storage.exists(kept, storage_options=storage_options) else storage.join(features_uri, f"_{name}.parquet")
-        side[name] = storage.read_frame(uri, storage_options=storage_options) if storage.exists(uri, storage_options=storage_options) else None
+        candidates = (storage.join(out, "runs", record["run_id"], f"{name}.parquet"), storage.join(features_uri, f"_{name}.parquet"))
+        found = next((uri for uri in candidates if storage.exists(uri, storage_options=storage_options)), None)
+        side[name] = storage.read_frame(found, storage_options=storage_options) if found else None
     html.write_html_report(results, pairs, report_uri, manifest=side["manifest"], rejected=side["rejected"], duplicates=side["duplicates"], run=record, run_figures=run_figures, storage_options=storage_options)
     return result_tables
 

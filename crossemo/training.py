@@ -104,6 +104,13 @@ def results_column(method: str, *, with_source: bool) -> str:
     return method if with_source else f"{tables.TWIN_PREFIX}{method}"
 
 
+def model_of_column(column: str) -> tuple[str, bool]:
+    """The inverse of :func:`results_column`: ``(method, with_source)`` of a tables column."""
+    if column in ("rf", "scenario3"):
+        return "rf", column == "scenario3"
+    return column.removeprefix(tables.TWIN_PREFIX), not column.startswith(tables.TWIN_PREFIX)
+
+
 def _best(results: pd.DataFrame | None, source: str | None, target: str) -> Choice:
     if results is None:
         raise TrainingError(f"--method {BEST} needs --from-run OUT, a finished evaluation to take the best method from")
@@ -134,8 +141,7 @@ def ranking_of(results: pd.DataFrame, source: str | None, target: str) -> pd.Dat
     for column, fold_rows in candidates.items():
         if fold_rows.empty:
             continue
-        with_source = column not in ("rf",) and not column.startswith(tables.TWIN_PREFIX)
-        method = "rf" if column == "scenario3" else column.removeprefix(tables.TWIN_PREFIX)
+        method, with_source = model_of_column(column)
         if with_source and source is None:
             continue
         rows.append({"column": column, "method": method, "with_source": with_source, **evaluation_of(fold_rows)})
