@@ -370,8 +370,9 @@ def _canonical_skops(data: bytes) -> bytes:
 
 
 def _entry_digest(value: Any) -> str:
-    """SHA-256 of one metadata entry, as canonical JSON."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """SHA-256 of one metadata entry, as canonical JSON of what ``model.json`` holds (keys become text there)."""
+    stored = json.loads(json.dumps(value))
+    return hashlib.sha256(json.dumps(stored, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _model_id(format_version: int, record: dict) -> str:
@@ -418,7 +419,8 @@ def _check_sealed(model: dict, record: dict, uri: str) -> None:
     if "sealed" not in record:  # saved before entries were sealed
         return
     sealed = record["sealed"]
-    for name in SEALED_ENTRIES:
+    # A later crossemo may seal more entries: check every one the bundle lists.
+    for name in dict.fromkeys([*SEALED_ENTRIES, *sealed]):
         if name not in sealed and name not in model:
             continue
         if name not in sealed or name not in model or _entry_digest(model[name]) != sealed[name]:
@@ -477,8 +479,8 @@ def _checked_record(record, uri: str) -> dict:
     if (WEIGHTS_FILE in names) != bool(record["torch"]):
         raise refuse(f"{WEIGHTS_FILE} must be listed exactly when the method has torch parts")
     sealed = record.get("sealed", {})
-    if not isinstance(sealed, dict) or not set(sealed) <= set(SEALED_ENTRIES) or not all(isinstance(digest, str) for digest in sealed.values()):
-        raise refuse(f"sealed must map some of {', '.join(SEALED_ENTRIES)} to digests")
+    if not isinstance(sealed, dict) or not all(isinstance(digest, str) for digest in sealed.values()) or set(sealed) & set(RESERVED_KEYS):
+        raise refuse("sealed must map model.json entries to digests")
     return record
 
 

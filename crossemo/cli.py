@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
-from crossemo import bundle, corpora, featurestore, inputs, methods, model_commands, pipeline, protocol, storage, training
+from crossemo import bundle, corpora, featurestore, inputs, methods, model_commands, orchestration, pipeline, protocol, storage, training
 from crossemo.labels import EMOTIONS
 from crossemo.report import verdict
 
@@ -23,7 +23,7 @@ MAX_REASON_LINES = 30
 _PATH_IN_REASON = r"(?:[a-z][a-z0-9+.-]*://)?\S*/\S*"
 BAD_INPUT_ERRORS = (
     pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, storage.StorageError,
-    training.TrainingError, inputs.InputError, bundle.BundleError,
+    training.TrainingError, inputs.InputError, bundle.BundleError, orchestration.ClusterError,
 )
 """What crossemo reports as bad input: one line, exit status 2."""
 

@@ -117,9 +117,6 @@ def list_inputs(
                 if speakers_matter:
                     warnings.append(f"{int(blank.sum())} file(s) of {uri} have a blank speaker cell; {', '.join(taken)}")
             files["speaker"] = given
-            if speakers_matter:
-                # 3 and 03 are two speakers to the model, each normalised by their own recordings.
-                warnings += [f"{warning} (in {uri})" for warning in manifest.spelling_warnings(given.unique())]
         elif pattern is not None:
             rules[uri] = "pattern"
             found = files["uri"].map(lambda text: _speaker_in(pattern, text))
@@ -149,6 +146,9 @@ def list_inputs(
         )
     if files.empty:
         raise InputError(f"{flag} lists no audio file ({', '.join(uris)}); give folders with .wav/.flac files or a table with a path column")
+    if speakers_matter:
+        # 3 and 03 (from one table or two, or a pattern) are two speakers to the model, each normalised by their own recordings.
+        warnings += manifest.spelling_warnings(files["speaker"].unique())
     batch = [uri for uri, rule in rules.items() if rule == "batch"]
     if batch and speakers_matter:
         warnings.append(

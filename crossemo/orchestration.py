@@ -63,35 +63,88 @@ class ClusterError(ValueError):
 
 
 def check_address(address: str | None) -> None:
-    """Refuse a Ray address before any work, since ``ray.init`` would not.
-
-    Given a ``host:port`` where nothing listens, ``ray.init`` retries for about
-    a quarter of an hour and, inside Ray's connection loop, does not answer
-    Ctrl-C; a TCP connection to the address says the same in milliseconds.
+    """Refuse a malformed Ray address before any work (no connection is tried: a run whose work is all done needs no cluster).
 
     Args:
         address: as for :func:`connect`; ``None`` checks ``RAY_ADDRESS``.
 
     Raises:
-        ClusterError: the address is not ``host:port``, ``ray://host[:port]``,
-            ``auto`` or ``local``, or nothing accepts a connection there
-            within :data:`PROBE_SECONDS`.
+        ClusterError: the address is not ``host:port``, ``ray://host[:port]``, ``auto`` or ``local``.
     """
-    # Without an address, connect() takes RAY_ADDRESS, which would fail as late as a bad --address.
-    source, address = ("address", address) if address else ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS"))
-    if not address or address in ("auto", "local"):
+    _endpoint(address)
+
+
+def probe_cluster(address: str | None) -> None:
+    """Refuse a Ray address where no cluster answers, since ``ray.init`` would not.
+
+    Given a ``host:port`` where nothing listens, or that answers but is not
+    a Ray cluster (the dashboard's port), ``ray.init`` retries for about a
+    quarter of an hour and, inside Ray's connection loop, does not answer
+    Ctrl-C. A cluster's GCS and client server speak gRPC, so a TCP
+    connection and an HTTP/2 greeting tell within a second.
+
+    Args:
+        address: as for :func:`connect`; ``None`` checks ``RAY_ADDRESS``.
+
+    Raises:
+        ClusterError: a malformed address (see :func:`check_address`), nothing
+            accepts a connection there within :data:`PROBE_SECONDS`, or what
+            answers does not speak HTTP/2.
+    """
+    endpoint = _endpoint(address)
+    if endpoint is None:
         return
+    source, address, host, port = endpoint
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_SECONDS) as connection:
+            # With TLS on, the server expects a TLS handshake first; the TCP answer is all this probe can check.
+            grpc = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true") or _answers_http2(connection)
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise ClusterError(f"no Ray cluster answers at {source} {address!r} ({reason}): is the cluster up, and is that its GCS port (or, after ray://, its client port)?") from None
+    if not grpc:
+        # The dashboard's port (8265, what `ray job submit` takes) is the likely mix-up.
+        raise ClusterError(
+            f"{source} {address!r} answers, but not as a Ray cluster does (gRPC): is that the dashboard's port? "
+            "Give the GCS address `ray start --head` prints (port 6379 by default), or ray://host:10001"
+        )
+
+
+def _endpoint(address: str | None) -> tuple[str, str, str, int] | None:
+    """``(where the address came from, the address, host, port)`` of a cluster to join; ``None`` for an in-process one.
+
+    Raises:
+        ClusterError: a malformed address.
+    """
+    # Without an address, connect() takes RAY_ADDRESS; so does ray.init(address="auto").
+    source, address = ("address", address) if address and address != "auto" else ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS") or address)
+    if not address or address in ("auto", "local"):
+        return None
     client = address.startswith("ray://")
     match = HOST_PORT.fullmatch(address.removeprefix("ray://"))
     if not match or (match["port"] is None and not client) or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
         raise ClusterError(f"{source} {address!r} is not a Ray address: use host:port, ray://host[:port], auto or local")
-    host = match[1].strip("[]")
-    port = RAY_CLIENT_PORT if match["port"] is None else int(match["port"])
-    try:
-        socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
-    except OSError as error:
-        reason = error.strerror or str(error) or type(error).__name__
-        raise ClusterError(f"no Ray cluster answers at {source} {address!r} ({reason}): is the cluster up, and is that its GCS port (or, after ray://, its client port)?") from None
+    return source, address, match[1].strip("[]"), RAY_CLIENT_PORT if match["port"] is None else int(match["port"])
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+"""What an HTTP/2 client sends first: the connection preface and an empty SETTINGS frame (RFC 9113, 3.4)."""
+
+
+def _answers_http2(connection: socket.socket) -> bool:
+    """Whether the server at the other end of ``connection`` speaks HTTP/2, as gRPC servers (Ray's GCS and client server) do: it answers the preface with a SETTINGS frame.
+
+    Raises:
+        OSError: no answer within the connection's timeout, or the connection failed.
+    """
+    connection.sendall(HTTP2_PREFACE)
+    header = b""
+    while len(header) < 9:  # a frame header: length (3 bytes), type, flags, stream id (4)
+        chunk = connection.recv(9 - len(header))
+        if not chunk:
+            return False
+        header += chunk
+    return header[3] == 0x04
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[str, Any]:
@@ -106,10 +159,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
         the cluster's resources.
 
     Raises:
-        ClusterError: see :func:`check_address`.
+        ClusterError: see :func:`probe_cluster`.
     """
     if not ray.is_initialized():
-        check_address(address)
+        probe_cluster(address)
         address = address or os.environ.get("RAY_ADDRESS") or None
         options: dict[str, Any] = {"address": address, "log_to_driver": True, "configure_logging": False}
         if address is None:
@@ -779,7 +832,7 @@ class LabellingSummary:
 
 
 def _earlier_rejections(folder: str, *, storage_options: dict | None) -> pd.DataFrame:
-    """The rejections an earlier run wrote to ``folder``'s rejections file (none if it has none or it cannot be read as one)."""
+    """The files an earlier run could not read, from ``folder``'s rejections file (none if it has none or it cannot be read as one)."""
     from crossemo import prediction
 
     uri = storage.join(folder, prediction.REJECTED_FILE)
@@ -789,7 +842,8 @@ def _earlier_rejections(folder: str, *, storage_options: dict | None) -> pd.Data
         return pd.DataFrame(columns=prediction.REJECTED_COLUMNS)
     if not set(prediction.REJECTED_COLUMNS) <= set(frame.columns):
         return pd.DataFrame(columns=prediction.REJECTED_COLUMNS)
-    return frame[prediction.REJECTED_COLUMNS]
+    # Later stages' rejections belong to the part that recorded them, and go with it.
+    return frame.loc[frame["stage"] == "read", prediction.REJECTED_COLUMNS].reset_index(drop=True)
 
 
 def _membership(uris: pd.Series) -> Callable[[pd.Series], np.ndarray]:
@@ -974,9 +1028,6 @@ def label_files(
         if storage.exists(windows, storage_options=storage_options):
             storage.remove(windows, storage_options=storage_options)
         storage.remove(part.uri, storage_options=storage_options)
-    prediction.align_columns(folder, storage_options=storage_options)
-    if segmentation is not None:
-        prediction.align_columns(storage.join(out, "segments"), storage_options=storage_options)
     # Part by part, so the driver never holds every part's list of files. The
     # file of rejections covers the whole output; the counts, this run's files.
     rejections = [listing.missing[prediction.REJECTED_COLUMNS]]
@@ -990,7 +1041,9 @@ def label_files(
     earlier_unread = earlier_unread[~given(earlier_unread["uri"]) & ~missing(earlier_unread["uri"])]
     emotions: dict[str, int] = {}
     windows = earlier = 0
+    columns: dict[pa.Schema, list[str]] = {}
     for part in prediction.read_parts(folder, storage_options=storage_options):
+        columns.setdefault(part.columns, []).append(part.uri)
         rejections.append(part.rejected)
         if "uri" in part.files:
             earlier_unread = earlier_unread[~earlier_unread["uri"].isin(part.files["uri"])]
@@ -1004,6 +1057,10 @@ def label_files(
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
         windows += int(labels.loc[mine, "windows"].sum()) if "windows" in labels else 0
     rejections.append(earlier_unread)
+    # Last: the loop above takes each part's columns as they are (a part lacking ``windows`` reads without it).
+    prediction.align_columns(folder, predictions=folder, columns=columns, storage_options=storage_options)
+    if segmentation is not None:
+        prediction.align_columns(storage.join(out, "segments"), predictions=folder, storage_options=storage_options)
     storage.write_frame(pd.concat(rejections, ignore_index=True), storage.join(folder, prediction.REJECTED_FILE), storage_options=storage_options)
     return LabellingSummary(
         files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=int(reasons.sum()),

@@ -247,7 +247,7 @@ def check_address(address: str | None) -> None:
     """:func:`crossemo.orchestration.check_address`, as bad input.
 
     Raises:
-        ConfigError: a malformed address, or no cluster answers there.
+        ConfigError: a malformed address.
     """
     from crossemo import orchestration
 

@@ -193,6 +193,8 @@ class Part:
     files: pd.DataFrame
     rejected: pd.DataFrame
     rule: str
+    columns: pa.Schema | None = None
+    """Its columns and their types (``None`` when not read)."""
 
     def part_name(self) -> str:
         """Its file name (its windows, under ``segments/``, share it)."""
@@ -205,13 +207,16 @@ def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = 
         name = uri.rsplit("/", 1)[-1]
         if not name.startswith(PART_PREFIX):
             continue
-        metadata = storage.read_metadata(uri, storage_options=storage_options)
+        schema = storage.read_schema(uri, storage_options=storage_options)
+        metadata = {key.decode(): value.decode() for key, value in (schema.metadata or {}).items()}
         files = pd.DataFrame(json.loads(metadata.get(FILES_KEY.decode(), "[]")))
         rejected = pd.DataFrame(json.loads(metadata.get(REJECTED_KEY.decode(), "[]")), columns=REJECTED_COLUMNS)
-        yield Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), ""))
+        yield Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), ""), schema.remove_metadata())
 
 
-def align_columns(folder: str, *, storage_options: storage.StorageOptions | None = None) -> int:
+def align_columns(
+    folder: str, *, predictions: str, columns: dict[pa.Schema, list[str]] | None = None, storage_options: storage.StorageOptions | None = None,
+) -> int:
     """Give every part file under ``folder`` the same columns, so that ``pandas.read_parquet(folder)`` reads them all.
 
     Arrow takes a folder's columns from one of its files and drops the
@@ -220,31 +225,64 @@ def align_columns(folder: str, *, storage_options: storage.StorageOptions | None
     output. A part lacking a column gets it empty (null); a column two parts
     type differently is widened (whole numbers to floats) or else written
     as text. A part's rows and metadata stay as they are, so whether it is
-    still valid does not change.
+    still valid does not change; a part whose columns cannot be converted is
+    left as it is. So are parts that share a file with another part (a
+    killed run's): which of them holds a file's newest label is told by
+    when each was written, which rewriting would change.
+
+    Args:
+        folder: ``OUT/predictions`` or ``OUT/segments``.
+        predictions: ``OUT/predictions``, whose parts' metadata tell which files each covers.
+        columns: the part URIs under ``folder`` by their columns, when already read (:attr:`Part.columns`); else read here.
+        storage_options: fsspec options for the output.
 
     Returns:
         how many parts were rewritten.
     """
-    by_schema: dict[pa.Schema, list[str]] = {}
-    for uri in storage.list_files(folder, suffix=".parquet", storage_options=storage_options):
-        if uri.rsplit("/", 1)[-1].startswith(PART_PREFIX):
-            by_schema.setdefault(storage.read_schema(uri, storage_options=storage_options).remove_metadata(), []).append(uri)
-    if len(by_schema) < 2:
+    if columns is None:
+        columns = {}
+        for uri in storage.list_files(folder, suffix=".parquet", storage_options=storage_options):
+            if uri.rsplit("/", 1)[-1].startswith(PART_PREFIX):
+                columns.setdefault(storage.read_schema(uri, storage_options=storage_options).remove_metadata(), []).append(uri)
+    if len(columns) < 2:
         return 0
-    common = _common_schema(list(by_schema))
+    common = _common_schema(list(columns))
+    shared = _parts_sharing_files(predictions, storage_options=storage_options)
     rewritten = 0
-    for schema, uris in by_schema.items():
+    for schema, uris in columns.items():
         if schema.equals(common):
             continue
         for uri in uris:
+            if uri.rsplit("/", 1)[-1] in shared:
+                continue
             table = storage.read_table(uri, storage_options=storage_options)
             for name in common.names:
                 if name not in table.column_names:
                     table = table.append_column(common.field(name), pa.nulls(len(table), common.field(name).type))
-            table = table.select(common.names).cast(common.with_metadata(table.schema.metadata))
+            # pandas' own record of the columns would contradict the new ones.
+            kept = {key: value for key, value in (table.schema.metadata or {}).items() if key != b"pandas"}
+            try:
+                table = table.select(common.names).cast(common.with_metadata(kept))
+            except pa.ArrowException:  # a value the common type cannot hold
+                continue
             storage.write_table(table, uri, storage_options=storage_options)
             rewritten += 1
     return rewritten
+
+
+def _parts_sharing_files(predictions: str, *, storage_options: storage.StorageOptions | None) -> set[str]:
+    """File names of the parts under ``predictions`` that record a file another part records too."""
+    names, digests = [], []
+    for part in read_parts(predictions, storage_options=storage_options):
+        if "uri" in part.files:
+            names.append(part.part_name())
+            digests.append(pd.util.hash_array(part.files["uri"].astype(str).to_numpy(dtype=object)))
+    if not digests:
+        return set()
+    owners = np.repeat(np.arange(len(names)), [len(d) for d in digests])
+    every = np.concatenate(digests)
+    twice = np.isin(every, every[pd.Series(every).duplicated().to_numpy()])
+    return {names[i] for i in np.unique(owners[twice])}
 
 
 def _common_schema(schemas: list[pa.Schema]) -> pa.Schema:

@@ -80,8 +80,10 @@ def join(uri: str, *parts: str) -> str:
 
 
 def is_within(uri: str, folder: str, *, storage_options: StorageOptions | None = None) -> bool:
-    """Whether ``uri`` is ``folder`` or lies below it, on the same filesystem (local paths made absolute)."""
+    """Whether ``uri`` is ``folder`` or lies below it, on the same filesystem (local paths made absolute, with symbolic links followed)."""
     (fs, path), (folder_fs, folder_path) = filesystem(uri, storage_options=storage_options), filesystem(folder, storage_options=storage_options)
+    if is_local(uri) and is_local(folder):
+        path, folder_path = os.path.realpath(path), os.path.realpath(folder_path)
     path, folder_path = path.rstrip("/"), folder_path.rstrip("/")
     return type(fs) is type(folder_fs) and (path == folder_path or path.startswith(folder_path + "/"))
 

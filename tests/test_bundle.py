@@ -160,6 +160,30 @@ def test_the_model_id_is_stable_and_names_the_fitted_parameters(saved, real, tmp
     assert save_bundle(fit(fast("rf"), train), str(tmp_path / "rf"), metadata=METADATA) == rf_id
 
 
+def test_the_model_id_covers_the_entries_that_decide_the_features(saved, tmp_path):
+    method, _, model_id = saved("rf", False)
+    decode = {"analysis_rate": 16000, "channel": "mean", 1: "a key that model.json holds as text"}
+    first = save_bundle(method, str(tmp_path / "a"), metadata={**METADATA, "decode": decode})
+    assert first != model_id  # METADATA has no decode
+    assert save_bundle(method, str(tmp_path / "b"), metadata={**METADATA, "decode": {**decode, "analysis_rate": 8000}}) != first
+    assert load_bundle(str(tmp_path / "a")).model_id == first
+
+
+def test_an_entry_sealed_by_a_later_crossemo_is_checked_too(saved, tmp_path):
+    _, uri, _ = saved("rf", False)
+    uri = copy_bundle(uri, tmp_path)
+    model = json.loads(Path(uri, MODEL_FILE).read_text())
+    model["vad"] = {"threshold": 0.5}
+    model["bundle"]["sealed"]["vad"] = bundle._entry_digest(model["vad"])
+    model["bundle"]["model_id"] = bundle._model_id(model["format_version"], model["bundle"])
+    Path(uri, MODEL_FILE).write_text(json.dumps(model))
+    load_bundle(uri)
+    model["vad"]["threshold"] = 0.9
+    Path(uri, MODEL_FILE).write_text(json.dumps(model))
+    with pytest.raises(BundleError, match="its 'vad' entry was changed after the bundle was saved"):
+        load_bundle(uri)
+
+
 def test_a_bundle_round_trips_through_s3(saved, real, s3):
     method, _, model_id = saved("dann", True)
     uri = f"s3://{s3['bucket']}/models/dann"

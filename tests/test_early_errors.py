@@ -7,8 +7,10 @@ Ray never started and the folder the test works in is exactly as it was.
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
+import threading
 import uuid
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import boto3
 import pytest
 import ray
 
-from crossemo import cli, storage
+from crossemo import cli, orchestration, storage
 
 
 def tree(folder: Path) -> dict[str, tuple[int, int]]:
@@ -169,10 +171,32 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("form", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
-def test_an_address_where_no_cluster_answers_is_refused_not_waited_on(form, corpora, tmp_path, capsys):
+def test_an_address_where_no_cluster_answers_is_one_line_not_a_wait(form, corpora, tmp_path, capsys):
     # ray.init retries such an address for about a quarter of an hour, deaf to Ctrl-C.
     address = form.format(port=closed_port())
-    refuse(["run", *corpora, "--out", str(tmp_path / "out"), "--address", address], capsys, says=f"no Ray cluster answers at address {address!r}", untouched=tmp_path)
+    status = cli.main(["run", *corpora, "--out", str(tmp_path / "out"), "--address", address, "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert f"no Ray cluster answers at address {address!r} (Connection refused)" in err
+    assert not ray.is_initialized()
+
+
+@pytest.fixture
+def web_server():
+    """A port that answers HTTP/1.1, as Ray's dashboard does, but no gRPC."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_a_port_that_answers_but_is_not_a_ray_cluster_is_named_as_such(web_server, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{web_server}")
+    # auto joins RAY_ADDRESS's cluster, as ray.init does.
+    for address in (None, "auto"):
+        with pytest.raises(orchestration.ClusterError, match=f"RAY_ADDRESS '127.0.0.1:{web_server}' answers, but not as a Ray cluster does .gRPC.: is that the dashboard's port"):
+            orchestration.probe_cluster(address)
+    orchestration.check_address(None)  # the early check only reads the address
 
 
 def test_malformed_ray_address_variable(corpora, tmp_path, capsys, monkeypatch):

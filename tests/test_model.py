@@ -21,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import ray
 
 from crossemo import bundle, cli, pipeline
 from jobscript import load_job_script
+from tests.test_early_errors import closed_port
 
 EMOTION_CODES = {"emovo": {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}, "ravdess": {"01": "neutral", "05": "anger", "03": "joy", "04": "sadness"}}
 PER_EMOTION = 3
@@ -500,6 +502,15 @@ def test_labels_of_files_not_given_again_stay(data, evaluated, rf_model, tmp_pat
     pd.testing.assert_frame_equal(both[both["uri"].isin(first["uri"])].sort_values("uri").reset_index(drop=True), first.sort_values("uri").reset_index(drop=True))
 
 
+def test_a_rerun_with_every_shard_done_needs_no_cluster(data, evaluated, rf_model, tmp_path, capsys, monkeypatch):
+    """The cluster is probed only when there is work: a re-run of finished labels succeeds with RAY_ADDRESS pointing nowhere."""
+    command = ["predict", "--model", str(rf_model), "--audio", str(data["manifests"]["emovo"]), "--out", str(tmp_path / "labels"), "--store", str(evaluated), "--no-progress"]
+    assert cli.main(command) == 0
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{closed_port()}")
+    capsys.readouterr()
+    assert cli.main(command) == 0, capsys.readouterr().err
+
+
 def test_a_tables_carried_columns_survive_reading_an_output_another_run_also_wrote(data, evaluated, rf_model, tmp_path):
     """Arrow takes a folder's columns from one part: those only a later run's table brings must not vanish from read_parquet."""
     audio = tmp_path / "audio"
@@ -511,6 +522,8 @@ def test_a_tables_carried_columns_survive_reading_an_output_another_run_also_wro
     command = ["predict", "--model", str(rf_model), "--out", str(out), "--store", str(evaluated), "--no-progress"]
     assert cli.main([*command, "--audio", str(audio)]) == 0
     assert cli.main([*command, "--audio", str(table)]) == 0
+    # Every part has the column: otherwise which part Arrow reads first (by name, a digest) decides whether it is read.
+    assert all("call_id" in pq.read_schema(part).names for part in (out / "predictions").glob("part-*.parquet"))
     labels = pd.read_parquet(out / "predictions")
     assert len(labels) == 7 and "call_id" in labels
     from_table = labels["uri"].isin(data["emovo"]["path"][20:23])

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from crossemo import audio, cli, inputs, model_commands, prediction
+from crossemo import audio, cli, inputs, model_commands, prediction, storage
 from crossemo.bundle import RESERVED_KEYS, load_bundle, save_bundle
 from crossemo.features.extractor import FeatureExtractor
 from crossemo.labels import EMOTIONS
-from tests.test_early_errors import closed_port, refuse
+from tests.test_early_errors import refuse
 from tests.test_methods import fast
 
 EMOVO_CODES = {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}
@@ -64,11 +65,6 @@ def test_an_empty_location_is_refused_not_taken_for_the_current_folder(empty, mo
     args = predict(model, str(emovo_f2), tmp_path / "labels", "--store", str(tmp_path / "store"))
     args[args.index(empty) + 1] = ""
     refuse(args, capsys, says=f"{empty} is empty", untouched=tmp_path)
-
-
-def test_an_address_where_no_cluster_answers_is_refused(model, emovo_f2, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{closed_port()}")
-    refuse(predict(model, str(emovo_f2), tmp_path / "labels"), capsys, says="no Ray cluster answers at RAY_ADDRESS", untouched=tmp_path)
 
 
 def resaved(model: Path, tmp_path: Path, change) -> Path:
@@ -212,10 +208,12 @@ def test_speaker_fallbacks_are_warned_of_only_for_a_model_that_normalises_per_sp
 def test_speaker_ids_that_differ_only_in_spelling_are_warned_of_when_speakers_are_normalised(emovo_f2, tmp_path):
     files = sorted(emovo_f2.glob("*.flac"))[:4]
     table = tmp_path / "calls.csv"
-    pd.DataFrame({"path": [str(p) for p in files], "speaker": ["3", "03", "3", "Ann"]}).to_csv(table, index=False)
-    warned = inputs.list_inputs([str(table)])
-    assert warned.warnings == [f"speakers '3' and '03' differ only in spelling; they are treated as different speakers (in {table})"]
-    assert not inputs.list_inputs([str(table)], speakers_matter=False).warnings
+    pd.DataFrame({"path": [str(p) for p in files[:2]], "speaker": ["3", "Ann"]}).to_csv(table, index=False)
+    other = tmp_path / "more.csv"
+    pd.DataFrame({"path": [str(p) for p in files[2:]], "speaker": ["03", "3"]}).to_csv(other, index=False)
+    warned = inputs.list_inputs([str(table), str(other)])
+    assert warned.warnings == ["speakers '3' and '03' differ only in spelling; they are treated as different speakers"]
+    assert not inputs.list_inputs([str(table), str(other)], speakers_matter=False).warnings
 
 
 def test_a_file_given_by_its_relative_path_and_in_its_folder_is_listed_once(emovo_f2, monkeypatch):
@@ -254,15 +252,17 @@ def test_a_table_of_paths_alone_is_read(emovo_f2, tmp_path):
     assert list(inputs.list_inputs([str(table)]).files["uri"]) == [str(p) for p in files]
 
 
-@pytest.mark.parametrize("flag, inside", [("--out", ""), ("--out", "labels"), ("--store", "store")])
-def test_an_output_inside_the_model_bundle_is_refused(flag, inside, model, emovo_f2, tmp_path, capsys):
+@pytest.mark.parametrize("flag, where", [("--out", "model"), ("--out", "model/labels"), ("--store", "model/store"), ("--out", "link/labels")])
+def test_an_output_inside_the_model_bundle_is_refused(flag, where, model, emovo_f2, tmp_path, capsys):
     copy = tmp_path / "model"
     shutil.copytree(model, copy)
+    (tmp_path / "link").symlink_to(copy)  # the bundle's folder by another name
     args = predict(copy, str(emovo_f2), tmp_path / "labels")
-    args += [flag, str(copy / inside)] if flag == "--store" else []
     if flag == "--out":
-        args[args.index("--out") + 1] = str(copy / inside)
-    refuse(args, capsys, says=f"{flag} {copy / inside} lies inside the model bundle", untouched=tmp_path)
+        args[args.index("--out") + 1] = str(tmp_path / where)
+    else:
+        args += [flag, str(tmp_path / where)]
+    refuse(args, capsys, says=f"{flag} {tmp_path / where} lies inside the model bundle", untouched=tmp_path)
 
 
 @pytest.mark.parametrize("inside", ["features", "cache/features"])
@@ -337,3 +337,43 @@ def test_two_valid_parts_sharing_a_file_are_both_stale():
     other = _part(_rows("d", speaker="s2"))
     listed = pd.concat([listed, pd.DataFrame(_rows("d", speaker="s2"))], ignore_index=True)
     assert prediction.still_valid([old, other, new], listed, model_id="m", rule="whole files", per_speaker=False) == ([other], [old, new])
+
+
+def _written_part(folder: Path, name: str, frame: pd.DataFrame) -> Path:
+    """A part file as a labelling task writes it: its rows, and the files it covers in its metadata."""
+    path = folder / f"{prediction.PART_PREFIX}{name}.parquet"
+    storage.write_frame(frame, str(path), metadata={prediction.FILES_KEY.decode(): frame[["uri"]].to_json(orient="records")})
+    return path
+
+
+def test_parts_written_with_other_columns_read_back_as_one_table(tmp_path):
+    folder = tmp_path / "predictions"
+    # Arrow would take the folder's columns from part "a" and drop call_id.
+    _written_part(folder, "a", pd.DataFrame({"uri": ["x", "y"], "emotion": ["joy", "anger"], "p_joy": [0.7, 0.1]}))
+    _written_part(folder, "b", pd.DataFrame({"uri": ["z"], "call_id": ["101"], "emotion": ["joy"], "p_joy": [0.9]}))
+    assert prediction.align_columns(str(folder), predictions=str(folder)) == 1
+    labels = pd.read_parquet(folder).sort_values("uri").reset_index(drop=True)
+    assert list(labels["uri"]) == ["x", "y", "z"] and labels["call_id"].isna().tolist() == [True, True, False] and labels["call_id"][2] == "101"
+    # Every part's record of its files is kept, so whether it is still valid does not change.
+    assert [len(part.files) for part in prediction.read_parts(str(folder))] == [2, 1]
+    assert prediction.align_columns(str(folder), predictions=str(folder)) == 0
+
+
+def test_a_part_whose_column_cannot_take_the_common_type_is_left_as_it_is(tmp_path):
+    folder = tmp_path / "predictions"
+    _written_part(folder, "a", pd.DataFrame({"uri": ["x"], "note": ["text"]}))
+    b = _written_part(folder, "b", pd.DataFrame({"uri": ["y"], "note": [[1, 2]]}))  # a list cannot become text
+    before = b.read_bytes()
+    prediction.align_columns(str(folder), predictions=str(folder))
+    assert b.read_bytes() == before
+
+
+def test_parts_a_killed_run_left_sharing_a_file_are_not_rewritten(tmp_path):
+    # Which of them holds the file's newest label is told by when each was written.
+    folder = tmp_path / "predictions"
+    a = _written_part(folder, "a", pd.DataFrame({"uri": ["x", "y"], "emotion": ["joy", "joy"]}))
+    b = _written_part(folder, "b", pd.DataFrame({"uri": ["y"], "emotion": ["anger"], "call_id": ["7"]}))
+    c = _written_part(folder, "c", pd.DataFrame({"uri": ["z"], "emotion": ["anger"]}))
+    before = {path: path.stat().st_mtime_ns for path in (a, b)}
+    assert prediction.align_columns(str(folder), predictions=str(folder)) == 1
+    assert {path: path.stat().st_mtime_ns for path in (a, b)} == before and "call_id" in pq.read_schema(c).names

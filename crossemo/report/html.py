@@ -303,8 +303,9 @@ class _FigureFiles:
         self.storage_options = storage_options
         self.used: set[str] = set()
 
-    def draw(self, name: str, draw: Any, *args: Any, alt: str, caption: str, **kwargs: Any) -> Rendered:
-        """``draw(*args, **kwargs)`` as the figure ``name``, or the file ``name`` already holds when it was drawn from the same inputs."""
+    def draw(self, parts: tuple[str, ...], draw: Any, *args: Any, alt: str, caption: str, **kwargs: Any) -> Rendered:
+        """``draw(*args, **kwargs)`` as a figure named from ``parts``, or the file of that name when it was drawn from the same inputs."""
+        name = self._name(*parts)
         key = figures.figure_key(draw, *args, **kwargs)
         try:
             kept = storage.read_bytes(storage.join(self.folder, name), storage_options=self.storage_options)
@@ -314,7 +315,8 @@ class _FigureFiles:
             return Rendered(name, kept, alt, caption, reused=True)
         return Rendered(name, figures.render_png(draw(*args, **kwargs), key=key), alt, caption)
 
-    def take(self, *parts: str) -> str:
+    def _name(self, *parts: str) -> str:
+        """A file name not used yet, from ``parts`` (corpus, method … names) cleaned for a path."""
         stem = "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", part).strip("-.") or "x" for part in parts)
         name, n = f"{stem}.png", 2
         # Two names that differ only in punctuation would clash after cleaning; number the later one.
@@ -341,14 +343,14 @@ def _pair_figures(results: pd.DataFrame, folds: pd.DataFrame, source: str, targe
         return None, None, []
     values = fold_values(pair_folds)
     bars = names.draw(
-        names.take(_pair_slug(source, target), "methods"),
+        (_pair_slug(source, target), "methods"),
         figures.method_bars, values, title=f"{title}: mean over folds, ± std, dots = folds", baseline=BASELINE_LABEL,
         alt=f"Bar chart of accuracy and UAR per method for {title}",
         caption="Mean accuracy and UAR per method; error bars are the standard deviation over folds, dots the individual folds, the dashed line the S2 RF baseline.",
     )
     grid = speaker_table(pair_folds, target)
     heatmap = None if grid.empty else names.draw(
-        names.take(_pair_slug(source, target), "speakers"),
+        (_pair_slug(source, target), "speakers"),
         figures.speaker_heatmap, grid, title=f"{title}: accuracy (%) per training speaker",
         alt=f"Heatmap of accuracy per training speaker and method for {title}",
         caption="Accuracy of every scenario 2 and 3 fold: each row trains on that target speaker and tests on the others.",
@@ -366,7 +368,7 @@ def _confusions(rows: pd.DataFrame, source: str, target: str, names: _FigureFile
         n_folds = mine["fold"].nunique()
         title = f"{label}: {source} → {target}\n{n_folds} fold{'s' if n_folds != 1 else ''}, {len(mine)} test predictions"
         rendered.append(names.draw(
-            names.take(_pair_slug(source, target), "confusion", f"s{scenario}", method),
+            (_pair_slug(source, target), "confusion", f"s{scenario}", method),
             figures.confusion_matrix, confusion_counts(mine, labels), labels, title=title,
             alt=f"Confusion matrix of {label} for {source} → {target}",
             caption=f"{label}, all folds",
@@ -496,7 +498,7 @@ def _verdict_section(table: pd.DataFrame, names: _FigureFiles) -> tuple[str, lis
         return f'<section id="verdict"><h2>Verdict</h2>{text}</section>', []
     items = "".join(f"<li>{_esc(verdict.sentence(row))}.</li>" for _, row in table.iterrows())
     rendered = names.draw(
-        names.take("verdict"), figures.verdict_gains, table, title=f"Borrowing with {RECOMMENDED}: UAR gain per pair",
+        ("verdict",), figures.verdict_gains, table, title=f"Borrowing with {RECOMMENDED}: UAR gain per pair",
         alt="UAR gain of the recommended transfer method per pair, with 95 % intervals",
         caption=f"Gain of {RECOMMENDED} (scenario 3) over the best target-only model and over the Baseline RF, in UAR points; bars: 95 % paired bootstrap interval over folds.",
     )
