@@ -505,7 +505,8 @@ def test_labels_of_files_not_given_again_stay(data, evaluated, rf_model, tmp_pat
 
 def test_a_rerun_with_every_shard_done_needs_no_cluster(data, evaluated, rf_model, tmp_path, capsys, monkeypatch):
     """The cluster is probed only when there is work: a re-run of finished labels succeeds with RAY_ADDRESS pointing nowhere."""
-    command = ["predict", "--model", str(rf_model), "--audio", str(data["manifests"]["emovo"]), "--out", str(tmp_path / "labels"), "--store", str(evaluated), "--no-progress"]
+    audio = _table(tmp_path / "calls.csv", data["emovo"][["path", "speaker"]])
+    command = ["predict", "--model", str(rf_model), "--audio", str(audio), "--out", str(tmp_path / "labels"), "--store", str(evaluated), "--no-progress"]
     assert cli.main(command) == 0
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{closed_port()}")
     capsys.readouterr()
