@@ -75,7 +75,10 @@ from crossemo.methods.dann import build_net
 FORMAT_VERSION = 1
 """The bundle layout this crossemo writes, and the newest it reads."""
 
-SEALED_ENTRIES = ("feature_set", "feature_set_id", "feature_names", "decode", "classes")
+FEATURE_ENTRIES = ("feature_set", "feature_set_id", "feature_names", "decode")
+"""Metadata entries that decide how audio becomes the model's input features (the feature set and the decode rules)."""
+
+SEALED_ENTRIES = (*FEATURE_ENTRIES, "classes")
 """Metadata entries that decide what a bundle computes from audio: each one's digest is in the record, so the model id covers it.
 (Bundles saved before this have no ``"sealed"`` record, and their entries are not checked.)"""
 

@@ -329,7 +329,7 @@ def _bundle_features(metadata: dict[str, Any], uri: str, options: dict | None) -
     # A bundle saved through the API may lack these entries or hold unusable
     # ones (train always writes them, sealed: see bundle.SEALED_ENTRIES).
     try:
-        feature_set, feature_set_id, names, decode = (metadata[key] for key in ("feature_set", "feature_set_id", "feature_names", "decode"))
+        feature_set, feature_set_id, names, decode = (metadata[key] for key in bundle.FEATURE_ENTRIES)
         decode = dict(decode)
     except KeyError as error:
         raise bundle.BundleError(f"{uri}/{bundle.MODEL_FILE} lacks {error.args[0]!r}, which predict needs; was it written by `crossemo train`?") from None

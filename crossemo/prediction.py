@@ -122,10 +122,12 @@ def mean_of_windows(windows: pd.DataFrame, classes: list[str]) -> tuple[np.ndarr
 def labelling_key(loaded: Any) -> str:
     """What a shard's labels depend on besides its files: the model id and the model.json entries that decide the features.
 
-    A bundle's model id covers those entries (:data:`crossemo.bundle.SEALED_ENTRIES`),
+    A bundle's model id covers those entries (:data:`crossemo.bundle.FEATURE_ENTRIES`, sealed),
     except in bundles saved before they were sealed, whose entries can be edited.
     """
-    entries = {name: loaded.metadata.get(name) for name in ("feature_set", "feature_set_id", "feature_names", "decode")}
+    from crossemo.bundle import FEATURE_ENTRIES  # the caller has loaded a bundle: importing it costs nothing more
+
+    entries = {name: loaded.metadata.get(name) for name in FEATURE_ENTRIES}
     return hashlib.sha256(f"{loaded.model_id}\n{json.dumps(entries, sort_keys=True, default=str)}".encode()).hexdigest()
 
 
@@ -203,15 +205,18 @@ class Part:
 
 def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = None) -> Iterator[Part]:
     """Every part file under ``folder`` with the files it covers (from the Parquet footers only), one at a time."""
-    for uri in storage.list_files(folder, suffix=".parquet", storage_options=storage_options):
+    for uri in _part_uris(folder, storage_options=storage_options):
         name = uri.rsplit("/", 1)[-1]
-        if not name.startswith(PART_PREFIX):
-            continue
         schema = storage.read_schema(uri, storage_options=storage_options)
-        metadata = {key.decode(): value.decode() for key, value in (schema.metadata or {}).items()}
+        metadata = storage.schema_metadata(schema)
         files = pd.DataFrame(json.loads(metadata.get(FILES_KEY.decode(), "[]")))
         rejected = pd.DataFrame(json.loads(metadata.get(REJECTED_KEY.decode(), "[]")), columns=REJECTED_COLUMNS)
         yield Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), ""), schema.remove_metadata())
+
+
+def _part_uris(folder: str, *, storage_options: storage.StorageOptions | None) -> list[str]:
+    """The part files under ``folder``, sorted (not ``_rejected.parquet`` or other files beside them)."""
+    return [uri for uri in storage.list_files(folder, suffix=".parquet", storage_options=storage_options) if uri.rsplit("/", 1)[-1].startswith(PART_PREFIX)]
 
 
 def align_columns(
@@ -241,9 +246,8 @@ def align_columns(
     """
     if columns is None:
         columns = {}
-        for uri in storage.list_files(folder, suffix=".parquet", storage_options=storage_options):
-            if uri.rsplit("/", 1)[-1].startswith(PART_PREFIX):
-                columns.setdefault(storage.read_schema(uri, storage_options=storage_options).remove_metadata(), []).append(uri)
+        for uri in _part_uris(folder, storage_options=storage_options):
+            columns.setdefault(storage.read_schema(uri, storage_options=storage_options).remove_metadata(), []).append(uri)
     if len(columns) < 2:
         return 0
     common = _common_schema(list(columns))

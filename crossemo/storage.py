@@ -233,8 +233,12 @@ def read_schema(uri: str, *, storage_options: StorageOptions | None = None) -> p
 
 def read_metadata(uri: str, *, storage_options: StorageOptions | None = None) -> dict[str, str]:
     """The key-value metadata of a Parquet file's schema."""
-    raw = read_schema(uri, storage_options=storage_options).metadata or {}
-    return {key.decode(): value.decode() for key, value in raw.items()}
+    return schema_metadata(read_schema(uri, storage_options=storage_options))
+
+
+def schema_metadata(schema: pa.Schema) -> dict[str, str]:
+    """An Arrow schema's key-value metadata as text (empty when it has none)."""
+    return {key.decode(): value.decode() for key, value in (schema.metadata or {}).items()}
 
 
 def list_files(uri: str, *, suffix: str = "", storage_options: StorageOptions | None = None) -> list[str]:
