@@ -44,7 +44,11 @@ order :func:`prepare` applies them, each for a reason:
   samples are whole numbers (integer values stored as float, a classic
   soundfile/scipy mistake) is divided by the integer full scale (32768 for
   16-bit values); one far beyond and not integer-valued is rejected, naming
-  its peak. Each change is a note on the row.
+  its peak. Whether a file is integer-scaled is judged on all its samples,
+  every channel, before any channel rule mixes them (the mean of two whole
+  numbers need not be one), and an excerpt of it is scaled as the file is
+  (a quiet window of such a file is no float file of small values). Each
+  change is a note on the row.
 * **Minimum duration** :data:`MIN_DURATION` = 0.1 s: the longest analysis
   frame of the IS10/emobase2010 set is 60 ms, and openSMILE returns no
   functionals at all for clips under about 65 ms.
@@ -69,8 +73,9 @@ order :func:`prepare` applies them, each for a reason:
   :mod:`crossemo.segments`): the header is checked as above (a data size that
   was never written is repaired on the fly), then only the frames asked for
   are read and decoded (:func:`decode_block`). An excerpt gets the rules of a
-  file of its own: the channel rule, float scaling, minimum duration, silence
-  and no-speech checks look at its frames only.
+  file of its own: the channel rule, minimum duration, silence and no-speech
+  checks look at its frames only. Float scaling is the file's: whether a
+  float file is integer-scaled is judged on all of it (one extra pass).
 
 Every rule and its parameters are in :class:`AnalysisSettings` and
 :data:`DECODE_RULES_VERSION`, which key the feature cache.
@@ -93,8 +98,12 @@ import soundfile as sf
 
 from crossemo import storage
 
-DECODE_RULES_VERSION: str = "2"
+DECODE_RULES_VERSION: str = "3"
 """Changes whenever a decode rule above changes, so cached features of the old rules are not reused."""
+
+MAX_FRAMES_PER_BYTE: int = 8192
+"""More frames per byte of file than any codec libsndfile reads can hold: a header claiming more is damaged.
+(FLAC's densest frame, a block of 65,535 frames of digital silence, still takes 12 bytes: under 5,500 frames a byte.)"""
 
 MIN_DURATION: float = 0.1
 """Shortest accepted clip in seconds (see the module notes)."""
@@ -284,6 +293,8 @@ class Stream:
         channels: its number of channels.
         frames: its length in frames.
         is_float: whether it stores float samples.
+        float_samples: for a float file, the scale of all its samples (every
+            excerpt is scaled as the file is); ``None`` otherwise.
         notes: what was repaired in its header.
     """
 
@@ -294,6 +305,14 @@ class Stream:
         self.frames = frames
         self.is_float = handle.subtype in _FLOAT_SUBTYPES
         self.notes = notes
+        self.float_samples: FloatSamples | None = None
+        if self.is_float:
+            # One pass over the file (float files only): a window of it alone
+            # cannot tell integer values stored as float from small float values.
+            float_samples = FloatSamples()
+            for block in self.blocks():
+                float_samples = float_samples.join(FloatSamples.of(block))
+            self.float_samples = float_samples
 
     @property
     def duration(self) -> float:
@@ -328,7 +347,10 @@ class Stream:
         Raises:
             AudioError: as :meth:`read`, :func:`decode_block` and :func:`analyse`.
         """
-        decoded = decode_block(self.read(start, stop), self.sampling_rate, channel=settings.channel, is_float=self.is_float, min_duration=settings.min_duration, notes=self.notes)
+        decoded = decode_block(
+            self.read(start, stop), self.sampling_rate, channel=settings.channel, is_float=self.is_float, float_samples=self.float_samples,
+            min_duration=settings.min_duration, notes=self.notes,
+        )
         return analyse(decoded, settings=settings)
 
 
@@ -407,15 +429,18 @@ def decode_file(data: bytes, *, channel: Channel = DEFAULT_CHANNEL, min_duration
     data, notes = _check_riff(data)
     with _open(io.BytesIO(data), data) as handle:
         sampling_rate, channels, claimed = handle.samplerate, handle.channels, handle.frames
-        is_float = handle.subtype in _FLOAT_SUBTYPES
         _check_format(sampling_rate, channels, channel)
         known = 0 < claimed < _UNKNOWN_FRAMES
         if known:
             _check_duration(claimed, sampling_rate, min_duration)
+            if claimed > len(data) * MAX_FRAMES_PER_BYTE:
+                # A damaged header: decoding into an array of its size would
+                # exhaust memory and take the whole task down, not reject one file.
+                raise AudioError(f"header claims {claimed} frames, more than a file of {len(data)} bytes can hold; is it damaged?")
         # A mono file of known length is decoded straight into its output in
         # one pass; everything else needs the channel energies first.
         output = np.empty(claimed, dtype=np.float32) if known and channels == 1 else None
-        energies, band_energies, frames = _scan(handle, output, speech_band=channels > 1 and channel == "loudest")
+        energies, band_energies, frames, float_samples = _scan(handle, output, speech_band=channels > 1 and channel == "loudest")
     if known and frames < claimed:
         raise AudioError(f"truncated data: header claims {claimed} frames, decoded {frames}")
     _check_duration(frames, sampling_rate, min_duration)
@@ -426,21 +451,27 @@ def decode_file(data: bytes, *, channel: Channel = DEFAULT_CHANNEL, min_duration
         chosen = _choose_channel(channel, band_energies if band_energies is not None else energies)
         with _open(io.BytesIO(data), data) as handle:
             signal = _read_channel(handle, chosen, frames)
-    return _decoded(signal, sampling_rate=sampling_rate, channels=channels, chosen=chosen, is_float=is_float, notes=notes)
+    return _decoded(signal, sampling_rate=sampling_rate, channels=channels, chosen=chosen, float_samples=float_samples, notes=notes)
 
 
-def decode_block(block: np.ndarray, sampling_rate: int, *, channel: Channel = DEFAULT_CHANNEL, is_float: bool = False, min_duration: float = MIN_DURATION, notes: tuple[str, ...] = ()) -> Decoded:
+def decode_block(
+    block: np.ndarray, sampling_rate: int, *, channel: Channel = DEFAULT_CHANNEL, is_float: bool = False, float_samples: FloatSamples | None = None,
+    min_duration: float = MIN_DURATION, notes: tuple[str, ...] = (),
+) -> Decoded:
     """Decode frames already read (an excerpt of a file) to mono by the rules of :func:`decode_file`.
 
-    The excerpt is treated as a file of its own: the channel rule and the
-    float scaling look at these frames only, so the result equals
-    :func:`decode_file` of the same frames written as a file.
+    The excerpt is treated as a file of its own: the channel rule (and,
+    unless ``float_samples`` gives the whole file's, the float scaling) look
+    at these frames only, so the result equals :func:`decode_file` of the
+    same frames written as a file.
 
     Args:
         block: ``(frames, channels)`` ``float32`` samples as libsndfile decodes them.
         sampling_rate: their rate in Hz.
         channel: how several channels become one (see :data:`CHANNEL_RULES`).
         is_float: whether the file stores float samples (their scale is checked).
+        float_samples: for a float file, its samples' scale over the whole file
+            (:attr:`Stream.float_samples`); ``None``: judged on this block.
         min_duration: shortest accepted excerpt in seconds.
         notes: what was repaired in the file the frames come from.
 
@@ -466,7 +497,9 @@ def decode_block(block: np.ndarray, sampling_rate: int, *, channel: Channel = DE
             meter.add(block)
             energies = meter.energies()
         chosen = _choose_channel(channel, energies)
-    return _decoded(to_mono(block, chosen), sampling_rate=sampling_rate, channels=channels, chosen=chosen, is_float=is_float, notes=notes)
+    if is_float and float_samples is None:
+        float_samples = FloatSamples.of(block)
+    return _decoded(to_mono(block, chosen), sampling_rate=sampling_rate, channels=channels, chosen=chosen, float_samples=float_samples if is_float else None, notes=notes)
 
 
 def prepare(data: bytes, *, settings: AnalysisSettings | None = None) -> Analysis:
@@ -597,8 +630,39 @@ def _choose_channel(channel: Channel, energies: np.ndarray) -> int | None:
     return int(channel) % energies.size
 
 
-def _float_to_full_scale(signal: np.ndarray) -> tuple[np.ndarray, str]:
+@dataclass(frozen=True)
+class FloatSamples:
+    """What a float file's samples are, over every channel: their peak and whether all are whole numbers.
+
+    It decides whether the file is integer-scaled (:func:`_float_to_full_scale`),
+    once for the file, whatever channel rule or excerpt is decoded from it.
+    """
+
+    peak: float = 0.0
+    whole: bool = True
+
+    @classmethod
+    def of(cls, block: np.ndarray) -> FloatSamples:
+        """The samples of one array (any shape)."""
+        return cls(float(np.max(np.abs(block))) if block.size else 0.0, bool(np.array_equal(block, np.round(block))))
+
+    def join(self, other: FloatSamples) -> FloatSamples:
+        """These samples and ``other``'s together (a file read block by block)."""
+        return FloatSamples(max(self.peak, other.peak), self.whole and other.whole)
+
+    def integer_bits(self) -> int | None:
+        """The integer width whose values the file holds as float (16, 24 or 32), or ``None`` if it is not integer-scaled."""
+        if not self.whole or self.peak <= MAX_FLOAT_OVERSHOOT:
+            return None
+        return next((bits for bits in (16, 24, 32) if self.peak <= 2 ** (bits - 1)), None)
+
+
+def _float_to_full_scale(signal: np.ndarray, samples: FloatSamples) -> tuple[np.ndarray, str]:
     """Bring float samples beyond full scale back to ``[-1, 1]``, or refuse them.
+
+    Args:
+        signal: the mono signal (or excerpt) decoded from the file.
+        samples: the file's samples, every channel (see :class:`FloatSamples`).
 
     Returns:
         ``(signal, note)``; the note is empty when nothing was changed.
@@ -606,18 +670,17 @@ def _float_to_full_scale(signal: np.ndarray) -> tuple[np.ndarray, str]:
     Raises:
         AudioError: samples far beyond full scale that are not whole numbers.
     """
-    peak = float(np.max(np.abs(signal)))
+    bits = samples.integer_bits()
+    if bits is not None:
+        # Integer sample values written as float (a classic soundfile/scipy
+        # mistake): divide by the full scale of the smallest integer width
+        # that holds them, which gives back the integer file's signal.
+        return (signal / np.float32(2 ** (bits - 1))).astype(np.float32), f"float samples at {bits}-bit integer scale (peak {samples.peak:.0f}) divided by {2 ** (bits - 1)}"
+    peak = float(np.max(np.abs(signal))) if signal.size else 0.0
     if peak <= 1.0:
         return signal, ""
     if peak <= MAX_FLOAT_OVERSHOOT:
         return (signal / np.float32(peak)).astype(np.float32), f"float samples beyond full scale (peak {peak:.3g}) scaled down to peak 1"
-    if np.array_equal(signal, np.round(signal)):
-        # Integer sample values written as float (a classic soundfile/scipy
-        # mistake): divide by the full scale of the smallest integer width
-        # that holds them, which gives back the integer file's signal.
-        bits = next((b for b in (16, 24, 32) if peak <= 2 ** (b - 1)), None)
-        if bits is not None:
-            return (signal / np.float32(2 ** (bits - 1))).astype(np.float32), f"float samples at {bits}-bit integer scale (peak {peak:.0f}) divided by {2 ** (bits - 1)}"
     raise AudioError(f"float samples peak at {peak:.6g}, far beyond full scale 1.0 (and not integer-scaled); rescale the file to [-1, 1]")
 
 
@@ -646,10 +709,10 @@ def _check_not_silent(energies: np.ndarray) -> None:
         raise AudioError("silent (all samples zero)")
 
 
-def _decoded(signal: np.ndarray, *, sampling_rate: int, channels: int, chosen: int | None, is_float: bool, notes: tuple[str, ...]) -> Decoded:
-    """The mono signal with float samples brought to full scale (see :func:`_float_to_full_scale`)."""
-    if is_float:
-        signal, note = _float_to_full_scale(signal)
+def _decoded(signal: np.ndarray, *, sampling_rate: int, channels: int, chosen: int | None, float_samples: FloatSamples | None, notes: tuple[str, ...]) -> Decoded:
+    """The mono signal with float samples brought to full scale (see :func:`_float_to_full_scale`; ``None``: not a float file)."""
+    if float_samples is not None:
+        signal, note = _float_to_full_scale(signal, float_samples)
         notes += (note,) if note else ()
     return Decoded(signal=signal, sampling_rate=sampling_rate, channels=channels, channel="mean" if chosen is None else str(chosen), notes=notes)
 
@@ -677,7 +740,7 @@ def _open(file: BinaryIO, head: bytes) -> sf.SoundFile:
         raise AudioError(f"not an audio file ({error})") from None
 
 
-def _scan(handle: sf.SoundFile, output: np.ndarray | None, *, speech_band: bool) -> tuple[np.ndarray, np.ndarray | None, int]:
+def _scan(handle: sf.SoundFile, output: np.ndarray | None, *, speech_band: bool) -> tuple[np.ndarray, np.ndarray | None, int, FloatSamples | None]:
     """Decode every block once: channel energies, a finiteness check and the frame count.
 
     Args:
@@ -686,7 +749,8 @@ def _scan(handle: sf.SoundFile, output: np.ndarray | None, *, speech_band: bool)
         speech_band: also measure each channel's speech-band energy.
 
     Returns:
-        ``(energies per channel, speech-band energies per channel or None, frames decoded)``.
+        ``(energies per channel, speech-band energies per channel or None, frames decoded,
+        the samples' float scale, or None when the file does not store floats)``.
 
     Raises:
         AudioError: on NaN or infinite samples or a decoding error.
@@ -695,12 +759,15 @@ def _scan(handle: sf.SoundFile, output: np.ndarray | None, *, speech_band: bool)
     energies = np.zeros(handle.channels, dtype=np.float64)
     meter = _SpeechBandMeter(handle.channels, handle.samplerate) if speech_band else None
     frames = 0
+    float_samples = FloatSamples() if handle.subtype in _FLOAT_SUBTYPES else None
     while True:
         block = _read_block(handle, buffer)
         if not len(block):
-            return energies, meter.energies() if meter else None, frames
+            return energies, meter.energies() if meter else None, frames, float_samples
         _check_finite(block)
         energies += channel_energies(block)
+        if float_samples is not None:
+            float_samples = float_samples.join(FloatSamples.of(block))
         if meter:
             meter.add(block)
         if output is not None:
@@ -885,7 +952,9 @@ def _inspect_wav(read_at: Callable[[int, int], bytes], size: int) -> _WavRepair 
                 f"WAV header contradicts itself: {channels} channels of {bits} bits at {rate} Hz need {expected_align} bytes per frame "
                 f"and {rate * expected_align} bytes per second, it declares {block_align} and {byte_rate}; its sampling rate cannot be trusted"
             )
-    if length in _UNKNOWN_SIZES and available > 0:
+    # A data size of 0 followed by a whole chunk (LIST, JUNK …) is a recording
+    # that is really empty: its bytes after the header are that chunk, not audio.
+    if length in _UNKNOWN_SIZES and available > 0 and not (length == 0 and _chunk_at(read_at, body, size)):
         whole = available - available % max(1, fmt[3] if fmt else 1)
         end = body + whole
         return _WavRepair(
@@ -894,6 +963,14 @@ def _inspect_wav(read_at: Callable[[int, int], bytes], size: int) -> _WavRepair 
             note=f"WAV header declared {'no' if length == 0 else 'an unknown amount of'} audio data; recovered the {whole} bytes the file holds (a recording that was not closed cleanly?)",
         )
     return None
+
+
+def _chunk_at(read_at: Callable[[int, int], bytes], position: int, size: int) -> bool:
+    """Whether a RIFF chunk starts at ``position``: a printable four-character id and a length that fits in the file."""
+    if position + 8 > size:
+        return False
+    header = read_at(position, 8)
+    return all(0x20 <= byte <= 0x7E for byte in header[:4]) and position + 8 + int.from_bytes(header[4:8], "little") <= size
 
 
 class _RepairedWav(io.RawIOBase):

@@ -34,9 +34,11 @@ the longest window, never by the file. The rules:
   rule. The detector costs about 45 s of one core per hour of audio (16 kHz
   mono; about 50 s at 48 kHz stereo, with the resampling).
 * **Each window is decoded like a file of its own**
-  (:meth:`crossemo.audio.Stream.excerpt`): the settings' channel rule, float
-  scaling, minimum duration, silence and no-speech checks, DC removal and
-  resampling to the analysis rate, all on the window's frames only. A window
+  (:meth:`crossemo.audio.Stream.excerpt`): the settings' channel rule,
+  minimum duration, silence and no-speech checks, DC removal and resampling
+  to the analysis rate, all on the window's frames only; only a float file's
+  scale is judged on the whole file (an integer-scaled file's quiet window
+  is no small-valued float file). A window
   that fails (silence between two speakers, say) is a :class:`Segment` with
   its reason, and the file goes on; a file that cannot be opened at all
   raises :class:`crossemo.audio.AudioError`.
@@ -62,7 +64,7 @@ from scipy import signal as dsp
 
 from crossemo import audio, storage
 
-SEGMENT_RULES_VERSION: str = "1"
+SEGMENT_RULES_VERSION: str = "2"
 """Changes whenever a rule above changes, so window features of the old rules are not reused."""
 
 DEFAULT_MAX_LENGTH: float = 10.0
@@ -291,15 +293,18 @@ def _speech_windows(stream: audio.Stream, max_length: float, channel: audio.Chan
             held = (held[0], max(held[1], end))
             continue
         if held is not None:
-            yield from _split(*held, max_length)
+            yield from _split(*held, max_length, stream.duration)
         held = (start, end)
     if held is not None:
-        yield from _split(*held, max_length)
+        yield from _split(*held, max_length, stream.duration)
 
 
-def _split(start: float, end: float, max_length: float) -> Iterator[Window]:
+def _split(start: float, end: float, max_length: float, duration: float) -> Iterator[Window]:
     """A padded stretch as windows: none if it holds too little speech, else the fewest equal parts of at most ``max_length``."""
-    if end - start < MIN_SPEECH + 2 * SPEECH_PAD:
+    # The padding is cut off at the file's edges: a stretch there holds
+    # speech where the padding would have been, and must not need it.
+    padding = (SPEECH_PAD if start > 0 else 0.0) + (SPEECH_PAD if end < duration else 0.0)
+    if end - start < MIN_SPEECH + padding:
         return
     parts = math.ceil((end - start) / max_length - 1e-9)
     step = (end - start) / parts

@@ -161,6 +161,50 @@ def test_float_wav_at_integer_scale_is_divided_back(shared_corpora):
     assert decoded.notes == (f"float samples at 16-bit integer scale (peak {np.abs(pcm).max()}) divided by 32768",)
 
 
+@pytest.mark.parametrize("channel", ["mean", "first", "loudest"])
+def test_a_stereo_float_wav_at_integer_scale_is_divided_back_whatever_the_channel_rule(speech, channel):
+    # The mean of two whole numbers is often x.5: the scale is judged on the file's samples, not on the mix.
+    signal, rate = speech
+    left = np.round(signal * 20000)
+    pcm = np.stack([left, np.round(signal * 12000) + 1], axis=1).astype(np.int16)
+    decoded = audio.decode_file(wav_bytes(pcm.astype(np.float32), rate, subtype="FLOAT"), channel=channel)
+    expected = audio.decode_file(wav_bytes(pcm, rate), channel=channel)
+    np.testing.assert_allclose(decoded.signal, expected.signal, atol=1e-7)
+    assert decoded.channel == expected.channel
+    assert decoded.notes == (f"float samples at 16-bit integer scale (peak {np.abs(pcm).max()}) divided by 32768",)
+
+
+def test_a_quiet_excerpt_of_a_float_wav_at_integer_scale_is_scaled_as_the_file_is(speech, tmp_path):
+    # A window of faint whole-number noise, on its own, looks like a float file of small values:
+    # scaled up to full scale, it passed for speech.
+    signal, rate = speech
+    noise = np.random.default_rng(0).integers(-2, 3, size=2 * rate).astype(np.float32)
+    path = tmp_path / "integer-float.wav"
+    path.write_bytes(wav_bytes(np.concatenate([np.round(signal * 20000), noise]).astype(np.float32), rate, subtype="FLOAT"))
+    with audio.open_stream(str(path)) as stream:
+        assert stream.float_samples is not None and stream.float_samples.integer_bits() == 16
+        start = signal.size + rate // 2
+        quiet = stream.read(start, start + rate // 2)
+        with pytest.raises(AudioError, match=r"^no speech: peak level -8\d\.\d dBFS"):
+            stream.excerpt(start, start + rate // 2, settings=audio.AnalysisSettings())
+    np.testing.assert_array_equal(quiet[:, 0], noise[rate // 2 : rate])
+
+
+def test_a_flac_whose_header_claims_more_frames_than_the_file_can_hold_is_rejected_not_allocated(speech):
+    # A damaged STREAMINFO claiming 2**36 - 1 samples made the decoder ask for 256 GiB and fail the whole task.
+    signal, rate = speech
+    buffer = io.BytesIO()
+    sf.write(buffer, signal, rate, format="FLAC", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    assert data[:4] == b"fLaC"
+    claimed = (1 << 36) - 1
+    data[21] = (data[21] & 0xF0) | (claimed >> 32)  # STREAMINFO's total samples: the low 4 bits of byte 13, then bytes 14-17
+    data[22:26] = (claimed & 0xFFFFFFFF).to_bytes(4, "big")
+    assert sf.info(io.BytesIO(bytes(data))).frames == claimed
+    with pytest.raises(AudioError, match=rf"^header claims {claimed} frames, more than a file of {len(data)} bytes can hold"):
+        audio.decode_file(bytes(data))
+
+
 def test_float_wav_far_beyond_full_scale_and_not_integer_is_rejected_naming_its_peak(speech):
     signal, rate = speech
     wild = (signal * (1234.5 / np.abs(signal).max())).astype(np.float32)
@@ -292,6 +336,17 @@ def test_wav_whose_header_declares_no_audio_and_holds_none_says_so(shared_corpor
     data[at + 4 : at + 8] = bytes(4)
     with pytest.raises(AudioError, match=r"^shorter than 0\.1 s \(0 samples"):
         audio.decode_file(bytes(data[: at + 8]))
+
+
+def test_a_wav_that_declares_no_audio_before_another_chunk_is_empty_not_that_chunk_decoded(speech):
+    # Only a data chunk a recorder left open runs to the end of the file; a LIST chunk after it is metadata.
+    signal, rate = speech
+    text = b"recorded by an app that wrote no audio " * 100
+    info = b"INFO" + b"ICMT" + struct.pack("<I", len(text)) + text
+    data = bytearray(riff_wav(1, b"") + b"LIST" + struct.pack("<I", len(info)) + info)
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    with pytest.raises(AudioError, match=r"^shorter than 0\.1 s \(0 samples"):
+        audio.decode_file(bytes(data))
 
 
 def test_channel_with_dc_and_hum_is_not_taken_for_the_voice(speech):

@@ -195,6 +195,20 @@ def test_speech_windows_never_exceed_the_maximum_length_and_split_into_equal_par
         assert np.ptp([p.duration for p in parts]) < 1e-9
 
 
+def test_a_short_utterance_at_the_very_end_of_a_recording_gets_its_window(shared_corpora, tmp_path):
+    # The padding is cut off at the file's end, so a stretch there is shorter
+    # than the same speech mid-file; it held 0.45 s of speech and was dropped.
+    utterance, rate = sf.read(shared_corpora / "ravdess" / "Actor_01" / "03-01-05-01-01-01-01.flac", dtype="float32")
+    utterance = resample_poly(utterance, RATE, rate).astype(np.float32)
+    onset = np.flatnonzero(np.abs(utterance) > 0.02)[0]
+    snippet = utterance[onset : onset + round(0.45 * RATE), None]
+    path, _ = write(tmp_path / "ends-speaking.wav", np.concatenate([background(LEAD, np.random.default_rng(5)), snippet]))
+    with audio.open_stream(str(path)) as stream:
+        windows = list(segments.speech_windows(stream))
+        duration = stream.duration
+    assert len(windows) == 1 and windows[0].end == duration and windows[0].start < LEAD < windows[0].end
+
+
 def test_a_recording_without_speech_has_no_speech_windows(tmp_path):
     path, _ = write(tmp_path / "room.wav", background(20.0, np.random.default_rng(3)) * 30)
     assert list(segments.iter_segments(str(path), mode="speech")) == []
