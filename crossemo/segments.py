@@ -381,6 +381,11 @@ class _StreamResampler:
         reach = 10 * max(self.up, self.down) // self.up + 1
         self.margin = -(-reach // self.down) * self.down
         self._buffer = np.zeros(self.margin, dtype=np.float32)
+        # That filter, designed once: resample_poly designs it on every call,
+        # which for a rate sharing few factors with the target (22,254 Hz:
+        # 222,541 taps) cost more than the resampling itself.
+        taps = 2 * 10 * max(self.up, self.down) + 1
+        self._filter = dsp.firwin(taps, 1 / max(self.up, self.down), window=("kaiser", 5.0)).astype(np.float32) if self.up != self.down else None
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """The output the signal so far determines, after ``samples`` arrive."""
@@ -401,7 +406,7 @@ class _StreamResampler:
         if self.up == self.down:
             output = self._buffer[self.margin : self.margin + run].copy()
         else:
-            resampled = dsp.resample_poly(self._buffer[: run + 2 * self.margin], self.up, self.down)
+            resampled = dsp.resample_poly(self._buffer[: run + 2 * self.margin], self.up, self.down, window=self._filter)
             output = resampled[self.margin * self.up // self.down :][: run * self.up // self.down].astype(np.float32)
         self._buffer = self._buffer[run:]
         return output
