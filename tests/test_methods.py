@@ -181,6 +181,17 @@ def test_target_only_twins_fit_without_a_source(name, domains):
     assert np.mean(predicted == test["y"]) > 0.5
 
 
+@pytest.mark.parametrize("name", ["rf", "speaker_norm", "speaker_norm_linear", "self_training", "dann"])
+def test_a_target_speaker_of_one_emotion_trained_on_alone_gives_that_emotion(name, domains):
+    """Scenario 2 on a speaker who recorded only anger: the linear family's solver refused one class and failed the run."""
+    train, test = domains
+    one = train["is_target"] & (train["y"] == "anger")
+    only_anger = {k: v[one] for k, v in train.items()}
+    model = fit(fast(name), only_anger, test)
+    assert list(model.classes_) == ["anger"]
+    np.testing.assert_array_equal(model.predict_proba(test["X"], speakers=test["speakers"]), np.ones((len(test["y"]), 1)))
+
+
 @pytest.mark.parametrize("name", ["coral", "subspace_alignment", "kmm_reweight"])
 def test_adapters_need_source_rows(name, domains):
     train, test = domains

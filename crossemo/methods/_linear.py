@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
@@ -48,7 +49,7 @@ class LinearMethod(MostProbableMixin, ClassifierMixin, BaseEstimator):
         random_state: seed (the solver is deterministic; adapters may use it).
 
     Attributes:
-        model_: the fitted ``LogisticRegression``.
+        model_: the fitted ``LogisticRegression`` (a ``DummyClassifier`` when the training rows hold one emotion).
         classes_: the labels seen in training, the study's emotions first in their order.
         n_features_in_: number of input features.
     """
@@ -85,11 +86,20 @@ class LinearMethod(MostProbableMixin, ClassifierMixin, BaseEstimator):
         """The (z-normalised) test rows as the classifier sees them; by default unchanged."""
         return features
 
-    def _fit_classifier(self, features: np.ndarray, y: np.ndarray, weights: np.ndarray, *, start: LogisticRegression | None = None) -> LogisticRegression:
-        """The weighted logistic regression; ``start``: a fitted model to continue from (same classes), which saves iterations."""
+    def _fit_classifier(
+        self, features: np.ndarray, y: np.ndarray, weights: np.ndarray, *, start: LogisticRegression | DummyClassifier | None = None,
+    ) -> LogisticRegression | DummyClassifier:
+        """The weighted logistic regression; ``start``: a fitted model to continue from (same classes), which saves iterations.
+
+        Rows of one emotion only (a target speaker who recorded nothing
+        else, trained on alone) give a model that always predicts it, as the
+        forests do: a logistic regression needs two classes to separate.
+        """
         if isinstance(self.C, (bool, str)) or not isinstance(self.C, (int, float, np.integer, np.floating)) or not self.C > 0:
             raise ValueError(f"C must be a positive number; got {self.C!r}")
-        model = start.set_params(warm_start=True) if start is not None else LogisticRegression(C=self.C, max_iter=int(self.max_iter))
+        if np.unique(y).size < 2:
+            return DummyClassifier(strategy="prior").fit(features, y, sample_weight=weights)
+        model = start.set_params(warm_start=True) if isinstance(start, LogisticRegression) else LogisticRegression(C=self.C, max_iter=int(self.max_iter))
         # float32 halves the solver's time on 1582 features; z-scores need no more precision.
         return model.fit(features.astype(np.float32), y, sample_weight=weights)
 
