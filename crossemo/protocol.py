@@ -314,7 +314,8 @@ def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
         fold's UAR; see :func:`score`).
 
     Raises:
-        ProtocolError: the corpora share no class, or the target has fewer than two speakers.
+        ProtocolError: the corpora share no class, the target has fewer than two
+            speakers, or every source utterance is also in the target.
     """
     shared = set(source.y) & set(target.y)
     if not shared:
@@ -325,6 +326,11 @@ def check_pair(source: Labels | Dataset, target: Labels | Dataset) -> list[str]:
     warnings = [f"{source.corpus}:{target.corpus}: class {c} is only in the target" for c in sorted(set(target.y) - set(source.y))]
     if isinstance(source, Dataset) and isinstance(target, Dataset):
         left = len(usable_source(source, target).y)
+        if not left:
+            raise ProtocolError(
+                f"pair {source.corpus}:{target.corpus}: all {len(source.y)} of the source's utterances are also in the target "
+                "(the same recordings), so its source has nothing left to train on"
+            )
         if left < len(source.y):
             warnings.append(
                 f"{source.corpus}:{target.corpus}: {len(source.y) - left} of the source's {len(source.y)} utterances are also in the target "

@@ -259,6 +259,15 @@ def test_a_pair_whose_source_shrinks_says_by_how_much(datasets):
     assert f"a:b: 10 of the source's {len(source_frame)} utterances are also in the target and are left out of its source, which trains on {len(source_frame) - 10}" in warnings
 
 
+def test_a_pair_whose_source_is_all_in_the_target_is_refused_in_one_line():
+    # A manifest of some of the target's own files as the source: the duplicate rule empties the source,
+    # and scenario 1's forest failed on no rows with a traceback.
+    target_frame = make_frame("b", ["t1", "t2"], seed=1).assign(sha256=lambda f: [f"x{i}" for i in range(len(f))])
+    source = protocol.Dataset.from_frame(make_frame("a", ["s1"]).assign(sha256=lambda f: [f"x{i}" for i in range(len(f))]))
+    with pytest.raises(protocol.ProtocolError, match=rf"^pair a:b: all {len(source.y)} of the source's utterances are also in the target \(the same recordings\)"):
+        protocol.check_pair(source, protocol.Dataset.from_frame(target_frame))
+
+
 def test_task_keys_follow_the_evaluation_code(datasets, monkeypatch):
     pairs = protocol.parse_pairs("all", sorted(datasets))
     before = {t.key for t in protocol.plan(datasets, pairs, ["rf"])}
