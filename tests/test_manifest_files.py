@@ -167,10 +167,12 @@ def test_symlinked_files_and_folders_are_found_and_a_dangling_link_says_so(share
     (own / "list.csv").write_text(
         "path,speaker,emotion\n"
         f"anna/{real[1].name},anna,joy\nanna/{real[2].name},anna,sad\nben/linked.flac,ben,angry\nben/gone.flac,ben,neutral\n"
+        # A folder, and a link to one, are rows a user may write by mistake: they were "file not found" and "dangling".
+        "ben,ben,joy\nanna,anna,neutral\n"
     )
     result = manifest.prepare_manifest(str(own / "list.csv"))
     assert sorted(Path(uri).relative_to(own).as_posix() for uri in result.utterances["uri"]) == sorted([f"anna/{real[1].name}", f"anna/{real[2].name}", "ben/linked.flac"])
-    assert result.skipped["reason"].tolist() == [f"dangling symbolic link (its target {elsewhere / 'gone.flac'} does not exist)"]
+    assert result.skipped["reason"].tolist() == [f"dangling symbolic link (its target {elsewhere / 'gone.flac'} does not exist)", manifest.IS_A_FOLDER, manifest.IS_A_FOLDER]
 
 
 def test_speaker_names_in_two_unicode_forms_are_warned_about():

@@ -94,6 +94,7 @@ SYNONYMS: dict[str, str] = {
     "sad": "sadness",
 }
 NOT_FOUND = "file not found"
+IS_A_FOLDER = "a folder, not a file (a manifest lists files; give a folder as a corpus root or --audio instead)"
 _CSV_SUFFIXES = (".csv",)
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -212,8 +213,7 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
     for target, verdict in rows:
         info = infos.get((id(target.fs), target.path)) if isinstance(verdict, Utterance) else None
         if isinstance(verdict, Utterance) and info is None:
-            dangling = storage.is_local(target.uri) and os.path.islink(target.path)
-            verdict = Skip(dangling_link_reason(target.path) if dangling else NOT_FOUND)
+            verdict = Skip(_absence_reason(target))
         if isinstance(verdict, Skip):
             skipped.append({"uri": target.uri, "corpus": name, "reason": verdict.reason})
         else:
@@ -277,11 +277,22 @@ def list_files(path: str, *, storage_options: storage.StorageOptions | None = No
     ).reset_index(drop=True)
     speakers = frame["speaker"] if "speaker" in frame else pd.Series("", index=frame.index)
     missing = pd.DataFrame(
-        [{"uri": target.uri, "speaker": speaker, "reason": dangling_link_reason(target.path) if storage.is_local(target.uri) and os.path.islink(target.path) else NOT_FOUND}
-         for target, info, speaker in zip(targets, found, speakers) if info is None],
+        [{"uri": target.uri, "speaker": speaker, "reason": _absence_reason(target)} for target, info, speaker in zip(targets, found, speakers) if info is None],
         columns=["uri", "speaker", "reason"],
     )
     return files, missing
+
+
+def _absence_reason(target: _Target) -> str:
+    """Why a listed path has no file to read: a folder (or a link to one), a dangling link, or nothing there."""
+    if storage.is_local(target.uri):
+        if os.path.isdir(target.path):
+            return IS_A_FOLDER
+        return dangling_link_reason(target.path) if os.path.islink(target.path) else NOT_FOUND
+    try:
+        return IS_A_FOLDER if target.fs.isdir(target.path) else NOT_FOUND
+    except Exception:  # storage back-ends raise many kinds; the file is missing either way
+        return NOT_FOUND
 
 
 def spelling_warnings(speakers: Iterable[str]) -> list[str]:
