@@ -689,9 +689,16 @@ def load_features(features_uri: str, *, storage_options: storage.StorageOptions 
     if fs.isfile(path):
         # Listing a file yields the file itself, which would pass for a store of one corpus.
         raise storage.StorageError(f"{features_uri} is a file, not a feature store folder (<out>/features of `crossemo features`)")
-    files = [uri for uri in storage.list_files(features_uri, suffix=".parquet", storage_options=storage_options) if not uri.rsplit("/", 1)[-1].startswith("_")]
+    # The tables lie directly in the store: deeper files (a run folder's cache, results and runs) are none of them.
+    files = [
+        uri for uri in storage.list_files(features_uri, suffix=".parquet", storage_options=storage_options)
+        if not uri.rsplit("/", 1)[-1].startswith("_") and storage.join(features_uri, uri.rsplit("/", 1)[-1]) == uri
+    ]
     available = {uri.rsplit("/", 1)[-1].removesuffix(".parquet"): uri for uri in files}
     if not available:
+        inner = storage.join(features_uri, "features")
+        if storage.exists(storage.join(inner, "_manifest.parquet"), storage_options=storage_options):
+            raise storage.StorageError(f"no feature tables under {features_uri}: it is a run's output folder; its feature store is {inner}")
         raise storage.StorageError(f"no feature tables under {features_uri}; run `crossemo features` first")
     names = corpora or sorted(available)
     missing = [name for name in names if name not in available]

@@ -13,7 +13,7 @@ import pytest
 import ray
 import soundfile as sf
 
-from crossemo import featurestore, methods, orchestration, pipeline, protocol
+from crossemo import featurestore, methods, orchestration, pipeline, protocol, storage
 from crossemo.labels import EMOTIONS, METADATA_COLUMNS
 from crossemo.synthetic import make_demo_corpora
 
@@ -48,6 +48,9 @@ def test_features_are_cached_by_content(corpora_dir, tmp_path):
     assert features.shape[1] == 1582
     assert all(dtype.kind == "f" for dtype in features.dtypes)
     assert np.isfinite(features.to_numpy()).all()
+    # The run's folder given for its store: its cache files were read as "corpora" of many feature sets, in a 33,000-character line.
+    with pytest.raises(storage.StorageError, match=rf"^no feature tables under {out}: it is a run's output folder; its feature store is {out}/features$"):
+        featurestore.load_features(str(out))
     assert first.extracted == 32 and first.reused == 0
 
     _, again, _ = pipeline.run(config_for(corpora_dir, out), evaluate=False)
