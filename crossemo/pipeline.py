@@ -16,6 +16,8 @@ import subprocess
 import time
 import tomllib
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,7 +340,8 @@ class RunRecord:
     result_uris: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stopped: str = ""
-    """Why the evaluation did not run after extraction; empty when it ran or was not asked for."""
+    """Why the evaluation did not run after extraction, or why the run failed or was interrupted
+    (``"failed: <error>"``, ``"interrupted by SIGTERM"``); empty when it ran to its end."""
 
 
 def code_version() -> str:
@@ -506,16 +509,22 @@ def run(config: RunConfig, *, evaluate: bool = True) -> tuple[RunRecord, Any, di
     Returns:
         ``(record, extraction summary, tables)``.
     """
-    from crossemo import orchestration
-
     started = time.perf_counter()
     prepared = prepare(config, need_pairs=evaluate)
-    options = config.fs_options
     record = new_record(config, manifests=prepared.manifests, feature_set_id=prepared.feature_set_id)
     record.warnings += [f"{m.corpus}: {w}" for m in prepared.manifests for w in m.warnings]
+    with recorded_if_it_fails(record, config, started):
+        return _extract_and_evaluate(config, record, evaluate=evaluate, started=started, manifests=prepared.manifests)
+
+
+def _extract_and_evaluate(config: RunConfig, record: RunRecord, *, evaluate: bool, started: float, manifests: list) -> tuple[RunRecord, Any, dict[str, pd.DataFrame]]:
+    """:func:`run` once its corpora are listed and its record begun."""
+    from crossemo import orchestration
+
+    options = config.fs_options
     store = featurestore.FeatureStore(config.out, options)
     extraction = orchestration.extract_features(
-        prepared.manifests, store, feature_set=config.feature_set, settings=config.analysis_settings(), address=config.address, progress=config.progress,
+        manifests, store, feature_set=config.feature_set, settings=config.analysis_settings(), address=config.address, progress=config.progress,
     )
     record.cache_generation = extraction.generation.describe()
     record.warnings += extraction.warnings
@@ -539,6 +548,33 @@ def run(config: RunConfig, *, evaluate: bool = True) -> tuple[RunRecord, Any, di
         raise EvaluationNotRun(str(error), record=record, extraction=extraction) from None
     _finish(record, config, started)
     return record, extraction, result_tables
+
+
+@contextmanager
+def recorded_if_it_fails(record: RunRecord, config: RunConfig, started: float) -> Iterator[None]:
+    """Write the run's record, with why in ``stopped``, when what this wraps fails or is interrupted; the error goes on.
+
+    Without it a crashed or stopped run (a task's error, Ctrl-C, ``SIGTERM``
+    from a scheduler) left ``runs/<id>/`` without ``run.json``: no record of
+    what it did, and an id ``crossemo report --compare`` did not know.
+    """
+    from crossemo import orchestration
+
+    try:
+        yield
+    except EvaluationNotRun:
+        raise  # recorded already, as features only
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            record.stopped = f"interrupted by {orchestration.interrupting_signal()}"
+        else:
+            first_line = next(iter(str(error).strip().splitlines()), "")
+            record.stopped = f"failed: {type(error).__name__}{': ' + first_line if first_line else ''}"
+        try:
+            _finish(record, config, started)
+        except Exception:  # the run's own error says more than a failure to record it (the storage may be what failed)
+            pass
+        raise
 
 
 def _finish(record: RunRecord, config: RunConfig, started: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -142,6 +143,26 @@ def test_whole_protocol_fills_every_table_and_is_reproducible(corpora_dir, tmp_p
     _, _, recomputed = pipeline.run(config_for(corpora_dir, fresh, method_params=FAST))
     for name, table in tables.items():
         pd.testing.assert_frame_equal(recomputed[name], table)
+
+
+@pytest.mark.parametrize(
+    ("error", "stopped"),
+    [(RuntimeError("a task failed: worker died\nits traceback"), "failed: RuntimeError: a task failed: worker died"), (KeyboardInterrupt(), "interrupted by SIGINT")],
+)
+def test_a_run_that_fails_or_is_interrupted_while_evaluating_is_recorded_with_why(corpora_dir, tmp_path, monkeypatch, error, stopped):
+    # A scheduled run that crashed left runs/<id>/ without run.json: no record, and an id `report --compare` did not know.
+    def evaluate(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(orchestration, "evaluate", evaluate)
+    out = tmp_path / "out"
+    with pytest.raises(type(error)):
+        pipeline.run(config_for(corpora_dir, out, methods="rf", method_params=FAST))
+    records = list((out / "runs").glob("*/run.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["stopped"] == stopped
+    assert record["counts"]["utterances"] == 2 * 2 * 4 * 2 and not record["result_uris"] and "total_wall_seconds" in record["timings"]
 
 
 def test_features_on_s3_equal_local(corpora_dir, tmp_path, s3):
