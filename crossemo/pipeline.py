@@ -345,12 +345,17 @@ class RunRecord:
 
 
 def code_version() -> str:
-    """The package version, with the git commit when run from a checkout."""
+    """The package version, with the git commit when run from a checkout, and ``.dirty`` when the package's files differ from it.
+
+    A run of edited code recorded under the commit's name alone claimed results that commit does not give.
+    """
+    package = Path(__file__).parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=package, capture_output=True, text=True, timeout=5).stdout.strip()
+        edited = bool(commit) and subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=package, capture_output=True, timeout=5).returncode == 1
     except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{crossemo.__version__}+{commit}" if commit else crossemo.__version__
+        commit, edited = "", False
+    return f"{crossemo.__version__}+{commit}{'.dirty' if edited else ''}" if commit else crossemo.__version__
 
 
 def corpus_fingerprint(manifest: corpora.Manifest) -> dict[str, Any]:

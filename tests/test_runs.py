@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pandas as pd
 import pytest
 import ray
 import soundfile as sf
 
+import crossemo
 from crossemo import cli, pipeline
 from crossemo.synthetic import make_demo_corpora
 
@@ -97,6 +99,33 @@ def test_a_comparison_names_the_pairs_one_run_lacks_and_changes_in_uar():
     same = compare.render(run_a, run_b, moved.assign(after=50.0, change=0.0))
     assert same.endswith("results: identical for the pairs both runs evaluated"), same
     assert compare.result_changes(pd.DataFrame(), [["a", "b"]], pd.DataFrame(), [["b", "a"]]).empty
+
+
+def test_the_code_version_says_when_the_package_differs_from_its_commit(tmp_path, monkeypatch):
+    """A run of uncommitted code was recorded under the commit's name alone."""
+    package = tmp_path / "checkout" / "crossemo"
+    package.mkdir(parents=True)
+    (package / "pipeline.py").write_text("rule = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=package.parent, check=True)
+    subprocess.run([*git, "add", "."], cwd=package.parent, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=package.parent, check=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=package, capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.setattr(pipeline, "__file__", str(package / "pipeline.py"))
+    assert pipeline.code_version() == f"{crossemo.__version__}+{commit}"
+    (package / "pipeline.py").write_text("rule = 2\n")
+    assert pipeline.code_version() == f"{crossemo.__version__}+{commit}.dirty"
+
+
+def test_a_comparison_names_a_change_of_the_feature_cache_generation():
+    """New decode rules re-extract every file; the comparison named only the code version."""
+    from crossemo.report import compare
+
+    run_a = {"code_version": "0.1.0+a", "cache_generation": {"digest": "10c9", "settings": {"rules": "2", "channel": "mean"}}}
+    run_b = {"code_version": "0.1.0+b", "cache_generation": {"digest": "7370", "settings": {"rules": "3", "channel": "mean"}}}
+    changes = compare.setting_changes(run_a, run_b)
+    assert ("cache_generation.settings.rules", "2", "3") in changes and ("cache_generation.digest", "10c9", "7370") in changes
+    assert not any(name == "cache_generation.settings.channel" for name, _, _ in changes)
 
 
 def test_a_rebuilt_report_describes_the_corpora_of_its_own_run(tmp_path):

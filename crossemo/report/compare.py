@@ -27,8 +27,12 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
 
 
 def setting_changes(run_a: dict, run_b: dict) -> list[tuple[str, object, object]]:
-    """``(setting, before, after)`` for every setting, code version or corpus fingerprint that differs."""
-    keys = ("settings", "code_version", "corpora", "feature_set_id")
+    """``(setting, before, after)`` for every setting, code version, feature cache generation or corpus fingerprint that differs.
+
+    The cache generation (decode rules, openSMILE version …) is why a run
+    re-extracted every file: a comparison that left it out named no cause.
+    """
+    keys = ("settings", "code_version", "corpora", "feature_set_id", "cache_generation")
     before = _flatten({k: run_a.get(k) for k in keys})
     after = _flatten({k: run_b.get(k) for k in keys})
     return [(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)]
