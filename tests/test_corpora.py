@@ -600,6 +600,13 @@ def test_manifest_fingerprints_match_recipes(tmp_path):
         ("m.csv", "path,speaker,emotion\nanna/t1.wav,,joy\n", r"row 1 \(anna/t1\.wav\) has an empty speaker"),
         ("m.csv", "path,speaker,emotion\nanna/t1.wav,   ,joy\n", r"row 1 \(anna/t1\.wav\) has an empty speaker"),
         ("m.csv", "path,speaker,emotion\n,x,joy\n", r"row 1 has an empty path"),
+        # Every bad row at once (a messy table took one run per problem), the first five named.
+        (
+            "m.csv",
+            "path,speaker,emotion\nanna/t1.wav,x,joy\n../a.wav,x,joy\nanna/t1.wav,y,sad\nanna/t2.wav,,joy\n,x,joy\n,x,sad\n,x,neutral\n",
+            r"m\.csv has 6 bad rows: row 2 path \.\./a\.wav leads outside the manifest's folder; lists anna/t1\.wav twice \(rows 1 and 3\); "
+            r"row 4 \(anna/t2\.wav\) has an empty speaker; row 5 has an empty path; row 6 has an empty path; and 1 more$",
+        ),
         ("m.csv", "path,speaker,emotion,PATH\na,b,c,d\n", r"has the column path more than once"),
         ("m.csv", "", r"is empty"),
         ("m.csv", "path,speaker,emotion\nanna/t1.wav,x,bored\n", r"has no utterance of neutral, anger, joy, sadness \(1 audio files skipped"),

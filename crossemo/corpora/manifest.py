@@ -190,6 +190,7 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
     filesystems: dict[str, fsspec.AbstractFileSystem] = {}
     rows: list[tuple[_Target, Utterance | Skip]] = []
     seen: dict[str, tuple[int, str]] = {}
+    problems: list[str] = []
     labels = frame["label"].tolist() if "label" in frame.columns else [""] * len(frame)
     blank = frame.eq("").all(axis=1).tolist()
     for index, (entry, speaker, emotion, label, is_blank) in enumerate(zip(frame["path"], frame["speaker"], frame["emotion"], labels, blank, strict=True)):
@@ -197,17 +198,24 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
             continue
         # blank rows still count, so "row N" in an error is the Nth row under the header
         row = index + 1
-        if not entry:
-            raise CorpusError(f"manifest {path}: row {row} has an empty path")
-        if not speaker:
-            raise CorpusError(f"manifest {path}: row {row} ({entry}) has an empty speaker")
-        target = _resolve(entry, row, fs, folder, path, storage_options, filesystems)
-        if target.uri in seen:
-            first_row, first_entry = seen[target.uri]
-            raise CorpusError(f"manifest {path} lists {entry} twice (rows {first_row} and {row}{'' if first_entry == entry else f', as {first_entry}'})")
+        try:
+            if not entry:
+                raise CorpusError(f"manifest {path}: row {row} has an empty path")
+            if not speaker:
+                raise CorpusError(f"manifest {path}: row {row} ({entry}) has an empty speaker")
+            target = _resolve(entry, row, fs, folder, path, storage_options, filesystems)
+            if target.uri in seen:
+                first_row, first_entry = seen[target.uri]
+                raise CorpusError(f"manifest {path} lists {entry} twice (rows {first_row} and {row}{'' if first_entry == entry else f', as {first_entry}'})")
+        except CorpusError as error:
+            # Every bad row in one message: fixing a messy table one error per run took as many runs as it had problems.
+            problems.append(str(error))
+            continue
         seen[target.uri] = (row, entry)
         verdict = parse(speaker, emotion, label)
         rows.append((target, verdict))
+    if problems:
+        raise CorpusError(_bad_rows(path, problems))
     infos = _file_infos([target for target, verdict in rows if isinstance(verdict, Utterance)], fs, path)
     utterances, skipped = [], []
     for target, verdict in rows:
@@ -281,6 +289,19 @@ def list_files(path: str, *, storage_options: storage.StorageOptions | None = No
         columns=["uri", "speaker", "reason"],
     )
     return files, missing
+
+
+MAX_ROW_PROBLEMS = 5
+"""Bad rows a manifest's error names; it counts the rest."""
+
+
+def _bad_rows(path: str, problems: list[str]) -> str:
+    """One line for a manifest's bad rows: the one message, or how many and the first :data:`MAX_ROW_PROBLEMS` of them."""
+    if len(problems) == 1:
+        return problems[0]
+    named = [problem.removeprefix(f"manifest {path}: ").removeprefix(f"manifest {path} ") for problem in problems[:MAX_ROW_PROBLEMS]]
+    more = f"; and {len(problems) - MAX_ROW_PROBLEMS} more" if len(problems) > MAX_ROW_PROBLEMS else ""
+    return f"manifest {path} has {len(problems)} bad rows: {'; '.join(named)}{more}"
 
 
 def _absence_reason(target: _Target) -> str:
