@@ -690,10 +690,7 @@ def load_features(features_uri: str, *, storage_options: storage.StorageOptions 
         # Listing a file yields the file itself, which would pass for a store of one corpus.
         raise storage.StorageError(f"{features_uri} is a file, not a feature store folder (<out>/features of `crossemo features`)")
     # The tables lie directly in the store: deeper files (a run folder's cache, results and runs) are none of them.
-    files = [
-        uri for uri in storage.list_files(features_uri, suffix=".parquet", storage_options=storage_options)
-        if not uri.rsplit("/", 1)[-1].startswith("_") and storage.join(features_uri, uri.rsplit("/", 1)[-1]) == uri
-    ]
+    files = [uri for uri in storage.list_files(features_uri, suffix=".parquet", maxdepth=1, storage_options=storage_options) if not uri.rsplit("/", 1)[-1].startswith("_")]
     available = {uri.rsplit("/", 1)[-1].removesuffix(".parquet"): uri for uri in files}
     if not available:
         inner = storage.join(features_uri, "features")

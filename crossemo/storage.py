@@ -241,12 +241,12 @@ def schema_metadata(schema: pa.Schema) -> dict[str, str]:
     return {key.decode(): value.decode() for key, value in (schema.metadata or {}).items()}
 
 
-def list_files(uri: str, *, suffix: str = "", storage_options: StorageOptions | None = None) -> list[str]:
-    """URIs of the files below ``uri`` whose names end in ``suffix``, sorted; none if it is absent."""
+def list_files(uri: str, *, suffix: str = "", maxdepth: int | None = None, storage_options: StorageOptions | None = None) -> list[str]:
+    """URIs of the files below ``uri`` (at most ``maxdepth`` folders down; 1: its own files) whose names end in ``suffix``, sorted; none if it is absent."""
     fs, path = filesystem(uri, storage_options=storage_options)
     if not fs.exists(path):
         return []
-    found = [item for item in fs.find(path) if item.endswith(suffix)]
+    found = [item for item in fs.find(path, maxdepth=maxdepth) if item.endswith(suffix)]
     if is_local(uri):
         # fsspec makes local paths absolute; a relative --out must list the
         # names join() builds from it, or a re-run finds none of its finished work.
