@@ -83,6 +83,7 @@ Every rule and its parameters are in :class:`AnalysisSettings` and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -293,8 +294,6 @@ class Stream:
         channels: its number of channels.
         frames: its length in frames.
         is_float: whether it stores float samples.
-        float_samples: for a float file, the scale of all its samples (every
-            excerpt is scaled as the file is); ``None`` otherwise.
         notes: what was repaired in its header.
     """
 
@@ -305,14 +304,20 @@ class Stream:
         self.frames = frames
         self.is_float = handle.subtype in _FLOAT_SUBTYPES
         self.notes = notes
-        self.float_samples: FloatSamples | None = None
-        if self.is_float:
-            # One pass over the file (float files only): a window of it alone
-            # cannot tell integer values stored as float from small float values.
-            float_samples = FloatSamples()
-            for block in self.blocks():
-                float_samples = float_samples.join(FloatSamples.of(block))
-            self.float_samples = float_samples
+
+    @functools.cached_property
+    def float_samples(self) -> FloatSamples | None:
+        """For a float file, the scale of all its samples (every excerpt is scaled as the file is); ``None`` otherwise.
+
+        One pass over the file, on first use (float files only): a window of
+        it alone cannot tell integer values stored as float from small float values.
+        """
+        if not self.is_float:
+            return None
+        float_samples = FloatSamples()
+        for block in self.blocks():
+            float_samples = float_samples.join(FloatSamples.of(block))
+        return float_samples
 
     @property
     def duration(self) -> float:
@@ -392,6 +397,7 @@ def open_stream(uri: str, *, storage_options: storage.StorageOptions | None = No
         with _open(_RepairedWav(raw, repair) if repair else raw, head) as handle:
             _check_format(handle.samplerate, handle.channels, channel)
             frames = handle.frames if 0 < handle.frames < _UNKNOWN_FRAMES else _count_frames(handle)
+            _check_claimed_frames(frames, size)
             _check_duration(frames, handle.samplerate, min_duration)
             yield Stream(handle, frames=frames, notes=(repair.note,) if repair else ())
 
@@ -433,10 +439,7 @@ def decode_file(data: bytes, *, channel: Channel = DEFAULT_CHANNEL, min_duration
         known = 0 < claimed < _UNKNOWN_FRAMES
         if known:
             _check_duration(claimed, sampling_rate, min_duration)
-            if claimed > len(data) * MAX_FRAMES_PER_BYTE:
-                # A damaged header: decoding into an array of its size would
-                # exhaust memory and take the whole task down, not reject one file.
-                raise AudioError(f"header claims {claimed} frames, more than a file of {len(data)} bytes can hold; is it damaged?")
+            _check_claimed_frames(claimed, len(data))
         # A mono file of known length is decoded straight into its output in
         # one pass; everything else needs the channel energies first.
         output = np.empty(claimed, dtype=np.float32) if known and channels == 1 else None
@@ -643,8 +646,9 @@ class FloatSamples:
 
     @classmethod
     def of(cls, block: np.ndarray) -> FloatSamples:
-        """The samples of one array (any shape)."""
-        return cls(float(np.max(np.abs(block))) if block.size else 0.0, bool(np.array_equal(block, np.round(block))))
+        """The finite samples of one array (any shape): a NaN is its own excerpt's rejection, not the whole file's scale."""
+        finite = block[np.isfinite(block)] if not np.isfinite(block).all() else block
+        return cls(float(np.max(np.abs(finite))) if finite.size else 0.0, bool(np.array_equal(finite, np.round(finite))))
 
     def join(self, other: FloatSamples) -> FloatSamples:
         """These samples and ``other``'s together (a file read block by block)."""
@@ -692,6 +696,17 @@ def _check_format(sampling_rate: int, channels: int, channel: Channel) -> None:
         raise AudioError(f"implausible sampling rate {sampling_rate} Hz (accepted: {MIN_SAMPLING_RATE} to {MAX_SAMPLING_RATE} Hz)")
     if isinstance(channel, int) and channels > 1 and not -channels <= channel < channels:
         raise AudioError(f"has {channels} channel{'s' if channels > 1 else ''}, no channel {channel}")
+
+
+def _check_claimed_frames(claimed: int, size: int) -> None:
+    """Refuse a header claiming more frames than a file of ``size`` bytes can hold (:data:`MAX_FRAMES_PER_BYTE`).
+
+    Decoding into an array of a damaged header's size would exhaust memory
+    and take the whole task down; read as excerpts, it would make windows of
+    a length the file does not have.
+    """
+    if claimed > size * MAX_FRAMES_PER_BYTE:
+        raise AudioError(f"header claims {claimed} frames, more than a file of {size} bytes can hold; is it damaged?")
 
 
 def _check_duration(frames: int, sampling_rate: int, min_duration: float) -> None:
@@ -952,9 +967,9 @@ def _inspect_wav(read_at: Callable[[int, int], bytes], size: int) -> _WavRepair 
                 f"WAV header contradicts itself: {channels} channels of {bits} bits at {rate} Hz need {expected_align} bytes per frame "
                 f"and {rate * expected_align} bytes per second, it declares {block_align} and {byte_rate}; its sampling rate cannot be trusted"
             )
-    # A data size of 0 followed by a whole chunk (LIST, JUNK …) is a recording
-    # that is really empty: its bytes after the header are that chunk, not audio.
-    if length in _UNKNOWN_SIZES and available > 0 and not (length == 0 and _chunk_at(read_at, body, size)):
+    # A data size of 0 followed by whole chunks (LIST, JUNK …) up to the file's
+    # end is a recording that is really empty: its bytes are those chunks, not audio.
+    if length in _UNKNOWN_SIZES and available > 0 and not (length == 0 and _chunks_to_the_end(read_at, body, size)):
         whole = available - available % max(1, fmt[3] if fmt else 1)
         end = body + whole
         return _WavRepair(
@@ -965,12 +980,24 @@ def _inspect_wav(read_at: Callable[[int, int], bytes], size: int) -> _WavRepair 
     return None
 
 
-def _chunk_at(read_at: Callable[[int, int], bytes], position: int, size: int) -> bool:
-    """Whether a RIFF chunk starts at ``position``: a printable four-character id and a length that fits in the file."""
-    if position + 8 > size:
-        return False
-    header = read_at(position, 8)
-    return all(0x20 <= byte <= 0x7E for byte in header[:4]) and position + 8 + int.from_bytes(header[4:8], "little") <= size
+def _chunks_to_the_end(read_at: Callable[[int, int], bytes], position: int, size: int, *, most: int = 64) -> bool:
+    """Whether whole RIFF chunks (a printable four-character id, a length that fits) run from ``position`` to the file's end.
+
+    Audio samples could pass for one chunk header by chance; that a chain of
+    them ends exactly at the file's end (its last pad byte may be missing) they
+    could not. More than ``most`` chunks are no metadata trailer either.
+    """
+    for _ in range(most):
+        if position + 8 > size:
+            return False
+        header = read_at(position, 8)
+        length = int.from_bytes(header[4:8], "little")
+        if not all(0x20 <= byte <= 0x7E for byte in header[:4]) or position + 8 + length > size:
+            return False
+        position += 8 + length + (length & 1)
+        if position >= size:
+            return position - size <= 1
+    return False
 
 
 class _RepairedWav(io.RawIOBase):

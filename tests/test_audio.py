@@ -190,7 +190,20 @@ def test_a_quiet_excerpt_of_a_float_wav_at_integer_scale_is_scaled_as_the_file_i
     np.testing.assert_array_equal(quiet[:, 0], noise[rate // 2 : rate])
 
 
-def test_a_flac_whose_header_claims_more_frames_than_the_file_can_hold_is_rejected_not_allocated(speech):
+def test_a_nan_in_a_float_wav_at_integer_scale_costs_only_its_own_window(speech, tmp_path):
+    signal, rate = speech
+    samples = np.round(signal * 20000).astype(np.float32)
+    samples[-1] = np.nan
+    path = tmp_path / "integer-float-nan.wav"
+    path.write_bytes(wav_bytes(samples, rate, subtype="FLOAT"))
+    with audio.open_stream(str(path)) as stream:
+        clean = stream.excerpt(0, samples.size // 2, settings=audio.AnalysisSettings())
+        with pytest.raises(AudioError, match="NaN"):
+            stream.excerpt(samples.size // 2, samples.size, settings=audio.AnalysisSettings())
+    assert clean.notes[-1].startswith("float samples at 16-bit integer scale")
+
+
+def test_a_flac_whose_header_claims_more_frames_than_the_file_can_hold_is_rejected_not_allocated(speech, tmp_path):
     # A damaged STREAMINFO claiming 2**36 - 1 samples made the decoder ask for 256 GiB and fail the whole task.
     signal, rate = speech
     buffer = io.BytesIO()
@@ -203,6 +216,12 @@ def test_a_flac_whose_header_claims_more_frames_than_the_file_can_hold_is_reject
     assert sf.info(io.BytesIO(bytes(data))).frames == claimed
     with pytest.raises(AudioError, match=rf"^header claims {claimed} frames, more than a file of {len(data)} bytes can hold"):
         audio.decode_file(bytes(data))
+    # Read as excerpts (predict --segment), it made hundreds of thousands of windows the file does not have.
+    path = tmp_path / "damaged.flac"
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=rf"^header claims {claimed} frames"):
+        with audio.open_stream(str(path)):
+            pass
 
 
 def test_float_wav_far_beyond_full_scale_and_not_integer_is_rejected_naming_its_peak(speech):
@@ -347,6 +366,12 @@ def test_a_wav_that_declares_no_audio_before_another_chunk_is_empty_not_that_chu
     data[4:8] = (len(data) - 8).to_bytes(4, "little")
     with pytest.raises(AudioError, match=r"^shorter than 0\.1 s \(0 samples"):
         audio.decode_file(bytes(data))
+    # Audio whose first bytes pass for a chunk header ("BADC", 256 bytes) is still the recording that was not closed.
+    pcm = (signal[:rate] * 20000).astype("<i2")
+    pcm[:4] = np.frombuffer(b"BADC\x00\x01\x00\x00", dtype="<i2")
+    unclosed = bytearray(riff_wav(1, pcm.tobytes(), rate=rate))
+    unclosed[unclosed.index(b"data") + 4 : unclosed.index(b"data") + 8] = bytes(4)
+    assert audio.decode_file(bytes(unclosed)).notes[0].startswith("WAV header declared no audio data; recovered")
 
 
 def test_channel_with_dc_and_hum_is_not_taken_for_the_voice(speech):
