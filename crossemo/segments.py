@@ -287,24 +287,25 @@ def _cut(reader: audio.Stream, windows: Iterable[Window], settings: audio.Analys
 
 
 def _speech_windows(stream: audio.Stream, max_length: float, channel: audio.Channel) -> Iterator[Window]:
-    held: tuple[float, float] | None = None
-    for start, end in _speech_stretches(stream, channel):
+    # (padded start, padded end, speech start, speech end) of the stretch being merged
+    held: tuple[float, float, float, float] | None = None
+    for speech_start, speech_end in _speech_stretches(stream, channel):
+        # Padded here, as silero pads, but keeping the speech's own bounds: at
+        # the file's edges the padding is cut off, so only they tell how much speech a stretch holds.
+        start, end = max(0.0, speech_start - SPEECH_PAD), min(speech_end + SPEECH_PAD, stream.duration)
         if held is not None and start <= held[1]:
-            held = (held[0], max(held[1], end))
+            held = (held[0], max(held[1], end), held[2], max(held[3], speech_end))
             continue
         if held is not None:
-            yield from _split(*held, max_length, stream.duration)
-        held = (start, end)
+            yield from _split(*held, max_length)
+        held = (start, end, speech_start, speech_end)
     if held is not None:
-        yield from _split(*held, max_length, stream.duration)
+        yield from _split(*held, max_length)
 
 
-def _split(start: float, end: float, max_length: float, duration: float) -> Iterator[Window]:
+def _split(start: float, end: float, speech_start: float, speech_end: float, max_length: float) -> Iterator[Window]:
     """A padded stretch as windows: none if it holds too little speech, else the fewest equal parts of at most ``max_length``."""
-    # The padding is cut off at the file's edges: a stretch there holds
-    # speech where the padding would have been, and must not need it.
-    padding = (SPEECH_PAD if start > 0 else 0.0) + (SPEECH_PAD if end < duration else 0.0)
-    if end - start < MIN_SPEECH + padding:
+    if speech_end - speech_start < MIN_SPEECH:
         return
     parts = math.ceil((end - start) / max_length - 1e-9)
     step = (end - start) / parts
@@ -313,7 +314,7 @@ def _split(start: float, end: float, max_length: float, duration: float) -> Iter
 
 
 def _speech_stretches(stream: audio.Stream, channel: audio.Channel) -> Iterator[tuple[float, float]]:
-    """``(start, end)`` in seconds of every stretch the detector hears as speech, in order."""
+    """``(start, end)`` in seconds of every stretch the detector hears as speech, in order, unpadded (the end: at most the file's)."""
     # torch and the detector are loaded only when speech windows are asked for.
     import torch
 
@@ -324,7 +325,7 @@ def _speech_stretches(stream: audio.Stream, channel: audio.Channel) -> Iterator[
         # importing it inside single_thread restores the caller's setting.
         from silero_vad import VADIterator, load_silero_vad
 
-        detector = VADIterator(load_silero_vad(), threshold=SPEECH_THRESHOLD, sampling_rate=VAD_RATE, min_silence_duration_ms=round(MIN_SILENCE * 1000), speech_pad_ms=round(SPEECH_PAD * 1000))
+        detector = VADIterator(load_silero_vad(), threshold=SPEECH_THRESHOLD, sampling_rate=VAD_RATE, min_silence_duration_ms=round(MIN_SILENCE * 1000), speech_pad_ms=0)
     heard = _heard_channel(channel, stream.channels)
     resampler = _StreamResampler(stream.sampling_rate, VAD_RATE)
     pending = np.zeros(0, dtype=np.float32)
@@ -339,7 +340,7 @@ def _speech_stretches(stream: audio.Stream, channel: audio.Channel) -> Iterator[
                 if "start" in event:
                     start = event["start"] / VAD_RATE
                 elif "end" in event:
-                    ended.append((start, min(event["end"] / VAD_RATE, stream.duration)))
+                    ended.append((start, min(event["end"] / VAD_RATE, stream.duration)))  # the end of the detector's last chunk may pass the file's
                     start = None
         return ended
 

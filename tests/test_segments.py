@@ -209,6 +209,13 @@ def test_a_short_utterance_at_the_very_end_of_a_recording_gets_its_window(shared
     assert len(windows) == 1 and windows[0].end == duration and windows[0].start < LEAD < windows[0].end
 
 
+def test_a_stretch_is_judged_on_its_speech_not_on_how_much_padding_the_file_edge_left():
+    # 0.1 s of speech 0.15 s into a file: its padded stretch starts at 0, and must still be too short.
+    assert list(segments._split(0.0, 0.45, 0.15, 0.25, 10.0)) == []
+    assert list(segments._split(2.0, 2.65, 2.2, 2.45, 10.0)) == [Window(2.0, 2.65)]
+    assert list(segments._split(2.0, 2.5, 2.2, 2.5, 10.0)) == [Window(2.0, 2.5)]  # 0.3 s of speech up to the file's end
+
+
 def test_a_recording_without_speech_has_no_speech_windows(tmp_path):
     path, _ = write(tmp_path / "room.wav", background(20.0, np.random.default_rng(3)) * 30)
     assert list(segments.iter_segments(str(path), mode="speech")) == []
