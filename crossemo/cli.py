@@ -252,7 +252,8 @@ def command_report(args: argparse.Namespace) -> int:
         run_a, run_b = (compare.read_run(args.out, run_id, storage_options=options) for run_id in args.compare)
         for run in (run_a, run_b):
             if not run.get("result_uris"):
-                raise pipeline.ConfigError(f"run {run['run_id']} has no results to compare (a features-only run)")
+                why = f"it stopped: {run['stopped']}" if run.get("stopped") else "a features-only run"
+                raise pipeline.ConfigError(f"run {run['run_id']} has no results to compare ({why})")
         results_a, results_b = (pipeline.read_results(run["result_uris"], storage_options=options) for run in (run_a, run_b))
         print(compare.render(run_a, run_b, compare.result_changes(results_a, run_a["pairs"], results_b, run_b["pairs"])))
         return 0

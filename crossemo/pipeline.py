@@ -352,9 +352,12 @@ def code_version() -> str:
     package = Path(__file__).parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=package, capture_output=True, text=True, timeout=5).stdout.strip()
-        edited = bool(commit) and subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=package, capture_output=True, timeout=5).returncode == 1
     except (OSError, subprocess.SubprocessError):
-        commit, edited = "", False
+        commit = ""
+    try:
+        edited = bool(commit) and subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=package, capture_output=True, timeout=5).returncode == 1
+    except (OSError, subprocess.SubprocessError):  # a slow checkout: the commit is still known
+        edited = False
     return f"{crossemo.__version__}+{commit}{'.dirty' if edited else ''}" if commit else crossemo.__version__
 
 

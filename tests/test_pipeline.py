@@ -14,7 +14,7 @@ import pytest
 import ray
 import soundfile as sf
 
-from crossemo import featurestore, methods, orchestration, pipeline, protocol, storage
+from crossemo import cli, featurestore, methods, orchestration, pipeline, protocol, storage
 from crossemo.labels import EMOTIONS, METADATA_COLUMNS
 from crossemo.synthetic import make_demo_corpora
 
@@ -163,6 +163,9 @@ def test_a_run_that_fails_or_is_interrupted_while_evaluating_is_recorded_with_wh
     record = json.loads(records[0].read_text())
     assert record["stopped"] == stopped
     assert record["counts"]["utterances"] == 2 * 2 * 4 * 2 and not record["result_uris"] and "total_wall_seconds" in record["timings"]
+    # A comparison with it says why it has no results.
+    with pytest.raises(pipeline.ConfigError, match=rf"^run {record['run_id']} has no results to compare \(it stopped: {stopped}\)$"):
+        cli.command_report(cli.build_parser().parse_args(["report", str(out), "--compare", record["run_id"], record["run_id"]]))
 
 
 def test_features_on_s3_equal_local(corpora_dir, tmp_path, s3):

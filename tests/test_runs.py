@@ -117,15 +117,24 @@ def test_the_code_version_says_when_the_package_differs_from_its_commit(tmp_path
     assert pipeline.code_version() == f"{crossemo.__version__}+{commit}.dirty"
 
 
-def test_a_comparison_names_a_change_of_the_feature_cache_generation():
+def test_a_comparison_names_a_change_of_the_feature_cache_generation(monkeypatch):
     """New decode rules re-extract every file; the comparison named only the code version."""
+    from crossemo import audio, featurestore
+    from crossemo.features import FeatureExtractor
     from crossemo.report import compare
 
-    run_a = {"code_version": "0.1.0+a", "cache_generation": {"digest": "10c9", "settings": {"rules": "2", "channel": "mean"}}}
-    run_b = {"code_version": "0.1.0+b", "cache_generation": {"digest": "7370", "settings": {"rules": "3", "channel": "mean"}}}
-    changes = compare.setting_changes(run_a, run_b)
-    assert ("cache_generation.settings.rules", "2", "3") in changes and ("cache_generation.digest", "10c9", "7370") in changes
-    assert not any(name == "cache_generation.settings.channel" for name, _, _ in changes)
+    extractor = FeatureExtractor("is10")
+
+    def recorded(**settings) -> dict:
+        # As run.json holds it: the record goes through JSON.
+        return json.loads(json.dumps({"cache_generation": featurestore.CacheGeneration.of(extractor, audio.AnalysisSettings(**settings)).describe()}, default=str))
+
+    before = recorded()
+    assert compare.setting_changes(before, recorded()) == []
+    monkeypatch.setattr(audio, "DECODE_RULES_VERSION", "next")
+    changes = compare.setting_changes(before, recorded(channel="first"))
+    assert ("cache_generation.decode.rules", before["cache_generation"]["decode"]["rules"], "next") in changes
+    assert ("cache_generation.decode.channel", "mean", "first") in changes and any(name == "cache_generation.id" for name, _, _ in changes)
 
 
 def test_a_rebuilt_report_describes_the_corpora_of_its_own_run(tmp_path):

@@ -305,15 +305,16 @@ def _bad_rows(path: str, problems: list[str]) -> str:
 
 
 def _absence_reason(target: _Target) -> str:
-    """Why a listed path has no file to read: a folder (or a link to one), a dangling link, or nothing there."""
-    if storage.is_local(target.uri):
-        if os.path.isdir(target.path):
-            return IS_A_FOLDER
-        return dangling_link_reason(target.path) if os.path.islink(target.path) else NOT_FOUND
-    try:
-        return IS_A_FOLDER if target.fs.isdir(target.path) else NOT_FOUND
-    except Exception:  # storage back-ends raise many kinds; the file is missing either way
+    """Why a listed path has no file to read: a local folder (or a link to one), a dangling link, or nothing there.
+
+    On object storage a path is only ever "not found": telling a prefix from
+    nothing would cost one request per missing row, one after another.
+    """
+    if not storage.is_local(target.uri):
         return NOT_FOUND
+    if os.path.isdir(target.path):
+        return IS_A_FOLDER
+    return dangling_link_reason(target.path) if os.path.islink(target.path) else NOT_FOUND
 
 
 def spelling_warnings(speakers: Iterable[str]) -> list[str]:
