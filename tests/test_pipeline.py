@@ -155,6 +155,7 @@ def test_a_run_that_fails_or_is_interrupted_while_evaluating_is_recorded_with_wh
         raise error
 
     monkeypatch.setattr(orchestration, "evaluate", evaluate)
+    monkeypatch.setattr(orchestration, "_received_signal", None)  # what an earlier test's SIGTERM left in this process
     out = tmp_path / "out"
     with pytest.raises(type(error)):
         pipeline.run(config_for(corpora_dir, out, methods="rf", method_params=FAST))
