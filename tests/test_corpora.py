@@ -622,6 +622,20 @@ def test_manifest_errors(own, name, content, message):
     assert str(own / name) in str(caught.value) or "'m'" in str(caught.value)
 
 
+def test_a_table_of_files_to_label_names_every_bad_row_counting_blank_rows(own):
+    # The table predict takes: only ``path`` is required, and a blank row
+    # (row 2, as a spreadsheet shows it) still counts in the row numbers.
+    _write_text(own / "calls.csv", "path,speaker\nanna/t1.wav,x\n,\n../a.wav,x\nanna/t1.wav,y\n,z\nanna/t2.wav,\n")
+    with pytest.raises(CorpusError) as caught:
+        manifest.list_files(str(own / "calls.csv"))
+    assert str(caught.value) == (
+        f"{own / 'calls.csv'} has 3 bad rows: row 3 path ../a.wav leads outside the manifest's folder; lists anna/t1.wav twice (rows 1 and 4); row 5 has an empty path"
+    )
+    _write_text(own / "calls.csv", "path,speaker\nanna/t1.wav,x\n,\nanna/t2.wav,\n")
+    files, missing = manifest.list_files(str(own / "calls.csv"))
+    assert [Path(uri).name for uri in files["uri"]] == ["t1.wav", "t2.wav"] and files["speaker"].tolist() == ["x", ""] and missing.empty
+
+
 def test_manifest_missing_file(own):
     with pytest.raises(CorpusError, match=r"manifest .*nothing\.csv does not exist"):
         manifest.prepare_manifest(str(own / "nothing.csv"))

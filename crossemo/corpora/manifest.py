@@ -186,36 +186,9 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
         raise CorpusError(f"manifest {path}: the corpus name is empty")
     fs, manifest_path = _manifest_filesystem(path, storage_options)
     frame = _read_table(fs, manifest_path, path)
-    folder = posixpath.dirname(manifest_path)
-    filesystems: dict[str, fsspec.AbstractFileSystem] = {}
-    rows: list[tuple[_Target, Utterance | Skip]] = []
-    seen: dict[str, tuple[int, str]] = {}
-    problems: list[str] = []
+    located = _locate_rows(frame, path, fs, manifest_path, storage_options=storage_options, label=f"manifest {path}", require_speaker=True)
     labels = frame["label"].tolist() if "label" in frame.columns else [""] * len(frame)
-    blank = frame.eq("").all(axis=1).tolist()
-    for index, (entry, speaker, emotion, label, is_blank) in enumerate(zip(frame["path"], frame["speaker"], frame["emotion"], labels, blank, strict=True)):
-        if is_blank:
-            continue
-        # blank rows still count, so "row N" in an error is the Nth row under the header
-        row = index + 1
-        try:
-            if not entry:
-                raise CorpusError(f"manifest {path}: row {row} has an empty path")
-            if not speaker:
-                raise CorpusError(f"manifest {path}: row {row} ({entry}) has an empty speaker")
-            target = _resolve(entry, row, fs, folder, path, storage_options, filesystems)
-            if target.uri in seen:
-                first_row, first_entry = seen[target.uri]
-                raise CorpusError(f"manifest {path} lists {entry} twice (rows {first_row} and {row}{'' if first_entry == entry else f', as {first_entry}'})")
-        except CorpusError as error:
-            # Every bad row in one message: fixing a messy table one error per run took as many runs as it had problems.
-            problems.append(str(error))
-            continue
-        seen[target.uri] = (row, entry)
-        verdict = parse(speaker, emotion, label)
-        rows.append((target, verdict))
-    if problems:
-        raise CorpusError(_bad_rows(path, problems))
+    rows = [(target, parse(frame["speaker"].iat[index], frame["emotion"].iat[index], labels[index])) for index, target in located]
     infos = _file_infos([target for target, verdict in rows if isinstance(verdict, Utterance)], fs, path)
     utterances, skipped = [], []
     for target, verdict in rows:
@@ -226,7 +199,7 @@ def prepare_manifest(path: str, *, corpus: str | None = None, storage_options: s
             skipped.append({"uri": target.uri, "corpus": name, "reason": verdict.reason})
         else:
             utterances.append({"corpus": name, "speaker": verdict.speaker, "emotion": verdict.emotion, "uri": target.uri, "label": verdict.label, "fingerprint": fingerprint(info)})
-    blanks = sum(blank)
+    blanks = len(frame) - len(located)
     warnings = [f"{blanks} blank row{'' if blanks == 1 else 's'} skipped in manifest {path}"] if blanks else []
     warnings += spelling_warnings(row["speaker"] for row in utterances)
     return build_manifest(name, path, utterances, skipped, warnings=warnings)
@@ -255,27 +228,17 @@ def list_files(path: str, *, storage_options: storage.StorageOptions | None = No
 
     Raises:
         CorpusError: the table is missing or unreadable, lacks ``path``, has a
-            column named ``uri``, ``fingerprint`` or one of ``reserved``, has a row without a path,
-            lists a relative path leaving its folder, or lists a file twice.
+            column named ``uri``, ``fingerprint`` or one of ``reserved``; or rows
+            without a path, leaving its folder or listing a file twice, all named in one line.
     """
     fs, manifest_path = _manifest_filesystem(path, storage_options)
     frame = _read_table(fs, manifest_path, path, required=("path",))
     own = [column for column in (*FILE_COLUMNS, *reserved) if column in frame]
     if own:
         raise CorpusError(f"{path}: its column(s) {', '.join(own)} would be overwritten by crossemo's own; rename them (for example {own[0]}_given)")
-    frame = frame[~frame.eq("").all(axis=1)].reset_index(drop=True)
-    folder = posixpath.dirname(manifest_path)
-    filesystems: dict[str, fsspec.AbstractFileSystem] = {}
-    targets: list[_Target] = []
-    seen: dict[str, str] = {}
-    for row, entry in enumerate(frame["path"], start=1):
-        if not entry:
-            raise CorpusError(f"{path}: row {row} has an empty path")
-        target = _resolve(entry, row, fs, folder, path, storage_options, filesystems)
-        if target.uri in seen:
-            raise CorpusError(f"{path} lists {entry} twice{'' if seen[target.uri] == entry else f' (also as {seen[target.uri]})'}")
-        seen[target.uri] = entry
-        targets.append(target)
+    located = _locate_rows(frame, path, fs, manifest_path, storage_options=storage_options, label=path, require_speaker=False)
+    frame = frame.iloc[[index for index, _ in located]].reset_index(drop=True)
+    targets = [target for _, target in located]
     infos = _file_infos(targets, fs, path)
     found = [infos.get((id(target.fs), target.path)) for target in targets]
     present = np.array([info is not None for info in found], dtype=bool)
@@ -295,13 +258,64 @@ MAX_ROW_PROBLEMS = 5
 """Bad rows a manifest's error names; it counts the rest."""
 
 
-def _bad_rows(path: str, problems: list[str]) -> str:
-    """One line for a manifest's bad rows: the one message, or how many and the first :data:`MAX_ROW_PROBLEMS` of them."""
+class _RowProblem(ValueError):
+    """A row of a table that cannot be used; the message names the row, not the table."""
+
+
+def _locate_rows(
+    frame: pd.DataFrame, path: str, fs: fsspec.AbstractFileSystem, manifest_path: str, *,
+    storage_options: storage.StorageOptions | None, label: str, require_speaker: bool,
+) -> list[tuple[int, _Target]]:
+    """Each non-blank row's file, checked: its position in ``frame`` and where it lives.
+
+    Args:
+        frame: the table, text cells (``path``, and ``speaker`` when required).
+        path: the table's URI, as given.
+        fs: the table's filesystem; ``manifest_path`` its path there.
+        storage_options: fsspec options, used for listed URIs of the table's protocol.
+        label: how errors name the table.
+        require_speaker: whether an empty ``speaker`` makes a row bad.
+
+    Returns:
+        ``(position, target)`` of every row that is not blank, in order.
+
+    Raises:
+        CorpusError: one line naming every bad row (an empty path or speaker, a
+            path leaving the table's folder or unreachable, a file listed
+            twice); row numbers count blank rows, as a spreadsheet shows them.
+    """
+    folder = posixpath.dirname(manifest_path)
+    filesystems: dict[str, fsspec.AbstractFileSystem] = {}
+    blank = frame.eq("").all(axis=1).to_numpy()
+    speakers = frame["speaker"].tolist() if require_speaker else [None] * len(frame)
+    located: list[tuple[int, _Target]] = []
+    seen: dict[str, tuple[int, str]] = {}
+    problems: list[str] = []
+    for index, (entry, speaker) in enumerate(zip(frame["path"], speakers, strict=True)):
+        if blank[index]:
+            continue
+        row = index + 1
+        try:
+            if not entry:
+                raise _RowProblem(f"row {row} has an empty path")
+            if require_speaker and not speaker:
+                raise _RowProblem(f"row {row} ({entry}) has an empty speaker")
+            target = _resolve(entry, row, fs, folder, path, storage_options, filesystems)
+            if target.uri in seen:
+                first_row, first_entry = seen[target.uri]
+                raise _RowProblem(f"lists {entry} twice (rows {first_row} and {row}{'' if first_entry == entry else f', as {first_entry}'})")
+        except _RowProblem as problem:
+            # Every bad row in one message: fixing a messy table one error per run took as many runs as it had problems.
+            problems.append(str(problem))
+            continue
+        seen[target.uri] = (row, entry)
+        located.append((index, target))
     if len(problems) == 1:
-        return problems[0]
-    named = [problem.removeprefix(f"manifest {path}: ").removeprefix(f"manifest {path} ") for problem in problems[:MAX_ROW_PROBLEMS]]
-    more = f"; and {len(problems) - MAX_ROW_PROBLEMS} more" if len(problems) > MAX_ROW_PROBLEMS else ""
-    return f"manifest {path} has {len(problems)} bad rows: {'; '.join(named)}{more}"
+        raise CorpusError(f"{label}: {problems[0]}")
+    if problems:
+        more = f"; and {len(problems) - MAX_ROW_PROBLEMS} more" if len(problems) > MAX_ROW_PROBLEMS else ""
+        raise CorpusError(f"{label} has {len(problems)} bad rows: {'; '.join(problems[:MAX_ROW_PROBLEMS])}{more}")
+    return located
 
 
 def _absence_reason(target: _Target) -> str:
@@ -425,7 +439,11 @@ def _resolve(
     storage_options: storage.StorageOptions | None,
     filesystems: dict[str, fsspec.AbstractFileSystem],
 ) -> _Target:
-    """Locate one row's file: relative to the manifest's folder, an absolute local path, or a URI."""
+    """Locate one row's file: relative to the manifest's folder, an absolute local path, or a URI.
+
+    Raises:
+        _RowProblem: the path leaves the manifest's folder, or its filesystem cannot be reached.
+    """
     if "://" in entry or entry.startswith("/") or _WINDOWS_ABSOLUTE.match(entry):
         protocol = fsspec.core.split_protocol(entry)[0] or "file"
         manifest_protocol = fsspec.core.split_protocol(path)[0] or "file"
@@ -438,11 +456,11 @@ def _resolve(
             if protocol == "file":
                 target_path = posixpath.normpath(target_path)
         except Exception as error:  # an unknown protocol or a back-end that cannot start
-            raise CorpusError(f"manifest {path}: row {row} path {entry} cannot be reached: {storage.describe_error(error)}") from error
+            raise _RowProblem(f"row {row} path {entry} cannot be reached: {storage.describe_error(error)}") from error
         return _Target(target_fs, target_path, storage.unstrip(target_fs, target_path, entry), relative=False)
     relative = posixpath.normpath(entry.replace("\\", "/"))
     if relative == ".." or relative.startswith("../"):
-        raise CorpusError(f"manifest {path}: row {row} path {entry} leads outside the manifest's folder")
+        raise _RowProblem(f"row {row} path {entry} leads outside the manifest's folder")
     target_path = posixpath.join(folder, relative) if relative != "." else folder
     return _Target(fs, target_path, storage.unstrip(fs, target_path, path), relative=True)
 
