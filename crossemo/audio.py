@@ -396,6 +396,7 @@ def open_stream(uri: str, *, storage_options: storage.StorageOptions | None = No
         raw.seek(0)
         with _open(_RepairedWav(raw, repair) if repair else raw, head) as handle:
             _check_format(handle.samplerate, handle.channels, channel)
+            _check_length_readable(handle)
             frames = handle.frames if 0 < handle.frames < _UNKNOWN_FRAMES else _count_frames(handle)
             _check_claimed_frames(frames, size)
             _check_duration(frames, handle.samplerate, min_duration)
@@ -436,6 +437,7 @@ def decode_file(data: bytes, *, channel: Channel = DEFAULT_CHANNEL, min_duration
     with _open(io.BytesIO(data), data) as handle:
         sampling_rate, channels, claimed = handle.samplerate, handle.channels, handle.frames
         _check_format(sampling_rate, channels, channel)
+        _check_length_readable(handle)
         known = 0 < claimed < _UNKNOWN_FRAMES
         if known:
             _check_duration(claimed, sampling_rate, min_duration)
@@ -696,6 +698,18 @@ def _check_format(sampling_rate: int, channels: int, channel: Channel) -> None:
         raise AudioError(f"implausible sampling rate {sampling_rate} Hz (accepted: {MIN_SAMPLING_RATE} to {MAX_SAMPLING_RATE} Hz)")
     if isinstance(channel, int) and channels > 1 and not -channels <= channel < channels:
         raise AudioError(f"has {channels} channel{'s' if channels > 1 else ''}, no channel {channel}")
+
+
+def _check_length_readable(handle: sf.SoundFile) -> None:
+    """Refuse a FLAC whose header gives no length (total samples 0, as an encoder writing to a pipe leaves it).
+
+    libsndfile decodes such a file but fails on its last block (it cannot
+    move its position there: libsndfile issue #835), so the file would fail
+    at its end as "corrupt", after all the decoding; the rejection names the
+    real cause and its remedy instead.
+    """
+    if handle.format == "FLAC" and handle.frames >= _UNKNOWN_FRAMES:
+        raise AudioError("FLAC header gives no length (total samples 0, as a streaming encoder leaves it), which libsndfile cannot read to the end; re-encode the file")
 
 
 def _check_claimed_frames(claimed: int, size: int) -> None:

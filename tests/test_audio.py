@@ -224,6 +224,25 @@ def test_a_flac_whose_header_claims_more_frames_than_the_file_can_hold_is_reject
             pass
 
 
+def test_a_flac_of_unknown_length_is_rejected_naming_the_cause_not_as_corrupt(speech, tmp_path):
+    # An encoder writing to a pipe cannot go back to fill in STREAMINFO's
+    # total samples: 0 means unknown. libsndfile failed at such a file's end
+    # with "Internal psf_fseek() failed", which read as corrupt data.
+    signal, rate = speech
+    buffer = io.BytesIO()
+    sf.write(buffer, signal, rate, format="FLAC", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    data[21] &= 0xF0
+    data[22:26] = bytes(4)
+    with pytest.raises(AudioError, match=r"^FLAC header gives no length \(total samples 0, as a streaming encoder leaves it\)"):
+        audio.decode_file(bytes(data))
+    path = tmp_path / "piped.flac"
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=r"^FLAC header gives no length"):
+        with audio.open_stream(str(path)):
+            pass
+
+
 def test_float_wav_far_beyond_full_scale_and_not_integer_is_rejected_naming_its_peak(speech):
     signal, rate = speech
     wild = (signal * (1234.5 / np.abs(signal).max())).astype(np.float32)
