@@ -649,7 +649,8 @@ class FloatSamples:
     @classmethod
     def of(cls, block: np.ndarray) -> FloatSamples:
         """The finite samples of one array (any shape): a NaN is its own excerpt's rejection, not the whole file's scale."""
-        finite = block[np.isfinite(block)] if not np.isfinite(block).all() else block
+        is_finite = np.isfinite(block)
+        finite = block if is_finite.all() else block[is_finite]
         return cls(float(np.max(np.abs(finite))) if finite.size else 0.0, bool(np.array_equal(finite, np.round(finite))))
 
     def join(self, other: FloatSamples) -> FloatSamples:

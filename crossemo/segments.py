@@ -377,15 +377,16 @@ class _StreamResampler:
     def __init__(self, rate: int, target: int) -> None:
         divisor = math.gcd(rate, target)
         self.up, self.down = target // divisor, rate // divisor
-        # resample_poly's default filter reaches 10 * max(up, down) samples
-        # of the upsampled signal on each side of its centre.
-        reach = 10 * max(self.up, self.down) // self.up + 1
+        # resample_poly's default filter reaches half_taps samples of the
+        # upsampled signal on each side of its centre.
+        half_taps = 10 * max(self.up, self.down)
+        reach = half_taps // self.up + 1
         self.margin = -(-reach // self.down) * self.down
         self._buffer = np.zeros(self.margin, dtype=np.float32)
         # That filter, designed once: resample_poly designs it on every call,
         # which for a rate sharing few factors with the target (22,254 Hz:
         # 222,541 taps) cost more than the resampling itself.
-        taps = 2 * 10 * max(self.up, self.down) + 1
+        taps = 2 * half_taps + 1
         self._filter = dsp.firwin(taps, 1 / max(self.up, self.down), window=("kaiser", 5.0)).astype(np.float32) if self.up != self.down else None
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
