@@ -64,3 +64,20 @@ def test_the_write_probe_names_an_unreachable_endpoint_after_a_few_attempts(monk
         storage.check_writable("s3://bucket/out", storage_options={"endpoint_url": f"http://127.0.0.1:{port}", "config_kwargs": {"retries": {"max_attempts": 1}}})
     assert seen[-1]["config_kwargs"] == {"retries": {"max_attempts": 1}}
     assert storage.S3_DEFAULTS["config_kwargs"]["retries"] == {"max_attempts": 8, "mode": "standard"}  # never rewritten by a use
+
+
+@pytest.mark.parametrize("scheme", ["s3", "s3a"])
+def test_a_feature_store_on_object_storage_is_read_by_either_s3_scheme_without_the_run_folders_below_it(s3, scheme):
+    # s3a:// (Hadoop's name, common in data platforms) names the same bucket;
+    # listing must give back URIs of the scheme given, or no table is found.
+    from crossemo import featurestore
+
+    store = f"{scheme}://{s3['bucket']}/out/features"
+    for corpus in ("emovo", "ravdess"):
+        frame = pd.DataFrame({"corpus": [corpus], "speaker": ["a"], "emotion": ["joy"], "f0": [1.0]})
+        storage.write_frame(frame, storage.join(store, f"{corpus}.parquet"), storage_options=s3["storage_options"], metadata={featurestore.FEATURE_SET_KEY: "IS10"})
+    # A deeper table (a run's cache) is not a corpus of the store.
+    storage.write_frame(pd.DataFrame({"x": [1]}), storage.join(store, "cache", "deep.parquet"), storage_options=s3["storage_options"])
+    tables = featurestore.load_features(store, storage_options=s3["storage_options"])
+    assert sorted(tables) == ["emovo", "ravdess"]
+    assert tables["ravdess"]["corpus"].tolist() == ["ravdess"]
