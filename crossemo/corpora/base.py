@@ -137,7 +137,8 @@ def open_root(root: str, *, storage_options: storage.StorageOptions | None = Non
         raise
     except Exception as error:  # storage back-ends raise many kinds; name it and stop
         raise CorpusError(f"cannot list {what} {root}: {storage.describe_error(error)}") from error
-    return fs, path.rstrip("/")
+    # One spelling per local folder (``a//b``, ``a/../a/b``): a file's URI is its identity in every output and shard key.
+    return fs, (posixpath.normpath(path) if storage.is_local(root) else path.rstrip("/"))
 
 
 def list_audio(root: str, *, storage_options: storage.StorageOptions | None = None) -> tuple[list[tuple[str, str, str]], list[dict]]:
@@ -184,12 +185,33 @@ def walk_audio(root: str, *, storage_options: storage.StorageOptions | None = No
     try:
         if storage.is_local(root):
             for found, broken in _walk_local(base):
-                yield [entry(path, stamp) for path, stamp in found if is_audio_like(path)], broken
+                audio = [(path, stamp) for path, stamp in found if is_audio_like(path)]
+                misnamed = [{"uri": path, "reason": NAME_NOT_UTF8} for path, _ in audio if not _is_utf8(path)]
+                shown = [{**row, "uri": _shown(row["uri"])} for row in broken + misnamed]
+                yield [entry(path, stamp) for path, stamp in audio if _is_utf8(path)], shown
         else:
             found = fs.find(base, detail=True)
             yield [entry(path, fingerprint(info)) for path, info in found.items() if is_audio_like(path)], []
     except Exception as error:  # storage back-ends raise many kinds; name it and stop
         raise CorpusError(f"cannot list {what} {root}: {storage.describe_error(error)}") from error
+
+
+NAME_NOT_UTF8 = "its name is not UTF-8 text (shown with \\x escapes); rename the file"
+"""Why a local file whose name's bytes are not UTF-8 is rejected: no output (Parquet text) can hold its name."""
+
+
+def _is_utf8(path: str) -> bool:
+    """Whether a local path's bytes are UTF-8 (Python hands other bytes over as lone surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(path: str) -> str:
+    """A local path as text any output can hold: bytes that are not UTF-8 as ``\\xNN``."""
+    return path if _is_utf8(path) else os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def is_audio_like(path: str) -> bool:
