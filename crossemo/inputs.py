@@ -21,6 +21,7 @@ speakers (the README gives the measured cost).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -103,6 +104,9 @@ def list_inputs(
             # A folder's messages name the input already ("--audio URI does not exist").
             named = str(error).startswith((f"{flag} {uri}", f"cannot list {flag} {uri}"))
             raise InputError(str(error) if named else f"{flag} {uri}: {error}") from None
+        # The input as an id (the batch a file without a speaker belongs to, and the output's ``input``):
+        # spelled one way, so ``aud``, ``./aud`` and ``aud/`` key the same shards.
+        batch_id = _input_id(uri)
         given = files["speaker"].fillna("").astype(str).str.strip() if from_table and "speaker" in files else pd.Series("", index=files.index)
         if (given != "").any():
             rules[uri] = "table"
@@ -110,7 +114,7 @@ def list_inputs(
             if blank.any():
                 # A few blank cells must not cost the other files their speakers.
                 found = files.loc[blank, "uri"].map(lambda text: _speaker_in(pattern, text)) if pattern is not None else pd.Series(None, index=given.index[blank])
-                given[blank] = found.fillna(uri)
+                given[blank] = found.fillna(batch_id)
                 matched, rest = int(found.notna().sum()), int(found.isna().sum())
                 taken = [f"{matched} took theirs from --speaker-pattern"] if pattern is not None else []
                 taken += [f"{rest} are normalised together as the batch {uri}"] if rest else []
@@ -125,11 +129,11 @@ def list_inputs(
                 raise InputError(f"--speaker-pattern {speaker_pattern!r} matches no file of {uri} (for example {files['uri'].iloc[0]})")
             if unmatched and speakers_matter:
                 warnings.append(f"{unmatched} file(s) of {uri} do not match --speaker-pattern; they are normalised together as the batch {uri}")
-            files["speaker"] = found.fillna(uri)
+            files["speaker"] = found.fillna(batch_id)
         else:
             rules[uri] = "batch"
-            files["speaker"] = uri
-        files["input"] = uri
+            files["speaker"] = batch_id
+        files["input"] = batch_id
         extra += [c for c in files.columns if c not in FIXED_COLUMNS and c not in extra and c != "path"]
         frames.append(files)
         missing.append(absent)
@@ -156,8 +160,15 @@ def list_inputs(
             "recording batch, which costs accuracy when it mixes speakers (see the README's 'Use the model')"
         )
     missing_frame = pd.concat(missing, ignore_index=True) if missing else pd.DataFrame(columns=MISSING_COLUMNS)
+    # A missing file two inputs list is one file that cannot be used, counted and rejected once.
+    missing_frame = missing_frame.drop_duplicates("uri").reset_index(drop=True)
     columns = [*FIXED_COLUMNS, *extra]
     return AudioFiles(files=files[columns], missing=missing_frame, speaker_rule=rules, extra_columns=extra, warnings=warnings)
+
+
+def _input_id(uri: str) -> str:
+    """An input as given, spelled one way: a local path absolute and normalised, a URI without a trailing slash."""
+    return os.path.normpath(os.path.abspath(uri)) if "://" not in uri else uri.rstrip("/")
 
 
 def _list_one(uri: str, storage_options: storage.StorageOptions | None, *, reserved: Collection[str], flag: str) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
