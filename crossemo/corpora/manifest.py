@@ -373,7 +373,8 @@ def _read_table(fs: fsspec.AbstractFileSystem, manifest_path: str, path: str, *,
         raise CorpusError(f"manifest {path} must be a .csv or .parquet file")
     try:
         with fs.open(manifest_path, "rb") as handle:
-            frame = _read_csv(handle.read(), path) if suffix in _CSV_SUFFIXES else pq.read_table(handle).to_pandas()
+            # Whole numbers stay whole where a cell is empty: as floats, speaker 1 would read 1.0, and long ids lose digits.
+            frame = _read_csv(handle.read(), path) if suffix in _CSV_SUFFIXES else pq.read_table(handle).to_pandas(integer_object_nulls=True)
     except CorpusError:
         raise
     except Exception as error:  # parsers and storage back-ends raise many kinds; name it and stop
