@@ -132,12 +132,22 @@ def write_bytes(data: bytes, uri: str, *, storage_options: StorageOptions | None
     fs, path = filesystem(uri, storage_options=storage_options)
     if is_local(uri):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        tmp = _temporary_name(path)
         with open(tmp, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
+
+
+def _temporary_name(path: str) -> str:
+    """Where a local file is written before its rename: beside it, hidden.
+
+    A leading dot, as Arrow's and pandas' folder readers skip (with ``_``):
+    a temporary a killed writer left must not break reading the folder.
+    """
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
 
 
 def write_table(table: pa.Table, uri: str, *, storage_options: StorageOptions | None = None) -> None:
@@ -161,7 +171,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, uri: str
     path = filesystem(uri, storage_options=storage_options)[1]
     if is_local(uri):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        target: Any = f"{path}.{uuid.uuid4().hex}.tmp"
+        target: Any = _temporary_name(path)
     else:
         target = io.BytesIO()
     try:

@@ -81,3 +81,20 @@ def test_a_feature_store_on_object_storage_is_read_by_either_s3_scheme_without_t
     tables = featurestore.load_features(store, storage_options=s3["storage_options"])
     assert sorted(tables) == ["emovo", "ravdess"]
     assert tables["ravdess"]["corpus"].tolist() == ["ravdess"]
+
+
+def test_a_temporary_file_a_killed_writer_left_does_not_break_reading_the_folder(tmp_path, monkeypatch):
+    # pandas.read_parquet(OUT/predictions) reads every file of the folder but
+    # those whose names start with "." or "_": a visible leftover failed it.
+    folder = tmp_path / "predictions"
+    storage.write_frame(pd.DataFrame({"uri": ["a"]}), str(folder / "part-1.parquet"))
+
+    def killed(source: str, target: str) -> None:
+        raise KeyboardInterrupt  # between writing the temporary and renaming it
+
+    monkeypatch.setattr(storage.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_frame(pd.DataFrame({"uri": ["b"]}), str(folder / "part-2.parquet"))
+    monkeypatch.undo()
+    assert len(list(folder.iterdir())) == 2  # the leftover is there
+    assert pd.read_parquet(folder)["uri"].tolist() == ["a"]
