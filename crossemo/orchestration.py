@@ -921,6 +921,21 @@ def _keep_unlisted_labels(
     return kept
 
 
+def _remove_unowned_windows(out: str, *, storage_options: dict | None) -> None:
+    """Remove the windows of parts that were never written (a run killed between a segment task's two writes).
+
+    A task writes its windows before its part, so that a part never lacks
+    them; windows left without a part belong to no label, and a re-run with
+    other files writes its own under another name, which would double them.
+    """
+    from crossemo import prediction
+
+    owned = {uri.rsplit("/", 1)[-1] for uri in prediction.part_uris(storage.join(out, "predictions"), storage_options=storage_options)}
+    for uri in prediction.part_uris(storage.join(out, "segments"), storage_options=storage_options):
+        if uri.rsplit("/", 1)[-1] not in owned:
+            storage.remove(uri, storage_options=storage_options)
+
+
 def _extract_and_label(
     wave: list, bundle_uri: str, model_id: str, rule: str, store: featurestore.FeatureStore, extractor: FeatureExtractor, settings: audio.AnalysisSettings,
     generation: featurestore.CacheGeneration, folder: str, address: str | None, storage_options: dict | None, progress: bool, of: str,
@@ -1028,6 +1043,7 @@ def label_files(
         if storage.exists(windows, storage_options=storage_options):
             storage.remove(windows, storage_options=storage_options)
         storage.remove(part.uri, storage_options=storage_options)
+    _remove_unowned_windows(out, storage_options=storage_options)
     # Part by part, so the driver never holds every part's list of files. The
     # file of rejections covers the whole output; the counts, this run's files.
     rejections = [listing.missing[prediction.REJECTED_COLUMNS]]

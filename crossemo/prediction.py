@@ -205,7 +205,7 @@ class Part:
 
 def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = None) -> Iterator[Part]:
     """Every part file under ``folder`` with the files it covers (from the Parquet footers only), one at a time."""
-    for uri in _part_uris(folder, storage_options=storage_options):
+    for uri in part_uris(folder, storage_options=storage_options):
         name = uri.rsplit("/", 1)[-1]
         schema = storage.read_schema(uri, storage_options=storage_options)
         metadata = storage.schema_metadata(schema)
@@ -214,7 +214,7 @@ def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = 
         yield Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), ""), schema.remove_metadata())
 
 
-def _part_uris(folder: str, *, storage_options: storage.StorageOptions | None) -> list[str]:
+def part_uris(folder: str, *, storage_options: storage.StorageOptions | None) -> list[str]:
     """The part files under ``folder``, sorted (not ``_rejected.parquet`` or other files beside them)."""
     return [uri for uri in storage.list_files(folder, suffix=".parquet", storage_options=storage_options) if uri.rsplit("/", 1)[-1].startswith(PART_PREFIX)]
 
@@ -246,7 +246,7 @@ def align_columns(
     """
     if columns is None:
         columns = {}
-        for uri in _part_uris(folder, storage_options=storage_options):
+        for uri in part_uris(folder, storage_options=storage_options):
             columns.setdefault(storage.read_schema(uri, storage_options=storage_options).remove_metadata(), []).append(uri)
     if len(columns) < 2:
         return 0

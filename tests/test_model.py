@@ -422,6 +422,21 @@ def test_speech_windows_find_the_utterances(call, rf_model, evaluated, tmp_path)
     assert sorted(p.name for p in (out / "segments").iterdir()) == parts
 
 
+def test_windows_a_killed_run_left_without_their_part_are_removed(call, rf_model, evaluated, tmp_path):
+    out = tmp_path / "labels"
+    command = ["predict", "--model", str(rf_model), "--out", str(out), "--segment", "4", "--store", str(evaluated), "--no-progress"]
+    assert cli.main([*command, "--audio", str(call["folder"])]) == 0
+    # Killed after a task wrote its windows, before its part:
+    for part in (out / "predictions").glob("part-*.parquet"):
+        part.unlink()
+    # A run given other files keys its shard anew, and wrote windows of its own beside the orphans.
+    assert cli.main([*command, "--audio", str(call["folder"] / "call.wav")]) == 0
+    windows = pd.read_parquet(out / "segments")
+    assert not windows.duplicated(["uri", "start"]).any()
+    assert len(windows) == pd.read_parquet(out / "predictions")["windows"].sum()
+    assert sorted(p.name for p in (out / "segments").iterdir()) == sorted(p.name for p in (out / "predictions").glob("part-*.parquet"))
+
+
 def test_an_edited_decode_rule_of_a_bundle_saved_before_sealing_relabels_instead_of_reusing_parts(rf_model, call, evaluated, tmp_path, capsys):
     """Such a bundle's model id does not cover its decode rules, so they can be edited; the parts still follow them."""
     model = tmp_path / "model"
