@@ -45,6 +45,7 @@ def add_train_parser(commands: Any, add_run_options: Any) -> None:
     train.add_argument("--from-run", dest="from_run", metavar="OUT", help="a finished evaluation: its settings, corpora and feature store are reused, and its mean UAR and accuracy for the pair and method, with their standard deviation over folds, are written into model.json's evaluation entry")
     train.add_argument("--store", help=f"feature store to read and extend (default: --from-run's, else $CROSSEMO_STORE, else {DEFAULT_STORE})")
     train.add_argument("--adapt-to", dest="adapt_to", action="append", default=[], metavar="AUDIO", help=f"unlabelled audio of the target domain (folder, s3:// prefix or table) for the methods that adapt to it ({', '.join(sorted(methods.ADAPTING))}); repeatable")
+    train.add_argument("--speaker-pattern", dest="speaker_pattern", metavar="REGEX", help="with --adapt-to: a regular expression with a group named speaker, matched on each unlabelled file's URI (as predict's)")
     train.add_argument("--seed", type=int, help="the method's seed (default: the run's, else 0)")
     train.add_argument("--config", help="a TOML file with the settings (method_params …); flags override it")
 
@@ -132,7 +133,12 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     storage.check_writable(model_uri, storage_options=config.fs_options)
     if storage.exists(storage.join(model_uri, "model.json"), storage_options=config.fs_options):
         raise pipeline.ConfigError(f"--out {model_uri} already holds a model bundle; give another folder or remove it first")
-    adapt_to = inputs.list_inputs(args.adapt_to, storage_options=config.fs_options, flag="--adapt-to") if args.adapt_to else None
+    if args.speaker_pattern is not None and not args.adapt_to:
+        raise pipeline.ConfigError("--speaker-pattern names the speakers of --adapt-to audio; give --adapt-to too")
+    adapt_to = inputs.list_inputs(
+        args.adapt_to, speaker_pattern=args.speaker_pattern, storage_options=config.fs_options, flag="--adapt-to",
+        speakers_matter=prediction.normalises_test_speakers(estimator),
+    ) if args.adapt_to else None
     return TrainSetup(config, prepared, model_uri, args.target, sources if choice.with_source else [], choice, estimator, evaluation, adapt_to)
 
 
@@ -155,6 +161,11 @@ def command_train(args: argparse.Namespace, config_from: Any) -> int:
     started = time.perf_counter()
     setup = train_setup(args, config_from)
     config = setup.config
+    if setup.adapt_to is not None:
+        print_warnings(setup.adapt_to.warnings)
+        if len(setup.adapt_to.missing):
+            first = setup.adapt_to.missing.iloc[0]
+            print_warnings([f"{len(setup.adapt_to.missing)} file(s) --adapt-to lists cannot be read and are left out (for example {first['uri']}: {first['reason']})"])
     options = config.fs_options
     store = featurestore.FeatureStore(config.out, options)
     settings = config.analysis_settings()

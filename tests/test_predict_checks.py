@@ -9,16 +9,19 @@ one line, exit status 2, Ray never started, nothing written.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crossemo import audio, cli, inputs, model_commands, prediction, storage
+from crossemo import audio, cli, inputs, model_commands, orchestration, prediction, storage
 from crossemo.bundle import RESERVED_KEYS, load_bundle, save_bundle
+from crossemo.corpora import base
 from crossemo.features.extractor import FeatureExtractor
 from crossemo.labels import EMOTIONS
 from tests.test_early_errors import refuse
@@ -141,6 +144,27 @@ def test_adapt_to_errors_name_adapt_to(shared_corpora, tmp_path, capsys):
             "--method", "self_training", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "model"), "--no-progress"]
     refuse([*args, "--adapt-to", str(tmp_path / "nowhere")], capsys, says=f"--adapt-to {tmp_path / 'nowhere'} does not exist", untouched=tmp_path)
     refuse([*args, "--adapt-to", ""], capsys, says="--adapt-to is empty", untouched=tmp_path)
+
+
+def test_adapt_to_audio_gets_the_speaker_pattern_and_warnings_predict_gives(shared_corpora, emovo_f2, tmp_path, capsys, monkeypatch):
+    args = ["train", "--corpus", f"emovo={shared_corpora}/emovo", "--corpus", f"ravdess={shared_corpora}/ravdess", "--target", "emovo",
+            "--method", "self_training", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "model"), "--no-progress"]
+    refuse([*args, "--speaker-pattern", "(?P<speaker>f2)"], capsys, says="--speaker-pattern names the speakers of --adapt-to audio; give --adapt-to too", untouched=tmp_path)
+    table = tmp_path / "unlabelled.csv"
+    pd.DataFrame({"path": [str(p) for p in sorted(emovo_f2.glob("*.flac"))[:2]] + [str(tmp_path / "gone.flac")]}).to_csv(table, index=False)
+
+    def stop(*_args, **_kwargs):
+        raise SystemExit("stopped before extraction")
+
+    monkeypatch.setattr(orchestration, "extract_features", stop)
+    with pytest.raises(SystemExit, match="stopped before extraction"):
+        cli.main([*args, "--adapt-to", str(table)])
+    err = capsys.readouterr().err
+    # Unheard before: the unlabelled audio was normalised as one batch, and a missing row dropped, in silence.
+    assert f"warning: no speaker for the files of {table}" in err
+    assert f"warning: 1 file(s) --adapt-to lists cannot be read and are left out (for example {tmp_path / 'gone.flac'}: file not found)" in err
+    setup = model_commands.train_setup(cli.build_parser().parse_args([*args, "--adapt-to", str(emovo_f2), "--speaker-pattern", r"/(?P<speaker>f\d)/"]), cli.config_from)
+    assert set(setup.adapt_to.files["speaker"]) == {"f2"} and not setup.adapt_to.warnings
 
 
 @pytest.mark.parametrize("method", ["rf", "speaker_norm_linear", "target_only_rf"])
@@ -377,3 +401,50 @@ def test_parts_a_killed_run_left_sharing_a_file_are_not_rewritten(tmp_path):
     before = {path: path.stat().st_mtime_ns for path in (a, b)}
     assert prediction.align_columns(str(folder), predictions=str(folder)) == 1
     assert {path: path.stat().st_mtime_ns for path in (a, b)} == before and "call_id" in pq.read_schema(c).names
+
+
+def test_a_file_named_in_bytes_that_are_not_utf8_is_rejected_and_the_others_listed(emovo_f2, tmp_path):
+    # Python hands such a name over with lone surrogates, which no Parquet text
+    # column can hold: one of them made the whole listing fail with a traceback.
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    good = sorted(emovo_f2.glob("*.flac"))[0]
+    shutil.copy(good, folder / "ok.flac")
+    shutil.copy(good, os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9.flac"))
+    listing = inputs.list_inputs([str(folder)])
+    assert list(listing.files["uri"]) == [str(folder / "ok.flac")]
+    assert listing.missing[["uri", "reason"]].to_dict("records") == [{"uri": f"{folder}/caf\\xe9.flac", "reason": base.NAME_NOT_UTF8}]
+    storage.write_frame(listing.missing, str(tmp_path / "rejected.parquet"))  # the rejection can be written
+    # A corpus lists it the same way.
+    files, broken = base.list_audio(str(folder))
+    assert [uri for uri, _, _ in files] == [str(folder / "ok.flac")] and [row["uri"] for row in broken] == [f"{folder}/caf\\xe9.flac"]
+
+
+def test_one_file_has_one_uri_and_one_input_id_however_its_folder_is_spelled(emovo_f2, tmp_path, monkeypatch):
+    folder = tmp_path / "calls"
+    (folder / "ann").mkdir(parents=True)
+    for source in sorted(emovo_f2.glob("*.flac"))[:2]:
+        shutil.copy(source, folder / "ann" / source.name)
+    monkeypatch.chdir(tmp_path)
+    listing = inputs.list_inputs(["calls", "calls//ann", "calls/../calls", "./calls/ann/"])
+    assert sorted(listing.files["uri"]) == sorted(str(p) for p in (folder / "ann").iterdir())
+    # The input and its batch, part of every shard key: how the folder was written must not relabel it.
+    ids = [inputs.list_inputs([given], speakers_matter=False).files[["input", "speaker"]].drop_duplicates().values.tolist() for given in ("calls", "./calls/", str(folder))]
+    assert ids == [[[str(folder), str(folder)]]] * 3
+
+
+def test_a_missing_file_two_tables_list_is_one_rejection(emovo_f2, tmp_path):
+    gone = str(tmp_path / "gone.wav")
+    for name in ("a.csv", "b.csv"):
+        pd.DataFrame({"path": [str(sorted(emovo_f2.glob("*.flac"))[0 if name == "a.csv" else 1]), gone]}).to_csv(tmp_path / name, index=False)
+    listing = inputs.list_inputs([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")])
+    assert len(listing.files) == 2 and listing.missing["uri"].tolist() == [gone]
+
+
+def test_whole_numbers_of_a_parquet_table_stay_whole_where_a_cell_is_blank(emovo_f2, tmp_path):
+    files = sorted(emovo_f2.glob("*.flac"))[:3]
+    table = pa.table({"path": [str(p) for p in files], "speaker": pa.array([1, 2, None], pa.int64()), "call_id": pa.array([12345678901234567, None, 3], pa.int64())})
+    pq.write_table(table, tmp_path / "calls.parquet")
+    listing = inputs.list_inputs([str(tmp_path / "calls.parquet")], speakers_matter=False)
+    assert listing.files["speaker"].tolist()[:2] == ["1", "2"]
+    assert listing.files["call_id"].tolist() == ["12345678901234567", "", "3"]
