@@ -317,8 +317,8 @@ def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, ru
     A part is valid when its key is what its recorded files are keyed by now
     (same model and rule), it has the columns ``files`` has, each of its
     files that ``files`` lists is listed unchanged (fingerprint, speaker,
-    carried columns), and, when ``per_speaker``, no listed file of its
-    speaker is outside it. Its files a run does not list keep their labels
+    carried columns), none of them is one it could not read (tried again),
+    and, when ``per_speaker``, no listed file of its speaker is outside it. Its files a run does not list keep their labels
     in it: a run given part of a folder, or a folder a file was removed
     from, reuses the part rather than labelling the rest again or losing
     them. Valid parts that share a file (left by a killed run) are stale. A
@@ -340,6 +340,11 @@ def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, ru
         if ok:
             now = current.loc[given["uri"], part.files.columns].reset_index(drop=True)
             ok = now.astype(str).equals(given.astype(str))
+        if ok:
+            # A listed file it could not read (a storage hiccup, a permission
+            # since fixed: its fingerprint is unchanged) is tried again, not
+            # rejected for good; a file that cannot be decoded stays rejected.
+            ok = not part.rejected.loc[part.rejected["stage"] == "read", "uri"].isin(current.index).any()
         if ok and per_speaker:
             speakers = set(part.files["speaker"])
             ok = len(speakers) == 1 and (files["speaker"] == next(iter(speakers))).sum() == len(given)

@@ -8,6 +8,7 @@ one line, exit status 2, Ray never started, nothing written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -351,6 +352,16 @@ def test_a_part_whose_columns_are_not_the_listings_is_stale_not_an_error():
     without = _part(_rows("a", "b"))
     table = pd.DataFrame(_rows("a", "b", session="x"))
     assert prediction.still_valid([without], table, model_id="m", rule="whole files", per_speaker=False) == ([], [without])
+
+
+def test_a_part_that_could_not_read_a_listed_file_is_labelled_again_one_that_could_not_decode_it_is_kept():
+    """A read error may pass (a storage hiccup, a permission fixed without touching the file); a decode error does not."""
+    listed = pd.DataFrame(_rows("a", "b"))
+    parts = {stage: dataclasses.replace(_part(_rows("a", "b")), rejected=pd.DataFrame([{"uri": "/d/b.wav", "speaker": "s1", "stage": stage, "reason": "x"}])) for stage in ("read", "decode")}
+    assert prediction.still_valid([parts["read"]], listed, model_id="m", rule="whole files", per_speaker=False) == ([], [parts["read"]])
+    assert prediction.still_valid([parts["decode"]], listed, model_id="m", rule="whole files", per_speaker=False) == ([parts["decode"]], [])
+    # Not listed this run: nothing to try again, the part stays.
+    assert prediction.still_valid([parts["read"]], listed.iloc[[0]], model_id="m", rule="whole files", per_speaker=False) == ([parts["read"]], [])
 
 
 def test_two_valid_parts_sharing_a_file_are_both_stale():
