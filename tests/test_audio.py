@@ -203,42 +203,38 @@ def test_a_nan_in_a_float_wav_at_integer_scale_costs_only_its_own_window(speech,
     assert clean.notes[-1].startswith("float samples at 16-bit integer scale")
 
 
-def test_a_flac_whose_header_claims_more_frames_than_the_file_can_hold_is_rejected_not_allocated(speech, tmp_path):
-    # A damaged STREAMINFO claiming 2**36 - 1 samples made the decoder ask for 256 GiB and fail the whole task.
-    signal, rate = speech
+def flac_claiming(signal: np.ndarray, rate: int, total: int) -> bytes:
+    """A 16-bit FLAC of ``signal`` whose STREAMINFO claims ``total`` samples (0: unknown)."""
     buffer = io.BytesIO()
     sf.write(buffer, signal, rate, format="FLAC", subtype="PCM_16")
     data = bytearray(buffer.getvalue())
     assert data[:4] == b"fLaC"
-    claimed = (1 << 36) - 1
-    data[21] = (data[21] & 0xF0) | (claimed >> 32)  # STREAMINFO's total samples: the low 4 bits of byte 13, then bytes 14-17
-    data[22:26] = (claimed & 0xFFFFFFFF).to_bytes(4, "big")
-    assert sf.info(io.BytesIO(bytes(data))).frames == claimed
-    with pytest.raises(AudioError, match=rf"^header claims {claimed} frames, more than a file of {len(data)} bytes can hold"):
-        audio.decode_file(bytes(data))
-    # Read as excerpts (predict --segment), it made hundreds of thousands of windows the file does not have.
-    path = tmp_path / "damaged.flac"
-    path.write_bytes(bytes(data))
-    with pytest.raises(AudioError, match=rf"^header claims {claimed} frames"):
-        with audio.open_stream(str(path)):
-            pass
+    data[21] = (data[21] & 0xF0) | (total >> 32)  # STREAMINFO's total samples: the low 4 bits of byte 13, then bytes 14-17
+    data[22:26] = (total & 0xFFFFFFFF).to_bytes(4, "big")
+    return bytes(data)
 
 
-def test_a_flac_of_unknown_length_is_rejected_naming_the_cause_not_as_corrupt(speech, tmp_path):
-    # An encoder writing to a pipe cannot go back to fill in STREAMINFO's
-    # total samples: 0 means unknown. libsndfile failed at such a file's end
-    # with "Internal psf_fseek() failed", which read as corrupt data.
-    signal, rate = speech
-    buffer = io.BytesIO()
-    sf.write(buffer, signal, rate, format="FLAC", subtype="PCM_16")
-    data = bytearray(buffer.getvalue())
-    data[21] &= 0xF0
-    data[22:26] = bytes(4)
-    with pytest.raises(AudioError, match=r"^FLAC header gives no length \(total samples 0, as a streaming encoder leaves it\)"):
-        audio.decode_file(bytes(data))
-    path = tmp_path / "piped.flac"
-    path.write_bytes(bytes(data))
-    with pytest.raises(AudioError, match=r"^FLAC header gives no length"):
+@pytest.mark.parametrize(
+    ("total", "reason"),
+    [
+        # A damaged STREAMINFO claiming 2**36 - 1 samples made the decoder ask
+        # for 256 GiB and fail the whole task; read as excerpts (predict
+        # --segment), it made hundreds of thousands of windows the file does not have.
+        ((1 << 36) - 1, rf"^header claims {(1 << 36) - 1} frames, more than a file of \d+ bytes can hold"),
+        # An encoder writing to a pipe cannot go back to fill in the total: 0
+        # means unknown. libsndfile failed at such a file's end with "Internal
+        # psf_fseek() failed", which read as corrupt data.
+        (0, r"^FLAC header gives no length \(total samples 0, as a streaming encoder leaves it\)"),
+    ],
+    ids=["too many frames", "unknown length"],
+)
+def test_a_flac_whose_header_misstates_its_length_is_rejected_naming_the_cause(speech, tmp_path, total, reason):
+    data = flac_claiming(*speech, total)
+    with pytest.raises(AudioError, match=reason):
+        audio.decode_file(data)
+    path = tmp_path / "misstated.flac"
+    path.write_bytes(data)
+    with pytest.raises(AudioError, match=reason):
         with audio.open_stream(str(path)):
             pass
 
