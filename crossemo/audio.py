@@ -809,6 +809,32 @@ def _scan(handle: sf.SoundFile, output: np.ndarray | None, *, speech_band: bool)
         frames += len(block)
 
 
+class StreamingFilter:
+    """An IIR filter (second-order sections) applied to a signal that arrives in blocks, its state carried across them.
+
+    It starts as if the first sample had always been there: a signal that
+    opens on a DC bias must not ring the filter like a step.
+    """
+
+    def __init__(self, sos: np.ndarray) -> None:
+        # Imported here: scipy.signal takes over half a second to import, and
+        # only some rules need it; every extraction worker and every command
+        # would pay for it otherwise.
+        from scipy import signal as dsp
+
+        self._dsp = dsp
+        self._sos = sos
+        self._state: np.ndarray | None = None
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        """The filtered ``block`` (filtered along its first axis, ``float64``), continuing from the blocks before it."""
+        if self._state is None:
+            initial = self._dsp.sosfilt_zi(self._sos)
+            self._state = initial.reshape(*initial.shape, *([1] * (block.ndim - 1))) * block[0].astype(np.float64)
+        filtered, self._state = self._dsp.sosfilt(self._sos, block, axis=0, zi=self._state)
+        return filtered
+
+
 class _SpeechBandMeter:
     """Energy per channel in :data:`SPEECH_BAND`, measured block by block.
 
@@ -818,24 +844,14 @@ class _SpeechBandMeter:
     """
 
     def __init__(self, channels: int, sampling_rate: int) -> None:
-        # Imported here: scipy.signal takes over half a second to import, and
-        # only the loudest-channel rule needs it; every extraction worker and
-        # every command would pay for it otherwise.
         from scipy import signal as dsp
 
-        self._dsp = dsp
         high = min(SPEECH_BAND[1], 0.45 * sampling_rate)
-        self._sos = dsp.butter(4, (SPEECH_BAND[0], high), btype="bandpass", fs=sampling_rate, output="sos")
-        self._state: np.ndarray | None = None
+        self._filter = StreamingFilter(dsp.butter(4, (SPEECH_BAND[0], high), btype="bandpass", fs=sampling_rate, output="sos"))
         self._energies = np.zeros(channels, dtype=np.float64)
 
     def add(self, block: np.ndarray) -> None:
-        if self._state is None:
-            # Start as if the first sample had always been there: a channel
-            # that opens on a DC bias must not ring the filter like a step.
-            self._state = self._dsp.sosfilt_zi(self._sos)[:, :, None] * block[0].astype(np.float64)
-        filtered, self._state = self._dsp.sosfilt(self._sos, block, axis=0, zi=self._state)
-        self._energies += channel_energies(filtered)
+        self._energies += channel_energies(self._filter(block))
 
     def energies(self) -> np.ndarray:
         return self._energies.copy()

@@ -181,6 +181,21 @@ def test_speech_windows_find_every_utterance_and_nothing_in_the_silences(which, 
         assert not any(low <= window.start and window.end <= high for low, high in silences), f"{window} lies inside a silence"
 
 
+def test_a_dc_offset_does_not_hide_speech_from_the_detector(tmp_path, ravdess):
+    # A recorder's bias of 0.45 under speech at half level: silero heard
+    # levels as they were and found no stretch, while fixed windows, decoded
+    # with the mean removed, were labelled.
+    recording, _ = stitch(ravdess)
+    heard = {}
+    for name, offset in (("level", 0.0), ("biased", 0.45)):
+        path, _ = write(tmp_path / f"{name}.wav", recording * 0.5 + offset)
+        heard[name] = [segment.window for segment in segments.iter_segments(str(path), mode="speech")]
+    assert len(heard["level"]) == len(ravdess) and len(heard["biased"]) == len(heard["level"])
+    for biased, level in zip(heard["biased"], heard["level"]):
+        assert biased.start == pytest.approx(level.start, abs=segments.VAD_CHUNK / segments.VAD_RATE + 1e-6)
+        assert biased.end == pytest.approx(level.end, abs=segments.VAD_CHUNK / segments.VAD_RATE + 1e-6)
+
+
 def test_speech_windows_never_exceed_the_maximum_length_and_split_into_equal_parts(mono_recording):
     path, *_ = mono_recording
     whole = [s.window for s in segments.iter_segments(str(path), mode="speech")]
