@@ -159,7 +159,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
         the cluster's resources.
 
     Raises:
-        ClusterError: see :func:`probe_cluster`.
+        ClusterError: see :func:`probe_cluster`; or the cluster answered but
+            would not let this client join (its authentication token refused).
     """
     if not ray.is_initialized():
         probe_cluster(address)
@@ -176,12 +177,31 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
             if stop.code == signal.SIGTERM:
                 interrupt_on_signal(signal.SIGTERM, None)
             raise
+        except ConnectionError as error:
+            # The address answered the probe, then refused to let this client join.
+            raise ClusterError(_join_failure(address, error)) from None
         if threading.current_thread() is threading.main_thread():
             # ray.init() makes SIGTERM (what `ray job stop` and Kubernetes
             # send) exit at once with status 1 and no word in the log; end the
             # run like Ctrl-C instead, so the caller can say what is kept.
             signal.signal(signal.SIGTERM, interrupt_on_signal)
     return ray.cluster_resources()
+
+
+def _join_failure(address: str | None, error: ConnectionError) -> str:
+    """Why Ray could not join the cluster at ``address``, in one line: a token it refused, else Ray's own reason."""
+    # Ray raises a bare ConnectionError over a RuntimeError whose text holds
+    # the AuthenticationError of its last attempt.
+    chain, cause = [], error
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(link, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(link) for link in chain):
+        return (
+            f"the Ray cluster at {address!r} refused this client's authentication token (or found none): set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, as its nodes have it"
+        )
+    return f"cannot join the Ray cluster at {address!r}: {storage.describe_error(error)}"
 
 
 TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"

@@ -194,6 +194,7 @@ def _tail(path: Path, lines: int = 40) -> str:
 class Cluster:
     root: Path
     dashboard: str
+    gcs: str
     env: dict[str, str]
     head: subprocess.Popen
     worker: subprocess.Popen
@@ -382,7 +383,7 @@ def ray_cluster() -> Iterator[Cluster]:
             worker_log, env,
         )
         starters.insert(0, worker)
-        cluster = Cluster(root=root, dashboard=f"http://127.0.0.1:{dashboard}", env=env, head=head, worker=worker)
+        cluster = Cluster(root=root, dashboard=f"http://127.0.0.1:{dashboard}", gcs=f"127.0.0.1:{gcs}", env=env, head=head, worker=worker)
         _wait_for(lambda: len(cluster.alive_nodes()) == 2, "two alive nodes", worker, worker_log)
         yield cluster
     finally:
@@ -412,6 +413,23 @@ def test_token_is_required(ray_cluster):
     result = subprocess.run([RAY, "job", "list", "--address", ray_cluster.dashboard], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "auth" in (result.stdout + result.stderr).lower()
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(600)
+def test_joining_with_a_token_the_cluster_refuses_is_one_line_and_exit_2(ray_cluster, demo, tmp_path):
+    """The address answers as a Ray cluster, then refuses the token: this ended in a traceback, exit 1."""
+    env = {key: value for key, value in ray_cluster.env.items() if not key.startswith("RAY_AUTH")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    command = [sys.executable, "-m", "crossemo.cli", "features", "--corpus", f"manifest={demo['synth_studio']}", "--out", str(tmp_path / "out"), "--address", ray_cluster.gcs, "--no-progress"]
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    # Ray's own C++ client logs its retries first; crossemo's word is the last line.
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"crossemo: error: the Ray cluster at '{ray_cluster.gcs}' refused this client's authentication token (or found none): "
+        "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, as its nodes have it"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def _finished_job(cluster: Cluster, *entrypoint: str) -> str:
