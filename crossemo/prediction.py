@@ -318,10 +318,10 @@ def still_valid(parts: Iterable[Part], files: pd.DataFrame, *, model_id: str, ru
     (same model and rule), it has the columns ``files`` has, each of its
     files that ``files`` lists is listed unchanged (fingerprint, speaker,
     carried columns), none of them is one it could not read (tried again),
-    and, when ``per_speaker``, no listed file of its speaker is outside it. Its files a run does not list keep their labels
-    in it: a run given part of a folder, or a folder a file was removed
-    from, reuses the part rather than labelling the rest again or losing
-    them. Valid parts that share a file (left by a killed run) are stale. A
+    and, when ``per_speaker``, no listed file of its speaker is outside it.
+    Its files a run does not list keep their labels in it: a run given part
+    of a folder, or a folder a file was removed from, reuses the part rather
+    than labelling the rest again or losing them. Valid parts that share a file (left by a killed run) are stale. A
     part none of whose files is listed is neither: a run labels the files it
     is given, and the labels of files given to earlier runs stay (a daily
     ``--audio today/`` adds to the output).
