@@ -171,3 +171,14 @@ def test_adaptation_uses_the_test_audio(domains):
     assert not np.allclose(with_audio, without)
     z = speaker_zscore(test["X"], test["speakers"])
     assert np.allclose(z.mean(axis=0), 0)
+
+
+def test_dann_learns_from_fewer_utterances_than_one_batch():
+    """skada rounds an epoch down to whole batches: 20 utterances (one target speaker, no test audio) must still train."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.array(EMOTIONS), 5)
+    centres = {e: rng.normal(0.0, 3.0, 12) for e in EMOTIONS}
+    X = np.array([centres[e] for e in y]) + rng.normal(0.0, 0.5, (len(y), 12))
+    model = METHODS["dann"]().fit(X, y, is_target=np.ones(len(y), bool), speakers=np.full(len(y), "tgt/0"))
+    assert sum(len(epoch["batches"]) for epoch in model.net_.history) > 0
+    assert (model.predict(X, speakers=np.full(len(y), "tgt/0")) == y).mean() >= 0.8

@@ -22,7 +22,9 @@ The reading here:
   family's ``target_share = 0.5``;
 - network: dropout 0.2 on the input, one hidden layer of 256 ReLU units (the
   features the adversary sees), a linear output; Adam, learning rate 1e-3,
-  batches of 64, 10 epochs (the cost of a linear-family fit; skorch's
+  batches of 64 (or of the larger domain's rows when it has fewer: skada
+  counts an epoch in whole batches, so with both domains under one batch it
+  would train no step), 10 epochs (the cost of a linear-family fit; skorch's
   default of 10 too), adversarial weight ``reg = 1`` (skada's default). All
   fixed, none tuned on any target label.
 
@@ -144,16 +146,19 @@ class DANN(MostProbableMixin, ClassifierMixin, BaseEstimator):
         rows = np.vstack([labelled, speaker_zscore(unlabelled, unlabelled_speakers)]) if len(unlabelled) else labelled
         labels = np.concatenate([targets, np.full(len(unlabelled), -1)])
         domains = np.concatenate([np.ones(len(labelled), int), np.full(len(unlabelled), -1)])
+        if not len(unlabelled):
+            # skada's balanced loader needs both domains; without test audio the "target" is the labelled rows again.
+            rows, labels, domains = np.vstack([rows, rows]), np.concatenate([labels, np.full(len(rows), -1)]), np.concatenate([domains, -domains])
         with single_thread():
             torch.manual_seed(seed)
             self.net_config_ = {
                 "n_features": X.shape[1], "n_classes": len(self.classes_), "hidden": hidden, "dropout": dropout,
-                "reg": reg if len(unlabelled) else 0.0, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                "reg": reg if len(unlabelled) else 0.0, "epochs": epochs, "learning_rate": learning_rate,
+                # skada's epoch is the larger domain's rows rounded *down* to whole
+                # batches: with both domains under one batch it would train no step at all.
+                "batch_size": min(batch_size, int(max((domains > 0).sum(), (domains < 0).sum()))),
             }
             self.net_ = build_net(**self.net_config_)
-            if not len(unlabelled):
-                # skada's balanced loader needs both domains; without test audio the "target" is the labelled rows again.
-                rows, labels, domains = np.vstack([rows, rows]), np.concatenate([labels, np.full(len(rows), -1)]), np.concatenate([domains, -domains])
             with warnings.catch_warnings():
                 # skada's domain classifier calls softmax without a dim; torch's deprecation note is noise here.
                 warnings.filterwarnings("ignore", message="Implicit dimension choice for softmax", category=UserWarning)
