@@ -13,8 +13,12 @@ An unlabelled utterance is pseudo-labelled in a round when its top class
 probability is at least ``threshold``; each round starts again from the
 labelled rows, so a wrong pseudo-label of an early round is not kept by
 force (the solver starts from the previous round's weights, which only saves
-iterations). Pseudo-labelled rows weigh 1 each, as a source row does, so they
-never outweigh the target's truly labelled speaker. scikit-learn's
+iterations). Pseudo-labelled rows weigh 1 each, as a source row does, and
+are not capped: the target's labelled speaker weighs as much as the whole
+source (``target_share``), but with many test speakers their pseudo-labels
+can outweigh all the labelled rows together. That is self-training as the
+literature runs it; the ``threshold`` is what keeps those labels
+trustworthy. scikit-learn's
 ``SelfTrainingClassifier`` has the same loop, but cannot carry the
 per-row weights of the base method, so the loop is written out here.
 
