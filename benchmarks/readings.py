@@ -19,7 +19,9 @@ corpus.
   cells; a candidate's score is the mean over both corpora and over the seeds.
 
 No row of the other corpus is read: the features of each corpus are used only
-when it plays the source.
+when it plays the source. Both corpora do play it, so in the grid's shared
+pairs each target corpus helped choose the reading (its labels included): a
+small selection bias in those pairs' figures, none on a corpus not used here.
 
 **The rule, fixed before running.** A small sequential search, in the order of
 :data:`STAGES`: each stage tries its candidates on top of the reading kept so

@@ -13,7 +13,11 @@ is the recommendation, and the script prints it with the whole table.
 What it cannot see: a corpus split in two halves shares its language,
 recording setup and annotation, so it measures transfer across speakers, not
 across corpora. The cross-corpus figures come from ``benchmarks/grid.py``
-after the choice, and are reported, not used to choose.
+after the choice, and are reported, not used to choose. They are not free of
+it, though: the halves are the same speakers, labels included, that the
+grid's shared pairs later test on, so those pairs' verdicts carry a small
+selection bias towards the method chosen here. A corpus the choice never saw
+carries none.
 
     python benchmarks/recommend.py [--corpora ../shared/corpora] [--out DIR] [--cpus 2]
 """

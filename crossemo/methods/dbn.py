@@ -49,7 +49,8 @@ error of the training data before pre-training and after every epoch.
 
 Evidence (issue 11). The scaling and the fine-tuning epochs were chosen by
 ``python benchmarks/readings.py --method dbn --seeds 0,1`` on source data
-only, the target corpus never read: each shared corpus as a source in turn,
+only, no cross-corpus pair formed: each shared corpus as a source in turn
+(so the grid's shared pairs carry a small selection bias; README),
 its speakers dealt into folds, the DBN fitted on the training speakers plus
 one held-out speaker (as the target's training speaker) and scored by UAR on
 the other held-out speakers. Stages in order, each keeping the best mean over

@@ -30,11 +30,13 @@ were chosen by ``benchmarks/readings.py`` (issue 11) on source data only:
 each shared corpus as a source in turn, its speakers split into folds, the
 network trained on the training speakers, fine-tuned on one held-out speaker
 and scored (UAR) on the other held-out speakers, so scenario 3 is simulated
-inside the source and the target corpus is never read. Candidates were tried
+inside the source and no cross-corpus pair is formed. Candidates were tried
 one stage at a time (scaling, learning rate, dropout, epochs, fine-tuned
 layers); a stage kept the best mean over both corpora and seeds 0-2 and
 changed the reading only on a strict improvement, within a CPU budget of
-1.5x the old reading's. The other corpus (the real target) played no part.
+1.5x the old reading's. As both shared corpora played the source, the grid's
+shared pairs test on a corpus that helped choose (a small selection bias the
+README discloses); a corpus of a user's took no part.
 
 - *Validated:* every speaker's rows are z-normalised by that speaker's own
   mean and std (``scaling="speaker"``, as ``speaker_norm`` does), the source
