@@ -33,8 +33,9 @@ the longest window, never by the file. The rules:
   channel stays audible in the mean; each window then gets the full channel
   rule. It hears that signal high-passed at :data:`DETECTOR_HIGH_PASS`, so a
   DC offset (which each window's decoding removes too) does not mask speech.
-  The detector costs about 45 s of one core per hour of audio (16 kHz mono;
-  about 50 s at 48 kHz stereo, with the resampling).
+  The detector costs about 30 s of one core per hour of audio at 16 kHz
+  mono, 35-40 s at 48 kHz stereo with the resampling
+  (``python benchmarks/detector.py``).
 * **Each window is decoded like a file of its own**
   (:meth:`crossemo.audio.Stream.excerpt`): the settings' channel rule,
   minimum duration, silence and no-speech checks, DC removal and resampling
