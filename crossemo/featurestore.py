@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -563,6 +564,23 @@ def assemble(
     return Assembled(written, rejected_frame, duplicates, utterances, warnings)
 
 
+def store_folder_holding(uri: str, *, storage_options: storage.StorageOptions | None) -> tuple[str, str] | None:
+    """The feature store, and which of its folders (``features`` or ``cache``), that ``uri`` lies inside; ``None`` if none.
+
+    A store is recognised by its fingerprint index (``cache/fingerprints.parquet``),
+    which every extraction writes, not by folder names a user may also choose.
+    """
+    path = storage.filesystem(uri, storage_options=storage_options)[1] if storage.is_local(uri) else uri  # ~ and relative paths, as is_within reads them
+    path = path.rstrip("/")
+    while True:
+        parent, name = posixpath.split(path)
+        if not name or parent == path or parent.endswith(":"):  # up to the root, or to s3://bucket
+            return None
+        if name in ("features", "cache") and storage.exists(FeatureStore(parent).fingerprints_uri, storage_options=storage_options):
+            return parent, name
+        path = parent
+
+
 def remove_stale_tables(store: FeatureStore, corpora: set[str]) -> list[str]:
     """Delete per-corpus tables of corpora this run does not have, so the store describes one run.
 
@@ -570,7 +588,8 @@ def remove_stale_tables(store: FeatureStore, corpora: set[str]) -> list[str]:
         the corpus names whose tables were removed.
     """
     stale = []
-    for uri in storage.list_files(store.features_uri, suffix=".parquet", storage_options=store.storage_options):
+    # Only the store's own tables: deeper files are none of them (see load_features).
+    for uri in storage.list_files(store.features_uri, suffix=".parquet", maxdepth=1, storage_options=store.storage_options):
         name = uri.rsplit("/", 1)[-1].removesuffix(".parquet")
         if not name.startswith("_") and name not in corpora:
             storage.remove(uri, storage_options=store.storage_options)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import posixpath
 import sys
 import time
 from dataclasses import dataclass
@@ -303,30 +302,13 @@ def predict_setup(args: argparse.Namespace) -> PredictSetup:
     for kept in ("features", "cache") if args.store else ():
         if storage.is_within(args.out, storage.join(args.store, kept), storage_options=options):
             raise pipeline.ConfigError(f"--out {args.out} lies inside the feature store's {kept} folder ({args.store}); write the labels elsewhere")
-    inside = _store_folder_holding(args.out, storage_options=options)
+    inside = featurestore.store_folder_holding(args.out, storage_options=options)
     if inside is not None:
         raise pipeline.ConfigError(f"--out {args.out} lies inside the {inside[1]} folder of the feature store {inside[0]}; write the labels elsewhere")
     storage.check_writable(args.out, storage_options=options)
     if args.store:
         storage.check_writable(args.store, storage_options=options)
     return PredictSetup(loaded, extractor, settings, listing, segmentation, options)
-
-
-def _store_folder_holding(uri: str, *, storage_options: dict | None) -> tuple[str, str] | None:
-    """The feature store, and which of its folders (``features`` or ``cache``), that ``uri`` lies inside; ``None`` if none.
-
-    A store is recognised by its fingerprint index (``cache/fingerprints.parquet``),
-    which every extraction writes, not by folder names a user may also choose.
-    """
-    path = storage.filesystem(uri, storage_options=storage_options)[1] if storage.is_local(uri) else uri  # ~ and relative paths, as is_within reads them
-    path = path.rstrip("/")
-    while True:
-        parent, name = posixpath.split(path)
-        if not name or parent == path or parent.endswith(":"):  # up to the root, or to s3://bucket
-            return None
-        if name in ("features", "cache") and storage.exists(featurestore.FeatureStore(parent).fingerprints_uri, storage_options=storage_options):
-            return parent, name
-        path = parent
 
 
 def _bundle_features(metadata: dict[str, Any], uri: str, options: dict | None) -> tuple[FeatureExtractor, audio.AnalysisSettings]:

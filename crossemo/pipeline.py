@@ -241,7 +241,11 @@ def check_settings(config: RunConfig) -> None:
         except Exception as error:  # any estimator's own check of a value; name it and stop
             detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConfigError(f"method_params.{method}: {detail}") from None
-    # Last: the only check that touches storage.
+    # Last: the only checks that touch storage.
+    inside = featurestore.store_folder_holding(config.out, storage_options=config.fs_options)
+    if inside is not None:
+        # Its files would be read back as that store's feature tables, and that store's runs would delete them.
+        raise ConfigError(f"output {config.out} lies inside the {inside[1]} folder of the feature store {inside[0]}; give a folder outside it")
     storage.check_writable(config.out, storage_options=config.fs_options)
 
 

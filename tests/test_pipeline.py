@@ -257,8 +257,12 @@ def test_a_store_reused_with_other_corpora_describes_only_this_run(corpora_dir, 
     out = tmp_path / "out"
     studio, phone = (pipeline.CorpusSpec(recipe="manifest", uri=str(corpora_dir[name])) for name in ("synth_studio", "synth_phone"))
     pipeline.run(pipeline.RunConfig(out=str(out), corpora=[studio], progress=False), evaluate=False)
+    deeper = out / "features" / "notes" / "kept.parquet"  # not a table of the store: a removal would lose someone's file
+    deeper.parent.mkdir()
+    pd.DataFrame({"x": [1]}).to_parquet(deeper)
     record, summary, _ = pipeline.run(pipeline.RunConfig(out=str(out), corpora=[phone], progress=False), evaluate=False)
     assert sorted(path.name for path in (out / "features").glob("[!_]*.parquet")) == ["synth_phone.parquet"]
+    assert deeper.exists() and not any("kept" in warning for warning in record.warnings)
     assert "removed features/synth_studio.parquet, left by an earlier run with other corpora (its features stay in the cache)" in record.warnings
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crossemo import audio, cli, inputs, model_commands, orchestration, prediction, storage
+from crossemo import audio, cli, featurestore, inputs, model_commands, orchestration, prediction, storage
 from crossemo.bundle import RESERVED_KEYS, load_bundle, save_bundle
 from crossemo.corpora import base
 from crossemo.features.extractor import FeatureExtractor
@@ -312,7 +312,7 @@ def test_folders_named_cache_or_features_outside_a_store_are_not_taken_for_one(t
     for folder in ("var/cache", "project/cache", "project/features"):
         (tmp_path / folder).mkdir(parents=True)
     for out in ("var/cache/crossemo/labels", "project/features/emotions", "project/cache/labels"):
-        assert model_commands._store_folder_holding(str(tmp_path / out), storage_options=None) is None, out
+        assert featurestore.store_folder_holding(str(tmp_path / out), storage_options=None) is None, out
 
 
 def _part(rows: list[dict], *, rule: str = "whole files") -> prediction.Part:
