@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 import crossemo
-from crossemo import audio, featurestore, inputs, methods, pipeline, prediction, protocol, storage, training
+from crossemo import audio, corpora, featurestore, inputs, methods, pipeline, prediction, protocol, storage, training
 from crossemo.features import FeatureExtractor
 
 DEFAULT_STORE = "~/.cache/crossemo"
@@ -125,6 +125,11 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     params = config.method_params.get(choice.method, {})
     config.method_params = {choice.method: params} if params else {}
     prepared = pipeline.prepare(config, need_pairs=False)
+    changed = _changed_since(record, prepared.manifests) if record is not None else []
+    if changed and evaluation is not None:
+        # The run's figures describe other data: a bundle must not carry them as its own.
+        evaluation = None
+        print_warnings([f"{changed[0]} changed since the run under {args.from_run}; its evaluation describes other data and is left out of model.json"])
     labels = {m.corpus: protocol.Labels.from_manifest(m.corpus, m.utterances) for m in prepared.manifests}
     pooled = protocol.Labels.union([labels[name] for name in sources]) if choice.with_source and sources else None
     estimator = methods.make_method(choice.method, **params)
@@ -139,6 +144,25 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
         speakers_matter=prediction.normalises_test_speakers(estimator),
     ) if args.adapt_to else None
     return TrainSetup(config, prepared, model_uri, args.target, sources if choice.with_source else [], choice, estimator, evaluation, adapt_to)
+
+
+def _changed_since(record: dict[str, Any], manifests: list[corpora.Manifest]) -> list[str]:
+    """Corpora whose files or labels differ from what the run recorded, each as a phrase naming how.
+
+    Compares :func:`crossemo.pipeline.corpus_fingerprint`'s ``content_digest``,
+    which paths do not move; a corpus the run did not record, or recorded
+    before the digest was kept, is not compared.
+    """
+    changed = []
+    for manifest in manifests:
+        then = record.get("corpora", {}).get(manifest.corpus, {})
+        if "content_digest" not in then:
+            continue
+        now = pipeline.corpus_fingerprint(manifest)
+        if now["content_digest"] != then["content_digest"]:
+            count = f"{then['utterances']} → {now['utterances']} utterances" if now["utterances"] != then["utterances"] else "its files' labels or contents"
+            changed.append(f"corpus {manifest.corpus} ({count})")
+    return changed
 
 
 def _take_run_settings(config: pipeline.RunConfig, record: dict[str, Any], args: argparse.Namespace) -> None:
@@ -222,7 +246,7 @@ def command_train(args: argparse.Namespace, config_from: Any) -> int:
 def _evaluation_record(setup: TrainSetup, args: argparse.Namespace) -> dict[str, Any] | None:
     if setup.evaluation is None:
         return None
-    return {"run": args.from_run, "metric_unit": "percent", "spread": "sample standard deviation over folds", **setup.evaluation}
+    return {"run": pipeline.absolute(args.from_run), "metric_unit": "percent", "spread": "sample standard deviation over folds", **setup.evaluation}
 
 
 def _unlabelled_features(listing: inputs.AudioFiles, store: featurestore.FeatureStore, config: pipeline.RunConfig, settings: audio.AnalysisSettings) -> tuple[np.ndarray, np.ndarray]:

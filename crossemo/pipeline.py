@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import subprocess
 import time
 import tomllib
@@ -170,11 +171,23 @@ class RunConfig:
         return dict(self.storage_options) or None
 
     def describe(self) -> dict[str, Any]:
-        """The settings as plain data, with storage credentials left out."""
+        """The settings as plain data, with storage credentials left out and local paths absolute.
+
+        Absolute, because a record is read from other folders: ``train --from-run``
+        takes its corpora from it wherever it is started.
+        """
         settings = asdict(self)
         settings["storage_options"] = {k: ("***" if _is_secret(k) else v) for k, v in self.storage_options.items()}
         settings.pop("progress")
+        for spec in settings["corpora"]:
+            spec["uri"] = absolute(spec["uri"])
+        settings["out"] = absolute(settings["out"]) if settings["out"] else settings["out"]
         return settings
+
+
+def absolute(uri: str) -> str:
+    """A local path as an absolute one (``~`` expanded, links kept); URIs unchanged."""
+    return uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
 
 
 def _relative_to(base: Path, uri: str) -> str:
@@ -366,10 +379,20 @@ def code_version() -> str:
 
 
 def corpus_fingerprint(manifest: corpora.Manifest) -> dict[str, Any]:
-    """A digest of a corpus's file list and labels, to tell whether it changed between runs."""
+    """Digests of a corpus's file list and labels, to tell whether it changed between runs.
+
+    ``digest`` covers the files' URIs too; ``content_digest`` only each file's
+    listing fingerprint (size and mtime or ETag) with its speaker and emotion,
+    so the same corpus reached by another path (a relative root read from
+    another folder) keeps it, and a relabelled or added file changes it.
+    """
     frame = manifest.utterances[["uri", "fingerprint", "speaker", "emotion"]]
     digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16]
-    return {"root": manifest.root, "utterances": len(frame), "skipped": len(manifest.skipped), "digest": digest}
+    content = frame.drop(columns="uri").sort_values(["fingerprint", "speaker", "emotion"])
+    content_digest = hashlib.sha256(content.to_csv(index=False).encode()).hexdigest()[:16]
+    return {
+        "root": absolute(manifest.root), "utterances": len(frame), "skipped": len(manifest.skipped), "digest": digest, "content_digest": content_digest,
+    }
 
 
 def new_record(config: RunConfig, *, manifests: list[corpora.Manifest], feature_set_id: str) -> RunRecord:
@@ -470,7 +493,7 @@ def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig
     keep_store_tables(features_uri, storage.join(config.out, "runs", record.run_id), storage_options=options)
     summary = orchestration.evaluate(datasets, tasks, storage.join(config.out, "results"), storage_options=options, address=config.address, progress=config.progress)
     record.pairs = [list(p) for p in pairs]
-    record.result_uris = summary.result_uris
+    record.result_uris = [absolute(uri) for uri in summary.result_uris]
     record.counts.update(tasks=summary.tasks, tasks_reused=summary.reused, fits=summary.fits)
     record.timings.update(evaluation_wall_seconds=summary.wall_seconds, evaluation_task_cpu_seconds=summary.task_cpu_seconds)
     record.settings["features"] = features_uri

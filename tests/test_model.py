@@ -200,6 +200,33 @@ def test_predict_skips_finished_shards_and_labels_only_new_files(data, evaluated
     assert len(pd.read_parquet(out / "predictions")) == 11
 
 
+def test_train_from_run_works_from_another_folder_and_drops_the_figures_of_changed_data(data, tmp_path, monkeypatch, capsys):
+    """A run given relative paths is trained from elsewhere; relabelling the target after the run keeps its figures out of the bundle."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for name, manifest in data["manifests"].items():
+        shutil.copy(manifest, work / f"{name}.csv")
+    monkeypatch.chdir(work)
+    assert cli.main([
+        "run", "--corpus", "manifest=ravdess.csv", "--corpus", "manifest=emovo.csv", "--pairs", "ravdess:emovo",
+        "--methods", "speaker_norm_linear", "--out", str(work / "run"), "--no-progress",  # Ray's workers started elsewhere
+    ]) == 0
+    monkeypatch.chdir(tmp_path)
+    train = ["train", "--from-run", "work/run", "--target", "emovo", "--method", "speaker_norm_linear", "--no-progress"]
+    capsys.readouterr()
+    assert cli.main([*train, "--out", "model"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    evaluation = json.loads((tmp_path / "model" / "model.json").read_text())["evaluation"]
+    assert evaluation["run"] == str(work / "run") and 0 < evaluation["uar"] <= 100
+
+    relabelled = pd.read_csv(work / "emovo.csv")
+    relabelled.loc[relabelled["emotion"] == "neutral", "emotion"] = "anger"
+    relabelled.to_csv(work / "emovo.csv", index=False)
+    assert cli.main([*train, "--out", "changed"]) == 0
+    assert "corpus emovo (its files' labels or contents) changed since the run under work/run" in capsys.readouterr().err
+    assert json.loads((tmp_path / "changed" / "model.json").read_text())["evaluation"] is None
+
+
 def test_train_leaves_the_evaluations_feature_store_as_it_was(data, evaluated, tmp_path):
     """Training on a subset of the run's corpora reads the run's cache; ``features/`` stays the evaluation's, untouched."""
     features = evaluated / "features"
