@@ -234,7 +234,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     except ValueError as error:  # tables of mixed feature sets, or a file that is not Parquet
         raise pipeline.ConfigError(f"--features {args.features}: {error}") from None
     datasets = pipeline.datasets_from(features)
-    pipeline.plan_evaluation(datasets, config)  # fails fast, before Ray
+    pipeline.plan_evaluation(datasets, config, features_uri=args.features)  # fails fast, before Ray
     record = pipeline.new_record(config, manifests=[], feature_set_id=featurestore.feature_set_of(args.features, storage_options=config.fs_options))
     pipeline.record_feature_store(record, featurestore.generation_of(args.features, storage_options=config.fs_options))
     with pipeline.recorded_if_it_fails(record, config, time.perf_counter()):

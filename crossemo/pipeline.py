@@ -333,11 +333,28 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
     try:
         pooled = {source: labels[source] if source in labels else protocol.Labels.union([labels[c] for c in protocol.source_corpora(source)]) for source, _ in pairs}
         for source, target in pairs:
-            protocol.check_pair(pooled[source], labels[target])
+            try:
+                protocol.check_pair(pooled[source], labels[target])
+            except protocol.ProtocolError as error:
+                # A speaker or class too few is often files that were left out (wrong relative paths): say so.
+                involved = {*protocol.source_corpora(source), target}
+                raise protocol.ProtocolError(f"{error}{skipped_note([m for m in manifests if m.corpus in involved])}") from None
         protocol.check_scenario_3(planned_methods(config, method_names), [(pooled[source], labels[target]) for source, target in pairs])
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None
     return Prepared(config=config, manifests=manifests, feature_set_id=feature_set_id)
+
+
+def skipped_note(manifests: list[corpora.Manifest]) -> str:
+    """``"; of the N files listed for C, K were left out, J as REASON (for example URI)"`` per corpus with skipped files, or ``""``."""
+    notes = []
+    for manifest in manifests:
+        if len(manifest.skipped):
+            reasons = manifest.skipped["reason"].value_counts()
+            example = manifest.skipped.loc[manifest.skipped["reason"] == reasons.index[0], "uri"].iloc[0]
+            listed = len(manifest.skipped) + len(manifest.utterances)
+            notes.append(f"; of the {listed} files listed for {manifest.corpus}, {len(manifest.skipped)} were left out, {reasons.iloc[0]} as {reasons.index[0]} (for example {example})")
+    return "".join(notes)
 
 
 @dataclass
@@ -459,8 +476,15 @@ def datasets_from(features: dict[str, pd.DataFrame]) -> dict[str, protocol.Datas
     return {name: protocol.Dataset.from_frame(frame) for name, frame in features.items()}
 
 
-def plan_evaluation(datasets: dict[str, protocol.Dataset], config: RunConfig) -> tuple[dict[str, protocol.Dataset], list[tuple[str, str]], list[protocol.Task], list[str]]:
+def plan_evaluation(
+    datasets: dict[str, protocol.Dataset], config: RunConfig, *, features_uri: str | None = None,
+) -> tuple[dict[str, protocol.Dataset], list[tuple[str, str]], list[protocol.Task], list[str]]:
     """Datasets (with every multi-source pair's pooled source), pairs, tasks and warnings.
+
+    Args:
+        datasets: the corpora's features, as extraction kept them.
+        config: the run's settings.
+        features_uri: the feature store they come from, which an error points to for the files it left out.
 
     Raises:
         ConfigError: pairs or methods that cannot run.
@@ -472,7 +496,9 @@ def plan_evaluation(datasets: dict[str, protocol.Dataset], config: RunConfig) ->
         warnings = [w for s, t in pairs for w in protocol.check_pair(datasets[s], datasets[t])]
         protocol.check_scenario_3(planned_methods(config, method_names), [(datasets[s], datasets[t]) for s, t in pairs])
     except protocol.ProtocolError as error:
-        raise ConfigError(str(error)) from None
+        # Extraction may have rejected every recording of a speaker or class.
+        where = f" (the files left out are listed in {storage.join(features_uri, '_rejected.parquet')})" if features_uri else ""
+        raise ConfigError(f"{error}{where}") from None
     tasks = protocol.plan(datasets, pairs, method_names, seed=config.seed, seeds=config.seeds, overrides=config.method_params)
     return datasets, pairs, tasks, warnings
 
@@ -487,7 +513,7 @@ def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig
     from crossemo import orchestration
 
     options = config.fs_options
-    datasets, pairs, tasks, warnings = plan_evaluation(datasets, config)
+    datasets, pairs, tasks, warnings = plan_evaluation(datasets, config, features_uri=features_uri)
     record.warnings += warnings
     # Taken now, with the features the datasets hold: a run into the store while this one evaluates would replace them.
     keep_store_tables(features_uri, storage.join(config.out, "runs", record.run_id), storage_options=options)

@@ -113,6 +113,20 @@ def test_single_speaker_target_is_refused_before_ray(tmp_path, capsys):
     assert not ray.is_initialized()
 
 
+def test_a_target_short_of_speakers_because_files_were_left_out_says_so(tmp_path, capsys):
+    """Paths written relative to another folder leave one speaker: the refusal names the files left out, not only the count."""
+    corpora = make_demo_corpora(tmp_path / "demo", speakers=2, per_emotion=1)
+    target = pd.read_csv(corpora["synth_phone"])
+    first = target["speaker"] == target["speaker"].iloc[0]
+    target.loc[first, "path"] = "elsewhere/" + target.loc[first, "path"].astype(str)
+    moved = Path(corpora["synth_phone"]).with_name("moved.csv")
+    target.to_csv(moved, index=False)
+    status, _, err = run_cli(["run", "--out", str(tmp_path / "out"), f"--corpus=manifest={corpora['synth_studio']}", f"--corpus=manifest={moved}"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "target moved has 1 speaker" in err and f"of the {len(target)} files listed for moved, {first.sum()} were left out, {first.sum()} as file not found" in err, err
+    assert not ray.is_initialized()
+
+
 def test_pair_without_shared_class_is_refused_before_ray(demo, tmp_path, capsys):
     frames = {name: pd.read_csv(path) for name, path in demo.items()}
     paths = {}
