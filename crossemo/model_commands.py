@@ -260,10 +260,16 @@ def _unlabelled_features(listing: inputs.AudioFiles, store: featurestore.Feature
     )
     keys = extraction.keys.drop_duplicates("uri").set_index("uri")["sha256"]
     shas = listing.files["uri"].map(keys).fillna("")
-    facts, values, _ = extraction.cache.contents(set(shas) - {""})
+    facts, values, rejections = extraction.cache.contents(set(shas) - {""})
     usable = shas.isin(facts.index)
     if not usable.any():
         raise pipeline.ConfigError("--adapt-to: no file gave features (see the reasons with `crossemo predict`)")
+    if not usable.all():
+        # Read, but not usable as audio (empty, not audio, too short, silent): counted as the unreadable ones are.
+        reasons = rejections.drop_duplicates("sha256").set_index("sha256")["reason"]
+        first = shas[~usable].index[0]
+        why = reasons.get(shas[first], "no features")
+        print_warnings([f"{(~usable).sum()} file(s) --adapt-to lists gave no features and are left out (for example {listing.files.loc[first, 'uri']}: {why})"])
     X = values[facts.index.get_indexer(shas[usable])].astype(np.float64)
     return X, ("adapt/" + listing.files.loc[usable, "speaker"].astype(str)).to_numpy()
 

@@ -227,6 +227,23 @@ def test_train_from_run_works_from_another_folder_and_drops_the_figures_of_chang
     assert json.loads((tmp_path / "changed" / "model.json").read_text())["evaluation"] is None
 
 
+def test_adapt_to_files_that_give_no_features_are_counted_in_a_warning(data, evaluated, tmp_path, capsys):
+    """An empty file and a text file named .wav are read but give no features: left out, and said so, as unreadable ones are."""
+    audio_folder = tmp_path / "new"
+    audio_folder.mkdir()
+    for path in data["emovo"]["path"].head(3):
+        shutil.copy(path, audio_folder / Path(path).name)
+    (audio_folder / "empty.flac").write_bytes(b"")
+    (audio_folder / "notes.wav").write_text("not audio")
+    model = tmp_path / "model"
+    assert cli.main([
+        "train", "--from-run", str(evaluated), "--target", "emovo", "--method", "self_training", "--adapt-to", str(audio_folder),
+        "--out", str(model), "--no-progress",
+    ]) == 0
+    assert "warning: 2 file(s) --adapt-to lists gave no features and are left out (for example" in capsys.readouterr().err
+    assert json.loads((model / "model.json").read_text())["training"]["unlabelled_rows"] == 3
+
+
 def test_train_leaves_the_evaluations_feature_store_as_it_was(data, evaluated, tmp_path):
     """Training on a subset of the run's corpora reads the run's cache; ``features/`` stays the evaluation's, untouched."""
     features = evaluated / "features"
