@@ -175,6 +175,24 @@ def test_symlinked_files_and_folders_are_found_and_a_dangling_link_says_so(share
     assert result.skipped["reason"].tolist() == [f"dangling symbolic link (its target {elsewhere / 'gone.flac'} does not exist)", manifest.IS_A_FOLDER, manifest.IS_A_FOLDER]
 
 
+@pytest.mark.parametrize("on_disk, in_manifest", [("NFC", "NFD"), ("NFD", "NFC")])
+def test_a_path_in_the_other_unicode_form_says_which_form_exists(on_disk, in_manifest, shared_corpora, tmp_path):
+    """A folder "Zoë" saved in one form and listed in the other is not found; the reason names the form that is there."""
+    import unicodedata
+
+    folder = tmp_path / unicodedata.normalize(on_disk, "Zo\u00eb")
+    folder.mkdir()
+    real = sorted((shared_corpora / "emovo" / "f1").glob("*.flac"))[0]
+    (folder / real.name).write_bytes(real.read_bytes())
+    (tmp_path / "other.flac").write_bytes(real.read_bytes())
+    listed = unicodedata.normalize(in_manifest, f"Zo\u00eb/{real.name}")
+    (tmp_path / "list.csv").write_text(f"path,speaker,emotion\n{listed},zoe,joy\nother.flac,ann,joy\nmissing.flac,ann,sad\n", encoding="utf-8")
+    result = manifest.prepare_manifest(str(tmp_path / "list.csv"))
+    assert result.skipped["reason"].tolist() == [
+        f"file not found as spelled, but it exists with its accents in Unicode form {on_disk}; save the manifest's paths in {on_disk}", manifest.NOT_FOUND,
+    ]
+
+
 def test_speaker_names_in_two_unicode_forms_are_warned_about():
     composed, decomposed = "Jos\u00e9", "Jose\u0301"
     assert composed != decomposed

@@ -328,7 +328,14 @@ def _absence_reason(target: _Target) -> str:
         return NOT_FOUND
     if os.path.isdir(target.path):
         return IS_A_FOLDER
-    return dangling_link_reason(target.path) if os.path.islink(target.path) else NOT_FOUND
+    if os.path.islink(target.path):
+        return dangling_link_reason(target.path)
+    # An accented name can be spelled in two Unicode forms that look alike (macOS
+    # tools write NFD); the file system tells them apart, so name the one that exists.
+    for form in ("NFC", "NFD"):
+        if unicodedata.normalize(form, target.path) != target.path and os.path.exists(unicodedata.normalize(form, target.path)):
+            return f"{NOT_FOUND} as spelled, but it exists with its accents in Unicode form {form}; save the manifest's paths in {form}"
+    return NOT_FOUND
 
 
 def spelling_warnings(speakers: Iterable[str]) -> list[str]:
