@@ -414,6 +414,7 @@ def _read_checked(uri: str, storage_options: storage.StorageOptions | None) -> t
     if _model_id(model["format_version"], record) != record["model_id"]:
         raise BundleError(f"{uri}/{MODEL_FILE}: its model_id does not match its contents; the file was edited")
     _check_sealed(model, record, uri)
+    _check_described_method(model, record, uri)
     return model, files
 
 
@@ -432,6 +433,26 @@ def _check_sealed(model: dict, record: dict, uri: str) -> None:
                 f"{uri}/{MODEL_FILE}: its {name!r} entry was {change} after the bundle was saved; "
                 "a model holds only for the features it was trained on, so train a new bundle instead of editing one"
             )
+
+
+def _check_described_method(model: dict, record: dict, uri: str) -> None:
+    """Refuse a ``method`` or ``params`` entry of ``model.json`` that says otherwise than the bundle's own record.
+
+    ``crossemo train`` writes both for people to read; the record (covered by
+    the model id) holds what is loaded. They are not sealed, so that the same
+    fitted method keeps its model id whatever is written beside it, but an
+    edit must not make a bundle describe a model it does not hold.
+    """
+    if "method" in model and model["method"] != record["method"]:
+        raise BundleError(f"{uri}/{MODEL_FILE}: its 'method' entry says {model['method']!r}, but the bundle holds a {record['method']!r}; was it edited?")
+    params = model.get("params")
+    if isinstance(params, dict):
+        for name, value in params.items():
+            if name not in record["params"] or record["params"][name] != value:
+                raise BundleError(
+                    f"{uri}/{MODEL_FILE}: its 'params' entry gives {name} = {value!r}, but the bundle's method has "
+                    f"{record['params'].get(name, 'no such parameter')!r}; was it edited?"
+                )
 
 
 def _read_file(uri: str, name: str, storage_options: storage.StorageOptions | None, *, missing: str) -> bytes:

@@ -263,6 +263,9 @@ def test_train_leaves_the_evaluations_feature_store_as_it_was(data, evaluated, t
         (lambda m: _edit_json(m, crossemo_version="7.0.0"), "was made by crossemo 7.0.0"),
         # A bundle trained on a custom config, which is not where it was anymore.
         (lambda m: _resave(m, feature_set="/nowhere/custom.conf"), "cannot be built here"),
+        # Entries written for people to read, edited to describe another model.
+        (lambda m: _edit_json(m, method="self_training"), "its 'method' entry says 'self_training', but the bundle holds a 'rf'"),
+        (lambda m: _edit_json(m, params={"n_estimators": 7}), "its 'params' entry gives n_estimators = 7, but the bundle's method has"),
     ],
 )
 def test_a_bad_bundle_is_one_line_and_status_2_before_ray(data, evaluated, tmp_path, capsys, change, message):
