@@ -553,6 +553,14 @@ def test_manifest_duplicate_through_dots(own):
         manifest.prepare_manifest(str(own / "m.csv"))
 
 
+def test_manifest_parquet_speaker_numbers_stored_as_floats_read_as_whole_numbers(own):
+    """A numeric column with a gap is stored as floats: speaker 3 is "3", not "3.0" (and 3.5 stays 3.5)."""
+    frame = pd.DataFrame({"path": ["anna/t1.wav", "anna/t2.wav", "01/a.wav"], "speaker": [3.0, 3.0, 3.5], "emotion": ["joy", "sad", "joy"]})
+    frame.to_parquet(own / "floats.parquet")
+    result = manifest.prepare_manifest(str(own / "floats.parquet"), corpus="own")
+    assert sorted(set(result.utterances["speaker"])) == ["3", "3.5"]
+
+
 def test_manifest_parquet_absolute(own, tmp_path):
     outside = _write_audio(tmp_path / "outside" / "z.flac")
     frame = pd.DataFrame(
@@ -595,6 +603,7 @@ def test_manifest_fingerprints_match_recipes(tmp_path):
         ("m.csv", "path,emotion\na.wav,joy\n", r"lacks the column speaker \(it has: path, emotion\)"),
         ("m.csv", "file,who,feeling\na.wav,x,joy\n", r"lacks the columns path, speaker, emotion \(it has: file, who, feeling\)"),
         ("m.csv", "path,speaker,emotion\n../a.wav,x,joy\n", r"row 1 path \.\./a\.wav leads outside the manifest's folder"),
+        ("m.csv", "path,speaker,emotion\n\\etc\\a.wav,x,joy\n", r"row 1 path \\etc\\a\.wav starts at the root of a Windows drive"),
         ("m.csv", "path,speaker,emotion\nanna/t1.wav,x,joy\nanna/../../a.wav,x,joy\n", r"row 2 path anna/\.\./\.\./a\.wav leads outside"),
         ("m.csv", "path,speaker,emotion\nanna/t1.wav,x,joy\nanna/t2.wav,x,joy\nanna/t1.wav,y,sad\n", r"lists anna/t1\.wav twice \(rows 1 and 3\)"),
         ("m.csv", "path,speaker,emotion\nanna/t1.wav,,joy\n", r"row 1 \(anna/t1\.wav\) has an empty speaker"),

@@ -282,7 +282,8 @@ def _locate_rows(
     Raises:
         CorpusError: one line naming every bad row (an empty path or speaker, a
             path leaving the table's folder or unreachable, a file listed
-            twice); row numbers count blank rows, as a spreadsheet shows them.
+            twice); rows are numbered from 1 for the first row under the
+            header, blank rows counted, so row N is the spreadsheet's row N + 1.
     """
     folder = posixpath.dirname(manifest_path)
     filesystems: dict[str, fsspec.AbstractFileSystem] = {}
@@ -352,9 +353,12 @@ def spelling_warnings(speakers: Iterable[str]) -> list[str]:
 
 
 def _cell(value: object) -> str:
-    """A table cell as stripped text; missing values become empty."""
+    """A table cell as stripped text; missing values become empty, whole floats whole numbers."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
+    if isinstance(value, float) and value.is_integer():
+        # A Parquet column of numbers with a gap is often stored as floats: speaker 3 would read "3.0".
+        return str(int(value))
     return str(value).strip()
 
 
@@ -467,6 +471,9 @@ def _resolve(
             raise _RowProblem(f"row {row} path {entry} cannot be reached: {storage.describe_error(error)}") from error
         return _Target(target_fs, target_path, storage.unstrip(target_fs, target_path, entry), relative=False)
     relative = posixpath.normpath(entry.replace("\\", "/"))
+    if relative.startswith("/"):
+        # "\\x" is rooted at the current drive on Windows: no drive here to root it at, and joined as "/x" it would leave the folder unnoticed.
+        raise _RowProblem(f"row {row} path {entry} starts at the root of a Windows drive; write it relative to the manifest's folder")
     if relative == ".." or relative.startswith("../"):
         raise _RowProblem(f"row {row} path {entry} leads outside the manifest's folder")
     target_path = posixpath.join(folder, relative) if relative != "." else folder
