@@ -136,6 +136,11 @@ def list_inputs(
         files["input"] = batch_id
         extra += [c for c in files.columns if c not in FIXED_COLUMNS and c not in extra and c != "path"]
         frames.append(files)
+        if pattern is not None and len(absent):
+            # A file that cannot be read still has a path: its rejection names the speaker the pattern finds there.
+            absent = absent.copy()
+            blank = absent["speaker"].fillna("").astype(str) == ""
+            absent.loc[blank, "speaker"] = absent.loc[blank, "uri"].map(lambda text: _speaker_in(pattern, text) or "")
         missing.append(absent)
     files = pd.concat(frames, ignore_index=True).fillna("")
     twice = files["uri"].duplicated()

@@ -213,6 +213,15 @@ def test_a_blank_speaker_cell_costs_only_its_own_file_its_speaker(emovo_f2, tmp_
     assert [speakers[str(p)] for p in files] == ["ann", "ann", "f2", "bob", "bob", "bob"]
 
 
+def test_a_file_that_cannot_be_read_is_rejected_with_the_speaker_its_path_names(emovo_f2, tmp_path):
+    folder = tmp_path / "calls" / "f7"
+    folder.mkdir(parents=True)
+    (folder / "take.flac").write_bytes(sorted(emovo_f2.glob("*.flac"))[0].read_bytes())
+    (folder / "gone.flac").symlink_to(tmp_path / "nowhere.flac")
+    listing = inputs.list_inputs([str(tmp_path / "calls")], speaker_pattern=r"/(?P<speaker>f\d)/")
+    assert listing.missing[["uri", "speaker"]].to_dict("records") == [{"uri": str(folder / "gone.flac"), "speaker": "f7"}]
+
+
 def test_speaker_fallbacks_are_warned_of_only_for_a_model_that_normalises_per_speaker(emovo_f2, tmp_path):
     """A model that labels each file alone loses nothing when speakers are guessed: no warning to act on."""
     files = sorted(emovo_f2.glob("*.flac"))[:4]
