@@ -80,14 +80,19 @@ def test_out_below_a_file(corpora, tmp_path, capsys):
     refuse(["run", *corpora, "--out", str(existing / "out")], capsys, says=f"{existing} is a file, not a folder", untouched=tmp_path)
 
 
+def empty_store(store: Path) -> Path:
+    """A feature store's folders, with what marks a store (its fingerprint index) and nothing else."""
+    for folder in ("features", "cache"):
+        (store / folder).mkdir(parents=True)
+    (store / "cache" / "fingerprints.parquet").write_bytes(b"")
+    return store
+
+
 @pytest.mark.parametrize("command", ["features", "run"])
 @pytest.mark.parametrize("inside", ["features", "cache/x"])
 def test_out_inside_another_stores_folders(command, inside, corpora, tmp_path, capsys):
     """A run written into a store's features/ would be read back as its tables, and that store's next run would delete it."""
-    store = tmp_path / "store"
-    for folder in ("features", "cache"):
-        (store / folder).mkdir(parents=True)
-    (store / "cache" / "fingerprints.parquet").write_bytes(b"")  # what marks a store: its fingerprint index
+    store = empty_store(tmp_path / "store")
     out = store / inside / "nested"
     refuse([command, *corpora, "--out", str(out)], capsys, says=f"output {out} lies inside the {inside.split('/')[0]} folder of the feature store {store}", untouched=tmp_path)
 

@@ -25,7 +25,7 @@ from crossemo.bundle import RESERVED_KEYS, load_bundle, save_bundle
 from crossemo.corpora import base
 from crossemo.features.extractor import FeatureExtractor
 from crossemo.labels import EMOTIONS
-from tests.test_early_errors import refuse
+from tests.test_early_errors import empty_store, refuse
 from tests.test_methods import fast
 
 EMOVO_CODES = {"neu": "neutral", "rab": "anger", "gio": "joy", "tri": "sadness"}
@@ -310,10 +310,7 @@ def test_an_out_inside_the_feature_stores_folders_is_refused(inside, model, emov
 @pytest.mark.parametrize("inside", ["features", "cache/x"])
 def test_an_out_inside_a_runs_store_is_refused_without_store_given(inside, model, emovo_f2, tmp_path, capsys):
     """Labels in a run's features/ would be read back as labelled feature rows of no corpus."""
-    run = tmp_path / "run"
-    for folder in ("features", "cache"):
-        (run / folder).mkdir(parents=True)
-    (run / "cache" / "fingerprints.parquet").write_bytes(b"")  # what marks a store: its fingerprint index
+    run = empty_store(tmp_path / "run")
     refuse(predict(model, str(emovo_f2), run / inside / "labels"), capsys, says=f"lies inside the {inside.split('/')[0]} folder of the feature store {run}", untouched=tmp_path)
 
 
