@@ -254,7 +254,7 @@ def command_report(args: argparse.Namespace) -> int:
             if not run.get("result_uris"):
                 why = f"it stopped: {run['stopped']}" if run.get("stopped") else "a features-only run"
                 raise pipeline.ConfigError(f"run {run['run_id']} has no results to compare ({why})")
-        results_a, results_b = (pipeline.read_results(run["result_uris"], storage_options=options) for run in (run_a, run_b))
+        results_a, results_b = (pipeline.read_results(pipeline.result_files(run, args.out), storage_options=options) for run in (run_a, run_b))
         print(compare.render(run_a, run_b, compare.result_changes(results_a, run_a["pairs"], results_b, run_b["pairs"])))
         return 0
     storage.check_writable(storage.join(args.out, "report"), storage_options=options)

@@ -576,9 +576,17 @@ def store_folder_holding(uri: str, *, storage_options: storage.StorageOptions | 
         parent, name = posixpath.split(path)
         if not name or parent == path or parent.endswith(":"):  # up to the root, or to s3://bucket
             return None
-        if name in ("features", "cache") and storage.exists(FeatureStore(parent).fingerprints_uri, storage_options=storage_options):
+        if name in ("features", "cache") and _readable_file(FeatureStore(parent).fingerprints_uri, storage_options=storage_options):
             return parent, name
         path = parent
+
+
+def _readable_file(uri: str, *, storage_options: storage.StorageOptions | None) -> bool:
+    """Whether ``uri`` exists; ``False`` where it may not be looked at (a bucket's policy may allow only the output's own prefix)."""
+    try:
+        return storage.exists(uri, storage_options=storage_options)
+    except OSError:
+        return False
 
 
 def remove_stale_tables(store: FeatureStore, corpora: set[str]) -> list[str]:

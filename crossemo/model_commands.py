@@ -102,7 +102,7 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     record, results = None, None
     if args.from_run:
         record = pipeline.latest_record(args.from_run, storage_options=options)
-        results = pipeline.read_results(record["result_uris"], storage_options=options)
+        results = pipeline.read_results(pipeline.result_files(record, args.from_run), storage_options=options)
     config = config_from(args)
     if record is not None:
         _take_run_settings(config, record, args)
@@ -126,6 +126,9 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     config.method_params = {choice.method: params} if params else {}
     prepared = pipeline.prepare(config, need_pairs=False)
     changed = _changed_since(record, prepared.manifests) if record is not None else []
+    if changed and args.method == "best":
+        # The choice itself (and the UAR its reason gives) was made on the data as it was.
+        raise pipeline.ConfigError(f"--method best picks on the run under {args.from_run}, but {changed[0]} changed since; run the evaluation again, or name the method")
     if changed and evaluation is not None:
         # The run's figures describe other data: a bundle must not carry them as its own.
         evaluation = None

@@ -503,6 +503,22 @@ def plan_evaluation(
     return datasets, pairs, tasks, warnings
 
 
+def result_files(record: dict[str, Any], out: str) -> list[str]:
+    """A recorded run's result files, found under ``out`` as it is reached now.
+
+    A record names them as they were written, below the run's own output
+    folder; read from elsewhere (another working folder, a copied or
+    re-mounted output) that folder is ``out``. A file written elsewhere is
+    kept as named.
+    """
+    written = str(record.get("settings", {}).get("out") or "").rstrip("/")
+    files = []
+    for uri in record["result_uris"]:
+        before, found, tail = uri.partition(f"{written}/results/") if written else ("", "", "")
+        files.append(storage.join(out, "results", tail) if found and not before else uri)
+    return files
+
+
 def read_results(result_uris: list[str], *, storage_options: dict | None) -> pd.DataFrame:
     """The per-utterance results of the given task files."""
     return pd.concat([storage.read_frame(uri, storage_options=storage_options) for uri in result_uris], ignore_index=True)
@@ -522,7 +538,7 @@ def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig
     record.result_uris = [absolute(uri) for uri in summary.result_uris]
     record.counts.update(tasks=summary.tasks, tasks_reused=summary.reused, fits=summary.fits)
     record.timings.update(evaluation_wall_seconds=summary.wall_seconds, evaluation_task_cpu_seconds=summary.task_cpu_seconds)
-    record.settings["features"] = features_uri
+    record.settings["features"] = absolute(features_uri)
     return write_report(config.out, asdict(record), storage_options=options)
 
 
@@ -547,7 +563,7 @@ def write_report(out: str, record: dict[str, Any], *, storage_options: dict | No
     """Tables (CSV, Markdown) and the HTML page under ``<out>/report`` from a run's results alone."""
     from crossemo.report import html
 
-    results = read_results(record["result_uris"], storage_options=storage_options)
+    results = read_results(result_files(record, out), storage_options=storage_options)
     pairs = [tuple(p) for p in record["pairs"]]
     report_uri = storage.join(out, "report")
     run_figures = tables.Figures.of(results)  # computed once for the tables, the verdict and the page

@@ -554,11 +554,16 @@ def test_manifest_duplicate_through_dots(own):
 
 
 def test_manifest_parquet_speaker_numbers_stored_as_floats_read_as_whole_numbers(own):
-    """A numeric column with a gap is stored as floats: speaker 3 is "3", not "3.0" (and 3.5 stays 3.5)."""
-    frame = pd.DataFrame({"path": ["anna/t1.wav", "anna/t2.wav", "01/a.wav"], "speaker": [3.0, 3.0, 3.5], "emotion": ["joy", "sad", "joy"]})
-    frame.to_parquet(own / "floats.parquet")
+    """A numeric column with a gap is stored as floats: speaker 3 is "3", not "3.0"; 3.5, and ids too long for a float to hold exactly, stay as they read."""
+    frame = pd.DataFrame({
+        "path": ["anna/t1.wav", "anna/t2.wav", "01/a.wav", "anna/t1.wav"], "speaker": [3.0, 3.0, 3.5, 12345678901234567.0], "emotion": ["joy", "sad", "joy", "joy"],
+        "label": [1.0, 2.0, 3.0, 4.0],  # only the speaker column is read this way
+    })
+    frame.iloc[:3].to_parquet(own / "floats.parquet")
     result = manifest.prepare_manifest(str(own / "floats.parquet"), corpus="own")
-    assert sorted(set(result.utterances["speaker"])) == ["3", "3.5"]
+    assert sorted(set(result.utterances["speaker"])) == ["3", "3.5"] and sorted(set(result.utterances["label"])) == ["1.0", "2.0", "3.0"]
+    frame.iloc[3:].to_parquet(own / "long.parquet")
+    assert list(manifest.prepare_manifest(str(own / "long.parquet"), corpus="own").utterances["speaker"]) == ["1.2345678901234568e+16"]
 
 
 def test_manifest_parquet_absolute(own, tmp_path):

@@ -225,6 +225,14 @@ def test_train_from_run_works_from_another_folder_and_drops_the_figures_of_chang
     assert cli.main([*train, "--out", "changed"]) == 0
     assert "corpus emovo (its files' labels or contents) changed since the run under work/run" in capsys.readouterr().err
     assert json.loads((tmp_path / "changed" / "model.json").read_text())["evaluation"] is None
+    best = ["train", "--from-run", "work/run", "--target", "emovo", "--method", "best", "--out", "best", "--no-progress"]
+    assert cli.main(best) == 2
+    assert "--method best picks on the run under work/run, but corpus emovo (its files' labels or contents) changed since" in capsys.readouterr().err
+    assert not (tmp_path / "best").exists()
+
+    # The output moved (another mount, a copy): the record's files are found under the folder given now.
+    shutil.move(work / "run", tmp_path / "moved")
+    assert cli.main(["report", "moved"]) == 0
 
 
 def test_adapt_to_files_that_give_no_features_are_counted_in_a_warning(data, evaluated, tmp_path, capsys):

@@ -353,13 +353,17 @@ def spelling_warnings(speakers: Iterable[str]) -> list[str]:
 
 
 def _cell(value: object) -> str:
-    """A table cell as stripped text; missing values become empty, whole floats whole numbers."""
+    """A table cell as stripped text; missing values become empty."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
-    if isinstance(value, float) and value.is_integer():
-        # A Parquet column of numbers with a gap is often stored as floats: speaker 3 would read "3.0".
-        return str(int(value))
     return str(value).strip()
+
+
+def _whole_number(value: object) -> object:
+    """A float that holds a whole number exactly (below 2**53) as an int; anything else as it is."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 def _manifest_filesystem(path: str, storage_options: storage.StorageOptions | None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -398,6 +402,9 @@ def _read_table(fs: fsspec.AbstractFileSystem, manifest_path: str, path: str, *,
     missing = [column for column in required if column not in columns]
     if missing:
         raise CorpusError(f"manifest {path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} (it has: {', '.join(columns) or 'no columns'})")
+    if "speaker" in frame and pd.api.types.is_float_dtype(frame["speaker"]):
+        # Speaker numbers with a gap are stored as floats in Parquet: speaker 3 would read "3.0".
+        frame["speaker"] = pd.Series([_whole_number(value) for value in frame["speaker"]], index=frame.index, dtype=object)
     return frame.map(_cell)
 
 
