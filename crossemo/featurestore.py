@@ -560,7 +560,7 @@ def assemble(
             storage.write_frame(frame, storage.join(store.features_uri, name), storage_options=store.storage_options, metadata=metadata)
         stale = remove_stale_tables(store, set(written))
     warnings = [f"removed features/{name}.parquet, left by an earlier run with other corpora (its features stay in the cache)" for name in stale]
-    warnings += audio_warnings(kept, duplicates, analysis_rate=int(generation.decode.get("analysis_rate", 0)))
+    warnings += audio_warnings(kept, duplicates, analysis_rate=int(generation.decode.get("analysis_rate", 0)), written=write)
     return Assembled(written, rejected_frame, duplicates, utterances, warnings)
 
 
@@ -651,13 +651,15 @@ def count(number: int, noun: str, plural: str | None = None) -> str:
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
-def audio_warnings(kept: pd.DataFrame, duplicates: pd.DataFrame, *, analysis_rate: int) -> list[str]:
+def audio_warnings(kept: pd.DataFrame, duplicates: pd.DataFrame, *, analysis_rate: int, written: bool = True) -> list[str]:
     """One line per thing a user should know: low rates, repaired files, duplicates.
 
     Args:
         kept: the utterances that became feature rows, with ``AUDIO_COLUMNS``.
         duplicates: the duplicate groups (see :func:`find_duplicates`).
         analysis_rate: the rate every signal was resampled to, in Hz.
+        written: whether ``features/_duplicates.parquet`` was written with these
+            groups (not by ``crossemo train``, whose store's file describes another run).
     """
     warnings = []
     for corpus, rows in kept.groupby("corpus", sort=True):
@@ -676,7 +678,7 @@ def audio_warnings(kept: pd.DataFrame, duplicates: pd.DataFrame, *, analysis_rat
             f"{count(duplicates['group'].nunique(), 'group')} of identical recordings ({count(len(duplicates), 'file')}): "
             f"{count(int(counts.get('rejected', 0)), 'copy', 'copies')} rejected (exact copies kept once, conflicting labels rejected), "
             f"{count(across['group'].nunique(), 'recording')} in more than one corpus (left out of a pair's source when its target holds them); "
-            "see features/_duplicates.parquet"
+            + ("see features/_duplicates.parquet" if written else "`crossemo features` on these corpora lists them in features/_duplicates.parquet")
         )
     return warnings
 

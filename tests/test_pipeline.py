@@ -76,6 +76,15 @@ def test_features_are_cached_by_content(corpora_dir, tmp_path):
     assert sorted(pd.read_parquet(out / "features" / "_duplicates.parquet")["action"]) == ["kept", "rejected: exact copy"]
 
 
+def test_the_duplicates_warning_points_to_a_file_only_when_it_was_written():
+    kept = pd.DataFrame(columns=["corpus", "sampling_rate", "decode_notes", "uri"])
+    duplicates = pd.DataFrame({"group": [1, 1], "action": ["kept", "rejected: exact copy"]})
+    (written,) = featurestore.audio_warnings(kept, duplicates, analysis_rate=16000)
+    (not_written,) = featurestore.audio_warnings(kept, duplicates, analysis_rate=16000, written=False)
+    assert written.endswith("see features/_duplicates.parquet")
+    assert "see features/_duplicates.parquet" not in not_written and not_written.endswith("`crossemo features` on these corpora lists them in features/_duplicates.parquet")
+
+
 def write_bad_files(folder) -> dict[str, str]:
     """Real broken files of every kind, by name, with the stage that must reject them."""
     rate = 16000
