@@ -338,7 +338,7 @@ def prepare(config: RunConfig, *, need_pairs: bool = True) -> Prepared:
             except protocol.ProtocolError as error:
                 # A speaker or class too few is often files that were left out (wrong relative paths): say so.
                 involved = {*protocol.source_corpora(source), target}
-                raise protocol.ProtocolError(f"{error}{skipped_note([m for m in manifests if m.corpus in involved])}") from None
+                raise ConfigError(f"{error}{skipped_note([m for m in manifests if m.corpus in involved])}") from None
         protocol.check_scenario_3(planned_methods(config, method_names), [(pooled[source], labels[target]) for source, target in pairs])
     except protocol.ProtocolError as error:
         raise ConfigError(str(error)) from None

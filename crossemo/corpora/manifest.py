@@ -334,7 +334,8 @@ def _absence_reason(target: _Target) -> str:
     # An accented name can be spelled in two Unicode forms that look alike (macOS
     # tools write NFD); the file system tells them apart, so name the one that exists.
     for form in ("NFC", "NFD"):
-        if unicodedata.normalize(form, target.path) != target.path and os.path.exists(unicodedata.normalize(form, target.path)):
+        spelled = unicodedata.normalize(form, target.path)
+        if spelled != target.path and os.path.exists(spelled):
             return f"{NOT_FOUND} as spelled, but it exists with its accents in Unicode form {form}; save the manifest's paths in {form}"
     return NOT_FOUND
 
