@@ -193,6 +193,24 @@ def test_a_path_in_the_other_unicode_form_says_which_form_exists(on_disk, in_man
     ]
 
 
+def test_a_path_whose_folder_and_file_are_in_different_unicode_forms_names_the_spelling_that_exists(shared_corpora, tmp_path):
+    """A folder made in NFD holding a file saved in NFC, listed all in NFC: neither whole form exists, so the reason names the path as spelled on disk."""
+    import unicodedata
+
+    folder = tmp_path / unicodedata.normalize("NFD", "Zo\u00eb")
+    folder.mkdir()
+    on_disk = folder / unicodedata.normalize("NFC", "caf\u00e9.flac")
+    real = sorted((shared_corpora / "emovo" / "f1").glob("*.flac"))[0]
+    on_disk.write_bytes(real.read_bytes())
+    (tmp_path / "other.flac").write_bytes(real.read_bytes())
+    listed = unicodedata.normalize("NFC", "Zo\u00eb/caf\u00e9.flac")
+    (tmp_path / "list.csv").write_text(f"path,speaker,emotion\n{listed},zoe,joy\nother.flac,ann,joy\nZo\u00eb/gone\u00e9.flac,zoe,sad\n", encoding="utf-8")
+    result = manifest.prepare_manifest(str(tmp_path / "list.csv"))
+    assert result.skipped["reason"].tolist() == [
+        f"file not found as spelled, but it exists as {on_disk}, its names' accents in both Unicode forms; list it as spelled there", manifest.NOT_FOUND,
+    ]
+
+
 def test_speaker_names_in_two_unicode_forms_are_warned_about():
     composed, decomposed = "Jos\u00e9", "Jose\u0301"
     assert composed != decomposed

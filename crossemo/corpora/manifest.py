@@ -333,11 +333,40 @@ def _absence_reason(target: _Target) -> str:
         return dangling_link_reason(target.path)
     # An accented name can be spelled in two Unicode forms that look alike (macOS
     # tools write NFD); the file system tells them apart, so name the one that exists.
+    spelled = _spelled_on_disk(target.path)
+    if spelled is None:
+        return NOT_FOUND
     for form in ("NFC", "NFD"):
-        spelled = unicodedata.normalize(form, target.path)
-        if spelled != target.path and os.path.exists(spelled):
+        if spelled == unicodedata.normalize(form, target.path):
             return f"{NOT_FOUND} as spelled, but it exists with its accents in Unicode form {form}; save the manifest's paths in {form}"
-    return NOT_FOUND
+    return f"{NOT_FOUND} as spelled, but it exists as {spelled}, its names' accents in both Unicode forms; list it as spelled there"
+
+
+def _spelled_on_disk(path: str) -> str | None:
+    """``path`` as the file system spells it where it exists only with some names' accents in the other Unicode form; else ``None``.
+
+    Name by name, since a folder and the file in it can be saved in different
+    forms (a folder made on one system, files copied in from another).
+    """
+    head, names = path, []
+    while not os.path.exists(head):
+        head, name = os.path.split(head)
+        if not name:
+            return None
+        names.append(name)
+    for name in reversed(names):
+        composed = unicodedata.normalize("NFC", name)
+        if os.path.exists(os.path.join(head, name)) or composed == unicodedata.normalize("NFD", name):
+            head = os.path.join(head, name)  # a name with one form only: the folder is listed only for accented names
+            continue
+        try:
+            matches = [entry for entry in os.listdir(head) if unicodedata.normalize("NFC", entry) == composed]
+        except OSError:
+            return None
+        if len(matches) != 1:
+            return None
+        head = os.path.join(head, matches[0])
+    return head if head != path and os.path.exists(head) else None
 
 
 def spelling_warnings(speakers: Iterable[str]) -> list[str]:
