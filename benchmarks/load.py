@@ -43,8 +43,10 @@ class WorkerMemory(Sampler):
                 continue
 
 
-def _peaks_mb(memory: WorkerMemory) -> list[int]:
-    return sorted(round(rss / 2**20) for rss in memory.peaks.values())
+def _peaks_mb(memory: WorkerMemory) -> str:
+    """The workers' peaks in one line: how many processes were seen, the largest peak, and the two largest."""
+    peaks = sorted((round(rss / 2**20) for rss in memory.peaks.values()), reverse=True)
+    return f"{len(peaks)} processes, largest {peaks[:2]}" if peaks else "no worker seen"
 
 
 def main() -> None:
@@ -75,11 +77,17 @@ def main() -> None:
     with WorkerMemory() as evaluation_memory:
         record, _, tables = pipeline.run(config)
     store = pd.read_parquet(Path(config.out) / "features")
+    wall = features_record.timings["extraction_wall_seconds"]
     print(pd.Series({
+        "files listed": 2 * speakers * 4 * per_emotion,
         "utterances": sum(len(f) for f in extraction.features.values()),
+        "files rejected, by stage": dict(extraction.rejected["stage"].value_counts()) or 0,
+        "files sharing their bytes with another": len(extraction.duplicates),
         "generation seconds": round(generated, 1),
-        "extraction wall seconds": round(features_record.timings["extraction_wall_seconds"], 1),
-        "utterances per second": round(extraction.extracted / features_record.timings["extraction_wall_seconds"], 1) if extraction.extracted else "all cached",
+        "Ray start-up seconds": round(extraction.startup_seconds, 1),
+        "extraction wall seconds (start-up included)": round(wall, 1),
+        "utterances per second": round(extraction.extracted / wall, 1) if extraction.extracted else "all cached",
+        "efficiency: task CPU / (wall after start-up x CPUs)": round(extraction.task_cpu_seconds / ((wall - extraction.startup_seconds) * args.cpus), 2),
         "extraction: peak RSS per worker, MB (sorted)": _peaks_mb(extraction_memory),
         "feature store rows x columns": store.shape,
         "feature store MB in memory": round(store.memory_usage(deep=True).sum() / 2**20),
