@@ -39,16 +39,8 @@ def _add_run_options(parser: argparse.ArgumentParser, *, out_help: str = "output
     parser.add_argument("--out", help=out_help)
     parser.add_argument("--feature-set", dest="feature_set", help="is10 (default), egemaps, compare, emobase, or a path to an openSMILE .conf")
     parser.add_argument("--analysis-rate", dest="analysis_rate", type=int, help="every file is resampled to this rate in Hz before features are computed (default 16000)")
-    parser.add_argument("--channel", type=_channel, help="how several channels become one: mean (default; see the README's Mono rule), loudest (most speech-band energy: for a dead or humming channel), first, or a channel index")
+    parser.add_argument("--channel", type=pipeline.channel_rule, help="how several channels become one: mean (default; see the README's Mono rule), loudest (most speech-band energy: for a dead or humming channel), first, or a channel index")
     _add_common(parser)
-
-
-def _channel(text: str) -> str | int:
-    """A channel rule from the command line: a name, or an index."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
@@ -168,7 +160,7 @@ def print_extraction(summary, seconds: float) -> None:
     if rows:
         print(pd.DataFrame(rows).to_string(index=False))
     if len(summary.rejected):
-        print(f"\n{len(summary.rejected)} files not used (each with its reason in features/_rejected.parquet):")
+        print(f"\n{featurestore.count(len(summary.rejected), 'file')} not used (each with its reason in features/_rejected.parquet):")
         # Reasons that name a file (a duplicate's twin, a link's target) are
         # grouped by their kind, so one line stands for all files alike.
         kinds = summary.rejected.assign(reason=summary.rejected["reason"].str.replace(_PATH_IN_REASON, "…", regex=True))
@@ -234,6 +226,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     except ValueError as error:  # tables of mixed feature sets, or a file that is not Parquet
         raise pipeline.ConfigError(f"--features {args.features}: {error}") from None
     datasets = pipeline.datasets_from(features)
+    # The record names the corpora evaluated: a config's others are not this run's.
+    config.corpora = [spec for spec in config.corpora if spec.name in datasets]
     pipeline.plan_evaluation(datasets, config, features_uri=args.features)  # fails fast, before Ray
     record = pipeline.new_record(config, manifests=[], feature_set_id=featurestore.feature_set_of(args.features, storage_options=config.fs_options))
     pipeline.record_feature_store(record, featurestore.generation_of(args.features, storage_options=config.fs_options))

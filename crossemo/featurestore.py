@@ -305,12 +305,17 @@ class FeatureCache:
         for uri in storage.list_files(store.cache_uri(generation), suffix=".parquet", storage_options=store.storage_options):
             # One thread: Arrow's decoding threads each keep a heap of their own,
             # which the driver's memory would keep once a wave has used it.
-            with storage.open_parquet(uri, storage_options=store.storage_options) as parquet:
-                keys = parquet.read(columns=["sha256"], use_threads=False).column("sha256").to_pylist()
-                if not needed.isdisjoint(keys):
-                    cache.add(uri, parquet.read(use_threads=False))
-                else:
-                    cache.note(uri, keys)
+            try:
+                with storage.open_parquet(uri, storage_options=store.storage_options) as parquet:
+                    keys = parquet.read(columns=["sha256"], use_threads=False).column("sha256").to_pylist()
+                    if not needed.isdisjoint(keys):
+                        cache.add(uri, parquet.read(use_threads=False))
+                    else:
+                        cache.note(uri, keys)
+            except (pa.ArrowInvalid, KeyError) as error:  # damaged, or not a cache file (no sha256 column)
+                raise storage.StorageError(
+                    f"cache file {uri} cannot be read ({storage.describe_error(error)}); remove it: the recordings it held are extracted again"
+                ) from None
         return cache
 
     @property
@@ -684,18 +689,33 @@ def audio_warnings(kept: pd.DataFrame, duplicates: pd.DataFrame, *, analysis_rat
 
 
 def feature_set_of(features_uri: str, *, storage_options: storage.StorageOptions | None = None) -> str:
-    """The feature set a feature store was extracted with."""
-    manifest = storage.join(features_uri, "_manifest.parquet")
-    return storage.read_metadata(manifest, storage_options=storage_options).get(FEATURE_SET_KEY, "") if storage.exists(manifest, storage_options=storage_options) else ""
+    """The feature set a feature store was extracted with.
+
+    Raises:
+        storage.StorageError: the store's ``_manifest.parquet`` cannot be read.
+    """
+    return _manifest_metadata(features_uri, storage_options).get(FEATURE_SET_KEY, "")
 
 
 def generation_of(features_uri: str, *, storage_options: storage.StorageOptions | None = None) -> dict:
-    """The cache generation (:meth:`CacheGeneration.describe`) a feature store was made with; empty for a store written before it was kept."""
+    """The cache generation (:meth:`CacheGeneration.describe`) a feature store was made with; empty for a store written before it was kept.
+
+    Raises:
+        storage.StorageError: the store's ``_manifest.parquet`` cannot be read.
+    """
+    text = _manifest_metadata(features_uri, storage_options).get(GENERATION_RECORD_KEY)
+    return json.loads(text) if text else {}
+
+
+def _manifest_metadata(features_uri: str, storage_options: storage.StorageOptions | None) -> dict[str, str]:
+    """The key-value metadata of a store's ``_manifest.parquet``; empty when it has none."""
     manifest = storage.join(features_uri, "_manifest.parquet")
     if not storage.exists(manifest, storage_options=storage_options):
         return {}
-    text = storage.read_metadata(manifest, storage_options=storage_options).get(GENERATION_RECORD_KEY)
-    return json.loads(text) if text else {}
+    try:
+        return storage.read_metadata(manifest, storage_options=storage_options)
+    except pa.ArrowInvalid as error:
+        raise storage.StorageError(f"{manifest} cannot be read ({storage.describe_error(error)}); extract the features again (crossemo features) to rewrite it") from None
 
 
 def load_features(features_uri: str, *, storage_options: storage.StorageOptions | None = None, corpora: list[str] | None = None) -> dict[str, pd.DataFrame]:

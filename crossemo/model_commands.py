@@ -109,7 +109,10 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     config.out = args.store or args.from_run or os.environ.get("CROSSEMO_STORE") or str(Path(DEFAULT_STORE).expanduser())
     names = [spec.name for spec in config.corpora]
     if args.target not in names:
-        raise pipeline.ConfigError(f"--target {args.target!r} is not among the corpora ({', '.join(names) or 'none given'})")
+        unlocated = record is not None and not record.get("corpora") and not args.corpus
+        # `evaluate` read a feature store: its record knows where only the corpora its config named are.
+        hint = f"; the run under {args.from_run} evaluated a feature store and did not record where its audio is: give every corpus with --corpus NAME=URI" if unlocated else ""
+        raise pipeline.ConfigError(f"--target {args.target!r} is not among the corpora ({', '.join(names) or 'none given'}){hint}")
     sources = sorted(name for name in names if name != args.target)
     source = protocol.SOURCE_SEPARATOR.join(sources) or None
     choice = training.choose(args.method, results=results, source=source, target=args.target)

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 import crossemo
 from crossemo import audio, corpora, featurestore, methods, protocol, storage
-from crossemo.features import FeatureExtractor
+from crossemo.features import FeatureError, FeatureExtractor, resolve_feature_set
 from crossemo.report import tables, verdict
 
 
@@ -127,6 +128,12 @@ class RunConfig:
                 data = tomllib.load(handle)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+        except UnicodeDecodeError as error:  # TOML is UTF-8 by definition; tomllib lets the decoder's error through
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at position {error.start}); save it as UTF-8") from None
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {storage.describe_error(error)}") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
         unknown = sorted(set(data) - set(SETTING_TYPES))
@@ -149,6 +156,8 @@ class RunConfig:
             specs.append(spec)
         if "out" in data:
             data["out"] = _relative_to(base, data["out"])
+        if isinstance(data.get("channel"), str):
+            data["channel"] = channel_rule(data["channel"])  # "1" as --channel 1
         for key in ("pairs", "methods"):
             if isinstance(data.get(key), list):
                 data[key] = ",".join(data[key])
@@ -183,6 +192,14 @@ class RunConfig:
             spec["uri"] = absolute(spec["uri"])
         settings["out"] = absolute(settings["out"]) if settings["out"] else settings["out"]
         return settings
+
+
+def channel_rule(text: str) -> str | int:
+    """A channel rule written as text (a flag, a config string): an index as an int, a name as it is."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def absolute(uri: str) -> str:
@@ -430,17 +447,30 @@ DECODE_SETTINGS = ("analysis_rate", "channel")
 
 
 def record_feature_store(record: RunRecord, generation: dict[str, Any]) -> None:
-    """Record the decode rules an evaluated feature store was made with.
+    """Record the feature set and decode rules an evaluated feature store was made with.
 
-    ``crossemo evaluate`` decodes no audio, so its own decode settings (the
-    defaults, or a config file's) say nothing about the features: the record
-    takes the store's cache generation and its analysis rate and channel rule
-    instead, ``None`` for a store that does not say (written before it was kept).
+    ``crossemo evaluate`` decodes no audio, so its own feature set and decode
+    settings (the defaults, or a config file's) say nothing about the
+    features: the record takes the store's cache generation, its analysis
+    rate and channel rule, ``None`` for a store that does not say (written
+    before it was kept), and its feature set wherever the setting names
+    another (a custom set recorded by its id, ``config-…``).
     """
     record.cache_generation = dict(generation)
     decode = generation.get("decode", {})
     for name in DECODE_SETTINGS:
         record.settings[name] = decode.get(name)
+    stored = generation.get("feature_set")
+    if stored and _feature_set_id(record.settings.get("feature_set")) != stored:
+        record.settings["feature_set"] = stored
+
+
+def _feature_set_id(spec: Any) -> str | None:
+    """The id of a feature set setting; ``None`` when it cannot be resolved here."""
+    try:
+        return resolve_feature_set(str(spec)).id
+    except (FeatureError, OSError, ValueError):
+        return None
 
 
 def write_record(record: RunRecord, out: str, *, storage_options: dict | None) -> str:
@@ -456,11 +486,27 @@ def latest_record(out: str, *, storage_options: dict | None) -> dict[str, Any]:
         storage.StorageError: no run with results was recorded there.
     """
     for uri in sorted(storage.list_files(storage.join(out, "runs"), suffix="run.json", storage_options=storage_options), reverse=True):
-        fs, path = storage.filesystem(uri, storage_options=storage_options)
-        record = json.loads(fs.cat_file(path))
+        record = read_record(uri, storage_options=storage_options)
         if record.get("result_uris"):
             return record
     raise storage.StorageError(f"no run with results under {out}; run `crossemo run` or `crossemo evaluate` first")
+
+
+def read_record(uri: str, *, storage_options: dict | None) -> dict[str, Any]:
+    """One ``run.json``.
+
+    Raises:
+        storage.StorageError: it is not a JSON object (damaged, or not crossemo's).
+    """
+    fs, path = storage.filesystem(uri, storage_options=storage_options)
+    try:
+        record = json.loads(fs.cat_file(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        record = error
+    if not isinstance(record, dict) or "run_id" not in record:
+        why = f" ({record})" if isinstance(record, Exception) else ""
+        raise storage.StorageError(f"run record {uri} is not a crossemo run record{why}; move its folder out of runs/ to go on")
+    return record
 
 
 def planned_methods(config: RunConfig, method_names: list[str]) -> dict[str, Any]:
@@ -491,8 +537,11 @@ def plan_evaluation(
     """
     try:
         pairs = protocol.parse_pairs(config.pairs, sorted(datasets))
-        datasets = protocol.with_sources(datasets, pairs)
         method_names = protocol.parse_methods(config.methods)
+    except protocol.ProtocolError as error:  # the settings themselves: the data has no part in it
+        raise ConfigError(str(error)) from None
+    try:
+        datasets = protocol.with_sources(datasets, pairs)
         warnings = [w for s, t in pairs for w in protocol.check_pair(datasets[s], datasets[t])]
         protocol.check_scenario_3(planned_methods(config, method_names), [(datasets[s], datasets[t]) for s, t in pairs])
     except protocol.ProtocolError as error:
@@ -520,8 +569,22 @@ def result_files(record: dict[str, Any], out: str) -> list[str]:
 
 
 def read_results(result_uris: list[str], *, storage_options: dict | None) -> pd.DataFrame:
-    """The per-utterance results of the given task files."""
-    return pd.concat([storage.read_frame(uri, storage_options=storage_options) for uri in result_uris], ignore_index=True)
+    """The per-utterance results of the given task files.
+
+    Raises:
+        storage.StorageError: a file is missing or is not readable Parquet; the message names it.
+    """
+    return pd.concat([_read_result(uri, storage_options=storage_options) for uri in result_uris], ignore_index=True)
+
+
+def _read_result(uri: str, *, storage_options: dict | None) -> pd.DataFrame:
+    again = "running the evaluation again into the same --out recomputes it"
+    try:
+        return storage.read_frame(uri, storage_options=storage_options)
+    except FileNotFoundError:
+        raise storage.StorageError(f"result file {uri} is missing; {again}") from None
+    except (pa.ArrowException, OSError) as error:
+        raise storage.StorageError(f"result file {uri} cannot be read ({storage.describe_error(error)}); remove it: {again}") from None
 
 
 def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig, record: RunRecord, *, features_uri: str) -> dict[str, pd.DataFrame]:

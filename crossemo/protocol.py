@@ -182,6 +182,7 @@ def parse_pairs(spec: str | Iterable[str], corpora: list[str]) -> list[tuple[str
     pairs = []
     for item in spec:
         source, sep, target = item.partition(":")
+        target = target.strip()  # as the sources are: " emovo : mine " names emovo and mine
         if not sep or not source or not target or ":" in target:
             raise ProtocolError(f"pair {item!r} is not SOURCE:TARGET")
         sources = [name.strip() for name in source.split(SOURCE_SEPARATOR)]

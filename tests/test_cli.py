@@ -39,14 +39,22 @@ def test_corpora_lists_every_recipe(capsys):
     (["run", "--corpus", "manifest={a}", "--corpus", "manifest={b}", "--out", "OUT", "--methods", "rf,gan"], "unknown method 'gan'"),
     (["run", "--corpus", "manifest={a}", "--corpus", "manifest={b}", "--out", "OUT", "--pairs", "synth_studio:nosuch"], "names corpus 'nosuch'"),
     (["run", "--config", "/does/not/exist.toml"], "config file /does/not/exist.toml does not exist"),
+    (["run", "--config", "{folder}"], "is a folder, not a TOML file"),
+    (["run", "--config", "{latin}"], "is not UTF-8 text (byte 0xff at position 7); save it as UTF-8"),
     (["evaluate", "--features", "/does/not/exist", "--out", "OUT"], "no feature tables under /does/not/exist"),
+    # A misspelt method is the setting's fault: no hint at the files extraction left out.
+    (["evaluate", "--features", "{store}", "--out", "OUT", "--methods", "gan"], "unknown method 'gan'; known:"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, demo, tmp_path, capsys):
-    paths = {"a": demo["synth_studio"], "b": demo["synth_phone"]}
+    (tmp_path / "latin.toml").write_bytes(b'out = "\xff\xfe"\n')
+    (tmp_path / "store").mkdir()
+    for corpus in ("c", "d"):
+        pd.DataFrame({"corpus": [corpus], "speaker": ["s"], "emotion": ["joy"], "uri": ["u"], "sha256": ["h"], "f0": [1.0]}).to_parquet(tmp_path / "store" / f"{corpus}.parquet")
+    paths = {"a": demo["synth_studio"], "b": demo["synth_phone"], "folder": tmp_path, "latin": tmp_path / "latin.toml", "store": tmp_path / "store"}
     args = [arg.format(**paths).replace("OUT", str(tmp_path / "out")) for arg in args]
     status, _, err = run_cli(args, capsys)
     assert status == 2
-    assert message in err
+    assert message in err and "_rejected.parquet" not in err, err
     assert len(err.strip().splitlines()) == 1
     assert not ray.is_initialized()
 

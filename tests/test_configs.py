@@ -24,3 +24,12 @@ def test_config_is_valid(path):
     protocol.parse_pairs(config.pairs, [spec.name for spec in config.corpora])
     for name, params in config.method_params.items():
         methods.make_method(name, **params)
+
+
+def test_a_channel_index_written_as_text_in_a_config_is_an_index_as_on_the_command_line(tmp_path):
+    (tmp_path / "run.toml").write_text('channel = "1"\n')
+    assert pipeline.RunConfig.from_toml(str(tmp_path / "run.toml")).analysis_settings().channel == 1
+
+
+def test_spaces_around_a_pairs_names_are_dropped():
+    assert protocol.parse_pairs(" a + b : c ", ["a", "b", "c"]) == [("a+b", "c")]

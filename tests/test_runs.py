@@ -72,6 +72,8 @@ def test_runs_are_recorded_reuse_work_and_compare(tmp_path, capsys):
     assert cli.main(["report", str(out), "--compare", first.run_id, evaluated]) == 0
     from_store = capsys.readouterr().out
     assert "features read from a store)" in from_store and "?" not in from_store, from_store
+    # It recorded no corpus fingerprints: that is said once, not listed as every corpus entry changed.
+    assert f"corpora: not compared (run {evaluated} evaluated a feature store" in from_store and "corpora." not in from_store, from_store
 
     assert cli.main(["report", str(out), "--compare", first.run_id, grown.run_id]) == 0
     changed = capsys.readouterr().out
@@ -155,3 +157,55 @@ def test_a_rebuilt_report_describes_the_corpora_of_its_own_run(tmp_path):
     rebuilt = (out / "report" / "index.html").read_text(encoding="utf-8")
     assert ">third<" not in rebuilt and ">synth_phone<" in rebuilt
     assert rebuilt == page
+
+
+def test_evaluate_records_the_stores_feature_set_and_corpora_and_damaged_files_are_named(tmp_path, capsys):
+    """A config's feature set and corpora that evaluate did not use were recorded as the run's; damaged records, results and cache files were tracebacks."""
+    manifests = make_demo_corpora(tmp_path / "corpora", speakers=2, per_emotion=2)
+    out = tmp_path / "out"
+    corpora = [arg for path in manifests.values() for arg in ("--corpus", f"manifest={path}")]
+    assert cli.main(["run", *corpora, "--methods", "majority", "--out", str(out), "--no-progress"]) == 0
+    config = tmp_path / "other.toml"
+    phone = manifests["synth_phone"]
+    config.write_text(f'feature_set = "egemaps"\n[corpora]\nravdess = "/nonexistent"\nmanifest = "{phone}"\n')
+    assert cli.main(["evaluate", "--features", str(out / "features"), "--out", str(out / "again"), "--config", str(config), "--methods", "majority", "--no-progress"]) == 0
+    (record_path,) = (out / "again" / "runs").glob("*/run.json")
+    record = json.loads(record_path.read_text())
+    assert record["settings"]["feature_set"] == "is10"
+    assert [spec["name"] for spec in record["settings"]["corpora"]] == ["synth_phone"]
+    capsys.readouterr()
+
+    def refused(argv: list[str], says: str) -> None:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err, err
+
+    # Training from that evaluation needs the corpora it could not record.
+    refused(
+        ["train", "--from-run", str(out / "again"), "--target", "synth_studio", "--method", "rf", "--out", str(tmp_path / "model")],
+        "evaluated a feature store and did not record where its audio is: give every corpus with --corpus NAME=URI",
+    )
+
+    result = sorted((out / "results").rglob("*.parquet"))[0]
+    kept = pd.read_parquet(result)
+    result.write_bytes(b"garbage")
+    refused(["report", str(out)], f"result file {result} cannot be read (")
+    result.unlink()
+    refused(["report", str(out)], f"result file {result} is missing; running the evaluation again into the same --out recomputes it")
+    assert cli.main(["evaluate", "--features", str(out / "features"), "--out", str(out), "--methods", "majority", "--no-progress"]) == 0
+    timings = ["cpu_seconds", "wall_seconds"]
+    pd.testing.assert_frame_equal(pd.read_parquet(result).drop(columns=timings), kept.drop(columns=timings))
+    assert cli.main(["report", str(out)]) == 0
+
+    bogus = out / "runs" / "zzzz" / "run.json"
+    bogus.parent.mkdir()
+    bogus.write_text("{")
+    refused(["report", str(out)], f"run record {bogus} is not a crossemo run record (")
+    refused(["report", str(out), "--compare", "zzzz", record["run_id"]], f"run record {bogus} is not a crossemo run record")
+    bogus.unlink()
+
+    cache_file = sorted((out / "cache").rglob("*.parquet"))[0]
+    cache_file.write_bytes(b"junk")
+    refused(["run", *corpora, "--methods", "majority", "--out", str(out), "--no-progress"], f"cache file {cache_file} cannot be read (")
+    (out / "features" / "_manifest.parquet").write_bytes(b"junk")
+    refused(["evaluate", "--features", str(out / "features"), "--out", str(out), "--methods", "majority", "--no-progress"], "_manifest.parquet cannot be read (")

@@ -7,11 +7,9 @@ files, the code changed, a method was added, or nothing changed at all.
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
-from crossemo import storage
+from crossemo import pipeline, storage
 from crossemo.report import tables
 
 
@@ -35,7 +33,16 @@ def setting_changes(run_a: dict, run_b: dict) -> list[tuple[str, object, object]
     keys = ("settings", "code_version", "corpora", "feature_set_id", "cache_generation")
     before = _flatten({k: run_a.get(k) for k in keys})
     after = _flatten({k: run_b.get(k) for k in keys})
-    return [(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)]
+    names = sorted(set(before) | set(after))
+    if unfingerprinted(run_a, run_b):
+        # Only one side knows its corpora: every entry would read as a change.
+        names = [name for name in names if not name.startswith("corpora.") and name != "settings.corpora"]
+    return [(name, before.get(name), after.get(name)) for name in names if before.get(name) != after.get(name)]
+
+
+def unfingerprinted(*runs: dict) -> list[str]:
+    """The ids of the runs that recorded no corpus fingerprints: ``crossemo evaluate`` reads a feature store, not the corpora."""
+    return [str(run.get("run_id", "?")) for run in runs if not run.get("corpora")]
 
 
 METRICS = {"accuracy": "accuracy", "uar": "UAR"}
@@ -89,19 +96,22 @@ def read_run(out: str, run_id: str, *, storage_options: storage.StorageOptions |
     if not storage.exists(uri, storage_options=storage_options):
         known = sorted({u.rsplit("/", 2)[-2] for u in storage.list_files(storage.join(out, "runs"), suffix="run.json", storage_options=storage_options)})
         raise storage.StorageError(f"no run {run_id!r} under {out} (runs: {', '.join(known) or 'none'})")
-    fs, path = storage.filesystem(uri, storage_options=storage_options)
-    return json.loads(fs.cat_file(path))
+    return pipeline.read_record(uri, storage_options=storage_options)
 
 
 def render(run_a: dict, run_b: dict, changes: pd.DataFrame) -> str:
     """A plain-text comparison for the terminal."""
     lines = [f"comparing run {run_a['run_id']} → {run_b['run_id']}", ""]
     settings = setting_changes(run_a, run_b)
+    unknown = unfingerprinted(run_a, run_b)
+    compared = "settings and code" if unknown else "settings, code and corpora"
     if settings:
-        lines.append("settings, code and corpora that changed:")
+        lines.append(f"{compared} that changed:")
         lines += [f"  {name}: {before!r} → {after!r}" for name, before, after in settings]
     else:
-        lines.append("settings, code and corpora: unchanged")
+        lines.append(f"{compared}: unchanged")
+    if unknown:
+        lines.append(f"corpora: not compared (run {' and '.join(unknown)} evaluated a feature store and recorded no corpus fingerprints)")
     counts_a, counts_b = run_a.get("counts", {}), run_b.get("counts", {})
     # A run of `evaluate` read a feature store and extracted nothing: it records no feature counts.
     features = f", features reused {counts_b['features_reused']}" if "features_reused" in counts_b else ", features read from a store"
