@@ -50,9 +50,13 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, help="run every stochastic method under this many seeds, from --seed on, each as its own tasks; the tables show the spread over seeds (default 1)")
 
 
+def _add_storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage-option", dest="storage_option", action="append", default=[], metavar="KEY=VALUE", help="fsspec/s3fs option, e.g. endpoint_url=http://…; repeatable")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else Ray in-process)")
-    parser.add_argument("--storage-option", dest="storage_option", action="append", default=[], metavar="KEY=VALUE", help="fsspec/s3fs option, e.g. endpoint_url=http://…; repeatable")
+    _add_storage_option(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=True, help="no progress bars (for logs)")
 
 
@@ -119,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rebuild the tables and page of the latest run from its results, or compare two runs")
     report.add_argument("out", help="the run's output folder or s3:// prefix")
     report.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="show what changed between two run ids (see <out>/runs/)")
-    report.add_argument("--storage-option", dest="storage_option", action="append", default=[], metavar="KEY=VALUE")
+    _add_storage_option(report)
     model_commands.add_train_parser(commands, _add_run_options)
     model_commands.add_predict_parser(commands, _add_common)
     demo = commands.add_parser("demo", help="run everything on a small synthetic data set (its numbers mean nothing)")

@@ -316,6 +316,10 @@ def test_a_report_written_again_draws_only_the_figures_whose_inputs_changed(resu
     monkeypatch.setattr(figures, "_DRAWING_CODE", "changed")
     write_html_report(changed, PAIRS, str(tmp_path))
     assert len(drawn) == len(again)
+    # A page for one pair keeps only its own figures: the other pair's no longer pile up beside them.
+    write_html_report(changed, PAIRS[:1], str(tmp_path))
+    left = {path.name for path in folder.glob("*.png")}
+    assert not {name for name in left if name.startswith("emovo-to-emodb")} and {name for name in again if name.startswith("emodb-to-emovo")} <= left, left
 
 
 def test_without_manifest_the_counts_come_from_results(results, tmp_path):
@@ -461,3 +465,10 @@ def test_report_reads_warnings_and_duplicates_of_the_run(results, tmp_path):
     text = (tmp_path / "out" / "report" / "index.html").read_text(encoding="utf-8")
     assert len(_parse(text).tables["duplicates-table"]) == 1 + 5
     assert html.escape(WARNINGS[0]) in text
+
+
+def test_pairs_whose_names_differ_only_in_punctuation_get_sections_of_their_own():
+    from crossemo.report import html
+
+    anchors = html.pair_anchors([("emovo+ravdess", "mine"), ("emovo-ravdess", "mine")])
+    assert anchors == {("emovo+ravdess", "mine"): "pair-emovo-ravdess-to-mine", ("emovo-ravdess", "mine"): "pair-emovo-ravdess-to-mine-2"}

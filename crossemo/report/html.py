@@ -122,8 +122,9 @@ def write_html_report(
     # The per-pair charts and grids show each fold once, averaged over seeds.
     folds = tables.seed_averaged(figures.folds)
     pair_sections, rendered = [], list(verdict_figures)
+    anchors = pair_anchors(pairs)
     for source, target in pairs:
-        section, pair_figures = _pair_section(results, folds, source, target, names)
+        section, pair_figures = _pair_section(results, folds, source, target, names, anchor=anchors[(source, target)])
         pair_sections.append(section)
         rendered += pair_figures
     page = _page(
@@ -145,6 +146,11 @@ def write_html_report(
             storage.write_bytes(figure.png, storage.join(report_uri, "figures", figure.name), storage_options=storage_options)
     index = storage.join(report_uri, "index.html")
     storage.write_bytes(page.encode("utf-8"), index, storage_options=storage_options)
+    # Figures of pairs and methods an earlier page showed would otherwise pile up beside this page's.
+    shown = {figure.name for figure in rendered}
+    for uri in storage.list_files(storage.join(report_uri, "figures"), suffix=".png", maxdepth=1, storage_options=storage_options):
+        if uri.rsplit("/", 1)[-1] not in shown:
+            storage.remove(uri, storage_options=storage_options)
     return index
 
 
@@ -328,6 +334,18 @@ class _FigureFiles:
 
 def _pair_slug(source: str, target: str) -> str:
     return f"{source}-to-{target}"
+
+
+def pair_anchors(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Each pair's section id; pairs whose names differ only in punctuation (``a+b`` and ``a-b``) are numbered apart, as their figures are."""
+    anchors: dict[tuple[str, str], str] = {}
+    for source, target in pairs:
+        base = _anchor("pair", _pair_slug(source, target))
+        anchor, n = base, 2
+        while anchor in anchors.values():
+            anchor, n = f"{base}-{n}", n + 1
+        anchors[(source, target)] = anchor
+    return anchors
 
 
 def _anchor(*parts: str) -> str:
@@ -553,9 +571,8 @@ def _duplicates_section(duplicates: pd.DataFrame | None) -> str:
     return "\n".join(parts)
 
 
-def _pair_section(results: pd.DataFrame, folds: pd.DataFrame, source: str, target: str, names: _FigureFiles) -> tuple[str, list[Rendered]]:
+def _pair_section(results: pd.DataFrame, folds: pd.DataFrame, source: str, target: str, names: _FigureFiles, *, anchor: str) -> tuple[str, list[Rendered]]:
     """One pair's figures and per-fold numbers, and the figures to write as files."""
-    anchor = _anchor("pair", _pair_slug(source, target))
     parts = [f'<section id="{_esc(anchor)}" class="pair"><h2>{_esc(source)} → {_esc(target)}</h2>']
     bars, heatmap, confusions = _pair_figures(results, folds, source, target, names)
     if bars is None:
@@ -606,7 +623,8 @@ def _header(run: dict[str, Any] | None, results: pd.DataFrame, pairs: list[tuple
 def _contents(pairs: list[tuple[str, str]], body: str) -> str:
     """Links to the sections present in ``body``, then to every pair."""
     links = [(anchor, title) for anchor, title in SECTIONS if f'<section id="{anchor}">' in body]
-    links += [(_anchor("pair", _pair_slug(s, t)), f"{s} → {t}") for s, t in pairs]
+    anchors = pair_anchors(pairs)
+    links += [(anchors[(s, t)], f"{s} → {t}") for s, t in pairs]
     items = "".join(f'<li><a href="#{_esc(anchor)}">{_esc(text)}</a></li>' for anchor, text in links)
     return f"<nav><ul>{items}</ul></nav>"
 
