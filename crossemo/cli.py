@@ -234,7 +234,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     config.corpora = [spec for spec in config.corpora if spec.name in datasets]
     pipeline.plan_evaluation(datasets, config, features_uri=args.features)  # fails fast, before Ray
     record = pipeline.new_record(config, manifests=[], feature_set_id=featurestore.feature_set_of(args.features, storage_options=config.fs_options))
-    pipeline.record_feature_store(record, featurestore.generation_of(args.features, storage_options=config.fs_options))
+    pipeline.record_feature_store(record, featurestore.generation_of(args.features, storage_options=config.fs_options), storage_options=config.fs_options)
     with pipeline.recorded_if_it_fails(record, config, time.perf_counter()):
         result_tables = pipeline.evaluate_and_report(datasets, config, record, features_uri=args.features)
     pipeline.write_record(record, config.out, storage_options=config.fs_options)

@@ -312,10 +312,8 @@ class FeatureCache:
                         cache.add(uri, parquet.read(use_threads=False))
                     else:
                         cache.note(uri, keys)
-            except (pa.ArrowInvalid, KeyError) as error:  # damaged, or not a cache file (no sha256 column)
-                raise storage.StorageError(
-                    f"cache file {uri} cannot be read ({storage.describe_error(error)}); remove it: the recordings it held are extracted again"
-                ) from None
+            except storage.PARQUET_READ_ERRORS as error:  # damaged, not a cache file (no sha256 column), or out of reach
+                raise _unreadable_cache_file(uri, error) from None
         return cache
 
     @property
@@ -370,13 +368,23 @@ class FeatureCache:
             ``sha256, stage, reason`` per content rejected.
         """
         for uri in sorted(self._index.files_holding(wanted) & self._unread):
-            self.add(uri, storage.read_table(uri, storage_options=self.store.storage_options))
+            try:
+                table = storage.read_table(uri, storage_options=self.store.storage_options)
+            except storage.PARQUET_READ_ERRORS as error:
+                raise _unreadable_cache_file(uri, error) from None
+            self.add(uri, table)
         facts = pd.concat(self._facts, ignore_index=True) if self._facts else pd.DataFrame(columns=["sha256", *AUDIO_COLUMNS])
         values = np.concatenate(self._values) if self._values else np.empty((0, len(self.names)), dtype=np.float32)
         rows = np.flatnonzero(facts["sha256"].isin(wanted).to_numpy() & ~facts["sha256"].duplicated().to_numpy())
         rejections = pd.concat(self._rejections) if self._rejections else pd.DataFrame(columns=["sha256", "stage", "reason"])
         rejections = rejections[rejections["sha256"].isin(wanted)].drop_duplicates("sha256")
         return facts.iloc[rows].set_index("sha256"), values[rows], rejections
+
+
+def _unreadable_cache_file(uri: str, error: BaseException) -> storage.StorageError:
+    """A one-line error for a cache file that cannot be read, with the remedy when its bytes are at fault."""
+    remedy = "; remove it: the recordings it held are extracted again" if storage.damaged_file(error) else ""
+    return storage.StorageError(f"cache file {uri} cannot be read ({storage.describe_error(error)}){remedy}")
 
 
 FINGERPRINT_COLUMNS = ["uri", "fingerprint", "sha256"]
@@ -714,8 +722,9 @@ def _manifest_metadata(features_uri: str, storage_options: storage.StorageOption
         return {}
     try:
         return storage.read_metadata(manifest, storage_options=storage_options)
-    except pa.ArrowInvalid as error:
-        raise storage.StorageError(f"{manifest} cannot be read ({storage.describe_error(error)}); extract the features again (crossemo features) to rewrite it") from None
+    except storage.PARQUET_READ_ERRORS as error:
+        remedy = "; extract the features again (crossemo features) to rewrite it" if storage.damaged_file(error) or isinstance(error, IsADirectoryError) else ""
+        raise storage.StorageError(f"{manifest} cannot be read ({storage.describe_error(error)}){remedy}") from None
 
 
 def load_features(features_uri: str, *, storage_options: storage.StorageOptions | None = None, corpora: list[str] | None = None) -> dict[str, pd.DataFrame]:

@@ -109,7 +109,8 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     config.out = args.store or args.from_run or os.environ.get("CROSSEMO_STORE") or str(Path(DEFAULT_STORE).expanduser())
     names = [spec.name for spec in config.corpora]
     if args.target not in names:
-        unlocated = record is not None and not record.get("corpora") and not args.corpus
+        evaluated = {name for pair in (record or {}).get("pairs", []) for side in pair for name in side.split(protocol.SOURCE_SEPARATOR)}
+        unlocated = record is not None and not record.get("corpora") and not args.corpus and args.target in evaluated
         # `evaluate` read a feature store: its record knows where only the corpora its config named are.
         hint = f"; the run under {args.from_run} evaluated a feature store and did not record where its audio is: give every corpus with --corpus NAME=URI" if unlocated else ""
         raise pipeline.ConfigError(f"--target {args.target!r} is not among the corpora ({', '.join(names) or 'none given'}){hint}")

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 import crossemo
 from crossemo import audio, corpora, featurestore, methods, protocol, storage
-from crossemo.features import FeatureError, FeatureExtractor, resolve_feature_set
+from crossemo.features import FeatureExtractor, resolve_feature_set
 from crossemo.report import tables, verdict
 
 
@@ -446,7 +445,7 @@ DECODE_SETTINGS = ("analysis_rate", "channel")
 """The settings that decide how audio becomes signals (:class:`crossemo.audio.AnalysisSettings`)."""
 
 
-def record_feature_store(record: RunRecord, generation: dict[str, Any]) -> None:
+def record_feature_store(record: RunRecord, generation: dict[str, Any], *, storage_options: storage.StorageOptions | None = None) -> None:
     """Record the feature set and decode rules an evaluated feature store was made with.
 
     ``crossemo evaluate`` decodes no audio, so its own feature set and decode
@@ -454,22 +453,24 @@ def record_feature_store(record: RunRecord, generation: dict[str, Any]) -> None:
     features: the record takes the store's cache generation, its analysis
     rate and channel rule, ``None`` for a store that does not say (written
     before it was kept), and its feature set wherever the setting names
-    another (a custom set recorded by its id, ``config-…``).
+    another (a custom set recorded by its id, ``config-…``); a setting that
+    cannot be resolved here (a config file out of reach) is kept as it is.
     """
     record.cache_generation = dict(generation)
     decode = generation.get("decode", {})
     for name in DECODE_SETTINGS:
         record.settings[name] = decode.get(name)
     stored = generation.get("feature_set")
-    if stored and _feature_set_id(record.settings.get("feature_set")) != stored:
+    setting = _feature_set_id(record.settings.get("feature_set"), storage_options)
+    if stored and setting is not None and setting != stored:
         record.settings["feature_set"] = stored
 
 
-def _feature_set_id(spec: Any) -> str | None:
+def _feature_set_id(spec: Any, storage_options: storage.StorageOptions | None) -> str | None:
     """The id of a feature set setting; ``None`` when it cannot be resolved here."""
     try:
-        return resolve_feature_set(str(spec)).id
-    except (FeatureError, OSError, ValueError):
+        return resolve_feature_set(str(spec), storage_options=storage_options).id
+    except Exception:  # a config file out of reach (moved, credentials, network): the setting is kept as written
         return None
 
 
@@ -583,8 +584,9 @@ def _read_result(uri: str, *, storage_options: dict | None) -> pd.DataFrame:
         return storage.read_frame(uri, storage_options=storage_options)
     except FileNotFoundError:
         raise storage.StorageError(f"result file {uri} is missing; {again}") from None
-    except (pa.ArrowException, OSError) as error:
-        raise storage.StorageError(f"result file {uri} cannot be read ({storage.describe_error(error)}); remove it: {again}") from None
+    except storage.PARQUET_READ_ERRORS as error:
+        remedy = f"; remove it: {again}" if storage.damaged_file(error) else ""
+        raise storage.StorageError(f"result file {uri} cannot be read ({storage.describe_error(error)}){remedy}") from None
 
 
 def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig, record: RunRecord, *, features_uri: str) -> dict[str, pd.DataFrame]:

@@ -105,6 +105,21 @@ def describe_error(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+PARQUET_READ_ERRORS = (pa.ArrowException, OSError, ValueError, KeyError)
+"""What reading a Parquet file can raise: Arrow's errors (a damaged footer is a plain ``OSError``), storage errors, bad text."""
+
+
+def damaged_file(error: BaseException) -> bool:
+    """Whether a read failed on the file's bytes (damaged, or not what was expected) rather than on reaching it.
+
+    Reaching a file fails with a subclass of ``OSError`` (permissions, a
+    missing file, a connection); Arrow reports bytes it cannot decode as
+    ``ArrowInvalid``, a plain ``OSError`` ("Couldn't deserialize thrift"),
+    or a ``UnicodeDecodeError``; a table without an expected column as ``KeyError``.
+    """
+    return type(error) is OSError or isinstance(error, (pa.ArrowInvalid, ValueError, KeyError))
+
+
 def read_bytes(uri: str, *, storage_options: StorageOptions | None = None) -> bytes:
     """Read a whole file.
 

@@ -316,10 +316,14 @@ def test_a_report_written_again_draws_only_the_figures_whose_inputs_changed(resu
     monkeypatch.setattr(figures, "_DRAWING_CODE", "changed")
     write_html_report(changed, PAIRS, str(tmp_path))
     assert len(drawn) == len(again)
-    # A page for one pair keeps only its own figures: the other pair's no longer pile up beside them.
+    # A page for one pair keeps only its own figures: the other pair's no longer pile up beside them; a picture of your own stays.
+    import PIL.Image
+
+    PIL.Image.new("RGB", (4, 4)).save(folder / "my_annotated_copy.png")
     write_html_report(changed, PAIRS[:1], str(tmp_path))
     left = {path.name for path in folder.glob("*.png")}
     assert not {name for name in left if name.startswith("emovo-to-emodb")} and {name for name in again if name.startswith("emodb-to-emovo")} <= left, left
+    assert "my_annotated_copy.png" in left
 
 
 def test_without_manifest_the_counts_come_from_results(results, tmp_path):

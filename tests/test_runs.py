@@ -73,7 +73,7 @@ def test_runs_are_recorded_reuse_work_and_compare(tmp_path, capsys):
     from_store = capsys.readouterr().out
     assert "features read from a store)" in from_store and "?" not in from_store, from_store
     # It recorded no corpus fingerprints: that is said once, not listed as every corpus entry changed.
-    assert f"corpora: not compared (run {evaluated} evaluated a feature store" in from_store and "corpora." not in from_store, from_store
+    assert f"corpora: not compared (run {evaluated} recorded no corpus fingerprints: an evaluate of a feature store" in from_store and "corpora." not in from_store, from_store
 
     assert cli.main(["report", str(out), "--compare", first.run_id, grown.run_id]) == 0
     changed = capsys.readouterr().out
@@ -205,7 +205,11 @@ def test_evaluate_records_the_stores_feature_set_and_corpora_and_damaged_files_a
     bogus.unlink()
 
     cache_file = sorted((out / "cache").rglob("*.parquet"))[0]
+    intact = cache_file.read_bytes()
+    # Its magic bytes intact, its footer not: Arrow raises a plain OSError ("Couldn't deserialize thrift"), not ArrowInvalid.
+    cache_file.write_bytes(intact[:-20] + bytes(range(12)) + intact[-8:])
+    refused(["run", *corpora, "--methods", "majority", "--out", str(out), "--no-progress"], f"cache file {cache_file} cannot be read (OSError")
     cache_file.write_bytes(b"junk")
-    refused(["run", *corpora, "--methods", "majority", "--out", str(out), "--no-progress"], f"cache file {cache_file} cannot be read (")
+    refused(["run", *corpora, "--methods", "majority", "--out", str(out), "--no-progress"], "; remove it: the recordings it held are extracted again")
     (out / "features" / "_manifest.parquet").write_bytes(b"junk")
     refused(["evaluate", "--features", str(out / "features"), "--out", str(out), "--methods", "majority", "--no-progress"], "_manifest.parquet cannot be read (")

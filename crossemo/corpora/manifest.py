@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import math
 import os
@@ -345,9 +346,15 @@ def _absence_reason(target: _Target) -> str:
 def _spelled_on_disk(path: str) -> str | None:
     """``path`` as the file system spells it where it exists only with some names' accents in the other Unicode form; else ``None``.
 
-    Name by name, since a folder and the file in it can be saved in different
-    forms (a folder made on one system, files copied in from another).
+    Both whole-path forms first; then name by name, since a folder and the
+    file in it can be saved in different forms (a folder made on one system,
+    files copied in from another). Only accented names need a folder listed,
+    and each folder is listed once while it is unchanged (:func:`_by_composed_name`).
     """
+    for form in ("NFC", "NFD"):
+        spelled = unicodedata.normalize(form, path)
+        if spelled != path and os.path.exists(spelled):
+            return spelled
     head, names = path, []
     while not os.path.exists(head):
         head, name = os.path.split(head)
@@ -357,16 +364,25 @@ def _spelled_on_disk(path: str) -> str | None:
     for name in reversed(names):
         composed = unicodedata.normalize("NFC", name)
         if os.path.exists(os.path.join(head, name)) or composed == unicodedata.normalize("NFD", name):
-            head = os.path.join(head, name)  # a name with one form only: the folder is listed only for accented names
+            head = os.path.join(head, name)
             continue
         try:
-            matches = [entry for entry in os.listdir(head) if unicodedata.normalize("NFC", entry) == composed]
+            matches = _by_composed_name(head, os.stat(head).st_mtime_ns).get(composed, [])
         except OSError:
             return None
         if len(matches) != 1:
             return None
         head = os.path.join(head, matches[0])
     return head if head != path and os.path.exists(head) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _by_composed_name(folder: str, modified_ns: int) -> dict[str, list[str]]:
+    """A folder's entries by their NFC spelling; keyed by its modification time too, so a changed folder is listed again."""
+    entries: dict[str, list[str]] = {}
+    for entry in os.listdir(folder):
+        entries.setdefault(unicodedata.normalize("NFC", entry), []).append(entry)
+    return entries
 
 
 def spelling_warnings(speakers: Iterable[str]) -> list[str]:

@@ -111,7 +111,7 @@ def render(run_a: dict, run_b: dict, changes: pd.DataFrame) -> str:
     else:
         lines.append(f"{compared}: unchanged")
     if unknown:
-        lines.append(f"corpora: not compared (run {' and '.join(unknown)} evaluated a feature store and recorded no corpus fingerprints)")
+        lines.append(f"corpora: not compared (run {' and '.join(unknown)} recorded no corpus fingerprints: an evaluate of a feature store, or an older record)")
     counts_a, counts_b = run_a.get("counts", {}), run_b.get("counts", {})
     # A run of `evaluate` read a feature store and extracted nothing: it records no feature counts.
     features = f", features reused {counts_b['features_reused']}" if "features_reused" in counts_b else ", features read from a store"

@@ -146,12 +146,26 @@ def write_html_report(
             storage.write_bytes(figure.png, storage.join(report_uri, "figures", figure.name), storage_options=storage_options)
     index = storage.join(report_uri, "index.html")
     storage.write_bytes(page.encode("utf-8"), index, storage_options=storage_options)
-    # Figures of pairs and methods an earlier page showed would otherwise pile up beside this page's.
-    shown = {figure.name for figure in rendered}
-    for uri in storage.list_files(storage.join(report_uri, "figures"), suffix=".png", maxdepth=1, storage_options=storage_options):
-        if uri.rsplit("/", 1)[-1] not in shown:
-            storage.remove(uri, storage_options=storage_options)
+    _remove_figures_not_shown(storage.join(report_uri, "figures"), {figure.name for figure in rendered}, storage_options=storage_options)
     return index
+
+
+def _remove_figures_not_shown(folder: str, shown: set[str], *, storage_options: storage.StorageOptions | None) -> None:
+    """Remove the figures an earlier page drew that this one does not show, so they do not pile up.
+
+    Only PNGs that carry a crossemo figure key (:func:`crossemo.report.figures.png_key`)
+    are removed: a picture of your own in the folder stays. Best effort: a
+    location that refuses deletes keeps them, and the page is written anyway.
+    """
+    keep = {storage.join(folder, name) for name in shown}
+    for uri in storage.list_files(folder, suffix=".png", maxdepth=1, storage_options=storage_options):
+        if uri in keep:
+            continue
+        try:
+            if figures.png_key(storage.read_bytes(uri, storage_options=storage_options)) is not None:
+                storage.remove(uri, storage_options=storage_options)
+        except OSError:
+            continue
 
 
 # --- data -------------------------------------------------------------------------------------------
