@@ -154,6 +154,12 @@ def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+CLAIM_BATCH_FILES = 16
+"""Files whose content keys one claims round trip asks for (:func:`extract_shard`)."""
+CLAIM_BATCH_BYTES = 64 * 2**20
+"""The most bytes of audio a shard holds while waiting to claim them; a larger file is a batch of its own."""
+
+
 def extract_shard(
     files: pd.DataFrame,
     *,
@@ -162,7 +168,7 @@ def extract_shard(
     settings: audio.AnalysisSettings | None = None,
     generation: CacheGeneration | None = None,
     cached: Container[str] = frozenset(),
-    claim: Callable[[str], bool] | None = None,
+    claim: Callable[[list[str]], list[bool]] | None = None,
     storage_options: storage.StorageOptions | None = None,
 ) -> ShardOutcome:
     """Extract features for a shard of files and write them to the cache.
@@ -183,9 +189,11 @@ def extract_shard(
             ``extractor`` and ``settings`` when ``None`` (a driver passes its
             own, so every worker writes where the driver reads).
         cached: content keys already in the cache.
-        claim: asks whether this shard is the one to extract a content key
-            (true for exactly one shard per key in a run); every new key is
-            this shard's when ``None``.
+        claim: asks, for a list of content keys, whether this shard is the
+            one to extract each (true for exactly one shard per key in a run);
+            every new key is this shard's when ``None``. Files are claimed in
+            batches of up to :data:`CLAIM_BATCH_FILES` files or
+            :data:`CLAIM_BATCH_BYTES` bytes, read and held until claimed.
         storage_options: filesystem options for reading the audio (default: the store's).
 
     Returns:
@@ -197,6 +205,29 @@ def extract_shard(
     key_rows, rejected, vectors, facts = [], [], [], []
     handled: set[str] = set()  # contents this shard extracted or rejected
     may_repeat = files["may_repeat"] if "may_repeat" in files else pd.Series(True, index=files.index)
+    read: list[tuple[str, bytes, str, bool]] = []  # files read and hashed, not yet extracted: uri, bytes, key, may repeat
+
+    def extract_read() -> None:
+        """Claim the batch's new keys in one round trip to the claims actor, then extract what this shard owns."""
+        asked = list(dict.fromkeys(sha for _, _, sha, repeatable in read if repeatable and sha not in cached and sha not in handled))
+        owned = {sha for sha, mine in zip(asked, claim(asked)) if mine} if claim is not None and asked else set(asked)
+        for uri, data, sha, repeatable in read:
+            if sha in cached or sha in handled or (claim is not None and repeatable and sha not in owned):
+                continue
+            handled.add(sha)
+            try:
+                analysis = audio.prepare(data, settings=settings)
+                vectors.append(extractor.extract(analysis.signal, analysis.sampling_rate))
+                facts.append({
+                    "sha256": sha, "sampling_rate": analysis.original_rate, "channels": analysis.channels, "channel": analysis.channel,
+                    "duration": analysis.duration, "decode_notes": "; ".join(analysis.notes),
+                })
+            except audio.AudioError as error:
+                rejected.append({"uri": uri, "sha256": sha, "stage": "decode", "reason": str(error)})
+            except FeatureError as error:
+                rejected.append({"uri": uri, "sha256": sha, "stage": "features", "reason": str(error)})
+        read.clear()
+
     for uri, fingerprint, repeatable in zip(files["uri"], files["fingerprint"], may_repeat):
         try:
             data = audio.read(uri, storage_options=storage_options if storage_options is not None else store.storage_options)
@@ -206,20 +237,12 @@ def extract_shard(
             continue
         sha = content_key(data)
         key_rows.append({"uri": uri, "fingerprint": fingerprint, "sha256": sha})
-        if sha in cached or sha in handled or (claim is not None and repeatable and not claim(sha)):
-            continue
-        handled.add(sha)
-        try:
-            analysis = audio.prepare(data, settings=settings)
-            vectors.append(extractor.extract(analysis.signal, analysis.sampling_rate))
-            facts.append({
-                "sha256": sha, "sampling_rate": analysis.original_rate, "channels": analysis.channels, "channel": analysis.channel,
-                "duration": analysis.duration, "decode_notes": "; ".join(analysis.notes),
-            })
-        except audio.AudioError as error:
-            rejected.append({"uri": uri, "sha256": sha, "stage": "decode", "reason": str(error)})
-        except FeatureError as error:
-            rejected.append({"uri": uri, "sha256": sha, "stage": "features", "reason": str(error)})
+        read.append((uri, data, sha, bool(repeatable)))
+        # Without claims, one file at a time; with them, a batch per round trip
+        # (one per file cost a quarter of the wall time on files of one size).
+        if claim is None or len(read) >= CLAIM_BATCH_FILES or sum(len(entry[1]) for entry in read) >= CLAIM_BATCH_BYTES:
+            extract_read()
+    extract_read()
     rejected_frame = pd.DataFrame(rejected, columns=["uri", "sha256", "stage", "reason"])
     written: dict[str, pa.Table] = {}
     if facts or len(rejected_frame):

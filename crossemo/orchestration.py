@@ -285,8 +285,9 @@ class _ContentClaims:
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
 
-    def claim(self, sha256: str, shard: str) -> bool:
-        return self._owners.setdefault(sha256, shard) == shard
+    def claim(self, keys: list[str], shard: str) -> list[bool]:
+        """Whether ``shard`` owns each key: one round trip for a batch of files."""
+        return [self._owners.setdefault(sha256, shard) == shard for sha256 in keys]
 
 
 @dataclass(frozen=True)
@@ -388,7 +389,7 @@ def _extract_shard(
     shard = hashlib.sha256("\n".join(files["uri"]).encode()).hexdigest()
     outcome = featurestore.extract_shard(
         files, extractor=extractor, store=store, settings=settings, generation=generation, cached=cached,
-        claim=None if claims is None else lambda sha256: ray.get(claims.claim.remote(sha256, shard)),
+        claim=None if claims is None else lambda keys: ray.get(claims.claim.remote(keys, shard)),
     )
     if not return_features:
         # A new table, not a selection: a selection keeps the file's metadata,
