@@ -545,7 +545,7 @@ def extract_files(
         startup = time.perf_counter() - connecting
         shards = featurestore.shard(todo, workers=cluster_cpus())
         # Only contents that another shard may hold need the claims actor (a
-        # worker process of its own, and a round trip per file).
+        # worker process of its own, and a round trip per batch of files: featurestore.CLAIM_BATCH_FILES).
         claims = _ContentClaims.remote() if any(s["may_repeat"].any() for s in shards) else None
         run = run_sharded(_extract_shard, shards, extractor, settings, generation, store, cached, claims, read_features, desc=desc, progress=progress)
         if claims is not None:
