@@ -405,9 +405,7 @@ class FeatureCache:
 
 
 def _unreadable_cache_file(uri: str, error: BaseException) -> storage.StorageError:
-    """A one-line error for a cache file that cannot be read, with the remedy when its bytes are at fault."""
-    remedy = "; remove it: the recordings it held are extracted again" if storage.damaged_file(error) else ""
-    return storage.StorageError(f"cache file {uri} cannot be read ({storage.describe_error(error)}){remedy}")
+    return storage.unreadable(f"cache file {uri}", error, remedy="remove it: the recordings it held are extracted again")
 
 
 FINGERPRINT_COLUMNS = ["uri", "fingerprint", "sha256"]
@@ -746,8 +744,7 @@ def _manifest_metadata(features_uri: str, storage_options: storage.StorageOption
     try:
         return storage.read_metadata(manifest, storage_options=storage_options)
     except storage.PARQUET_READ_ERRORS as error:
-        remedy = "; extract the features again (crossemo features) to rewrite it" if storage.damaged_file(error) or isinstance(error, IsADirectoryError) else ""
-        raise storage.StorageError(f"{manifest} cannot be read ({storage.describe_error(error)}){remedy}") from None
+        raise storage.unreadable(manifest, error, remedy="extract the features again (crossemo features) to rewrite it") from None
 
 
 def load_features(features_uri: str, *, storage_options: storage.StorageOptions | None = None, corpora: list[str] | None = None) -> dict[str, pd.DataFrame]:

@@ -500,13 +500,14 @@ def read_record(uri: str, *, storage_options: dict | None) -> dict[str, Any]:
         storage.StorageError: it is not a JSON object (damaged, or not crossemo's).
     """
     fs, path = storage.filesystem(uri, storage_options=storage_options)
+    refused = f"run record {uri} is not a crossemo run record"
+    remedy = "move its folder out of runs/ to go on"
     try:
         record = json.loads(fs.cat_file(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        record = error
+        raise storage.StorageError(f"{refused} ({error}); {remedy}") from None
     if not isinstance(record, dict) or "run_id" not in record:
-        why = f" ({record})" if isinstance(record, Exception) else ""
-        raise storage.StorageError(f"run record {uri} is not a crossemo run record{why}; move its folder out of runs/ to go on")
+        raise storage.StorageError(f"{refused}; {remedy}")
     return record
 
 
@@ -585,8 +586,7 @@ def _read_result(uri: str, *, storage_options: dict | None) -> pd.DataFrame:
     except FileNotFoundError:
         raise storage.StorageError(f"result file {uri} is missing; {again}") from None
     except storage.PARQUET_READ_ERRORS as error:
-        remedy = f"; remove it: {again}" if storage.damaged_file(error) else ""
-        raise storage.StorageError(f"result file {uri} cannot be read ({storage.describe_error(error)}){remedy}") from None
+        raise storage.unreadable(f"result file {uri}", error, remedy=f"remove it: {again}") from None
 
 
 def evaluate_and_report(datasets: dict[str, protocol.Dataset], config: RunConfig, record: RunRecord, *, features_uri: str) -> dict[str, pd.DataFrame]:

@@ -109,15 +109,18 @@ PARQUET_READ_ERRORS = (pa.ArrowException, OSError, ValueError, KeyError)
 """What reading a Parquet file can raise: Arrow's errors (a damaged footer is a plain ``OSError``), storage errors, bad text."""
 
 
-def damaged_file(error: BaseException) -> bool:
-    """Whether a read failed on the file's bytes (damaged, or not what was expected) rather than on reaching it.
+def unreadable(subject: str, error: BaseException, *, remedy: str) -> StorageError:
+    """A one-line error for a file that cannot be read, giving ``remedy`` only when the file itself is at fault.
 
     Reaching a file fails with a subclass of ``OSError`` (permissions, a
-    missing file, a connection); Arrow reports bytes it cannot decode as
-    ``ArrowInvalid``, a plain ``OSError`` ("Couldn't deserialize thrift"),
-    or a ``UnicodeDecodeError``; a table without an expected column as ``KeyError``.
+    missing file, a connection): no remedy, since the file may be sound.
+    Arrow reports bytes it cannot decode as ``ArrowInvalid``, a plain
+    ``OSError`` ("Couldn't deserialize thrift") or a ``UnicodeDecodeError``,
+    a table without an expected column as ``KeyError``; a folder where the
+    file should be is ``IsADirectoryError``.
     """
-    return type(error) is OSError or isinstance(error, (pa.ArrowInvalid, ValueError, KeyError))
+    damaged = type(error) is OSError or isinstance(error, (pa.ArrowInvalid, ValueError, KeyError, IsADirectoryError))
+    return StorageError(f"{subject} cannot be read ({describe_error(error)}){f'; {remedy}' if damaged else ''}")
 
 
 def read_bytes(uri: str, *, storage_options: StorageOptions | None = None) -> bytes:

@@ -338,10 +338,8 @@ class _FigureFiles:
     def _name(self, *parts: str) -> str:
         """A file name not used yet, from ``parts`` (corpus, method … names) cleaned for a path."""
         stem = "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", part).strip("-.") or "x" for part in parts)
-        name, n = f"{stem}.png", 2
         # Two names that differ only in punctuation would clash after cleaning; number the later one.
-        while name in self.used:
-            name, n = f"{stem}-{n}.png", n + 1
+        name = _first_free(stem, self.used, suffix=".png")
         self.used.add(name)
         return name
 
@@ -354,12 +352,16 @@ def pair_anchors(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """Each pair's section id; pairs whose names differ only in punctuation (``a+b`` and ``a-b``) are numbered apart, as their figures are."""
     anchors: dict[tuple[str, str], str] = {}
     for source, target in pairs:
-        base = _anchor("pair", _pair_slug(source, target))
-        anchor, n = base, 2
-        while anchor in anchors.values():
-            anchor, n = f"{base}-{n}", n + 1
-        anchors[(source, target)] = anchor
+        anchors[(source, target)] = _first_free(_anchor("pair", _pair_slug(source, target)), set(anchors.values()))
     return anchors
+
+
+def _first_free(stem: str, taken: set[str], *, suffix: str = "") -> str:
+    """``stem + suffix``, or ``stem-2 + suffix``, ``stem-3 + suffix`` … whichever is not in ``taken`` first."""
+    name, n = f"{stem}{suffix}", 2
+    while name in taken:
+        name, n = f"{stem}-{n}{suffix}", n + 1
+    return name
 
 
 def _anchor(*parts: str) -> str:
