@@ -157,9 +157,12 @@ class RunConfig:
             data["out"] = _relative_to(base, data["out"])
         if isinstance(data.get("channel"), str):
             data["channel"] = channel_rule(data["channel"])  # "1" as --channel 1
-        for key in ("pairs", "methods"):
+        for key, form in (("pairs", '"all" or ["SOURCE:TARGET", …]'), ("methods", '"all" or ["m1", "m2", …]')):
             if isinstance(data.get(key), list):
                 data[key] = ",".join(data[key])
+            # Caught here, the error names the file's key, not the flag the setting would otherwise be checked as.
+            if key in data and not data[key].replace(",", "").strip():
+                raise ConfigError(f"config file {path}: {key} is empty; give {form}")
         return cls(corpora=specs, **data)
 
     def analysis_settings(self) -> audio.AnalysisSettings:

@@ -41,16 +41,22 @@ def test_corpora_lists_every_recipe(capsys):
     (["run", "--config", "/does/not/exist.toml"], "config file /does/not/exist.toml does not exist"),
     (["run", "--config", "{folder}"], "is a folder, not a TOML file"),
     (["run", "--config", "{latin}"], "is not UTF-8 text (byte 0xff at position 7); save it as UTF-8"),
+    # An empty list in a config names the file's key, not a flag the user never gave.
+    (["run", "--config", "{empty_methods}"], "empty_methods.toml: methods is empty; give \"all\" or [\"m1\", \"m2\", …]"),
+    (["run", "--config", "{empty_pairs}"], "empty_pairs.toml: pairs is empty; give \"all\" or [\"SOURCE:TARGET\", …]"),
     (["evaluate", "--features", "/does/not/exist", "--out", "OUT"], "no feature tables under /does/not/exist"),
     # A misspelt method is the setting's fault: no hint at the files extraction left out.
     (["evaluate", "--features", "{store}", "--out", "OUT", "--methods", "gan"], "unknown method 'gan'; known:"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, demo, tmp_path, capsys):
     (tmp_path / "latin.toml").write_bytes(b'out = "\xff\xfe"\n')
+    (tmp_path / "empty_methods.toml").write_text('methods = []\n')
+    (tmp_path / "empty_pairs.toml").write_text('pairs = " , "\n')
     (tmp_path / "store").mkdir()
     for corpus in ("c", "d"):
         pd.DataFrame({"corpus": [corpus], "speaker": ["s"], "emotion": ["joy"], "uri": ["u"], "sha256": ["h"], "f0": [1.0]}).to_parquet(tmp_path / "store" / f"{corpus}.parquet")
-    paths = {"a": demo["synth_studio"], "b": demo["synth_phone"], "folder": tmp_path, "latin": tmp_path / "latin.toml", "store": tmp_path / "store"}
+    paths = {"a": demo["synth_studio"], "b": demo["synth_phone"], "folder": tmp_path, "latin": tmp_path / "latin.toml",
+        "empty_methods": tmp_path / "empty_methods.toml", "empty_pairs": tmp_path / "empty_pairs.toml", "store": tmp_path / "store"}
     args = [arg.format(**paths).replace("OUT", str(tmp_path / "out")) for arg in args]
     status, _, err = run_cli(args, capsys)
     assert status == 2
