@@ -466,5 +466,10 @@ def print_labelling(summary: Any, out: str, model_id: str) -> None:
     print(f"labels in {folder} (pandas.read_parquet reads the folder); files not used, with the reason, in {storage.join(folder, prediction.REJECTED_FILE)}")
     if summary.earlier_labels:
         print(f"the folder also holds {summary.earlier_labels} earlier label(s) of files this run was not given; the counts above are this run's files")
+    if summary.earlier_foreign:
+        print_warnings([
+            f"{summary.earlier_foreign} of those earlier labels come from another model or segmentation rule than this run's: "
+            "the folder mixes them (the model_id column tells models apart); give a new --out to keep one model per output"
+        ])
     if summary.windows:
         print(f"{summary.windows} windows labelled one by one in {storage.join(out, 'segments')}; a file's label is the mean of its windows' probabilities")

@@ -850,6 +850,8 @@ class LabellingSummary:
     """This run's rejected files by reason, commonest first."""
     below_rate: dict[int, int] = field(default_factory=dict)
     """Files this run labelled that were recorded below the model's analysis rate, by their rate in Hz (shards reused from earlier runs not counted)."""
+    earlier_foreign: int = 0
+    """Of ``earlier_labels``, those another model or segmentation rule gave (the output mixes them; ``model_id`` tells them apart)."""
 
 
 def _earlier_rejections(folder: str, *, storage_options: dict | None) -> pd.DataFrame:
@@ -1077,7 +1079,7 @@ def label_files(
     earlier_unread = _earlier_rejections(folder, storage_options=storage_options)
     earlier_unread = earlier_unread[~given(earlier_unread["uri"]) & ~missing(earlier_unread["uri"])]
     emotions: dict[str, int] = {}
-    windows = earlier = 0
+    windows = earlier = foreign = 0
     columns: dict[pa.Schema, list[str]] = {}
     for part in prediction.read_parts(folder, storage_options=storage_options):
         columns.setdefault(part.columns, []).append(part.uri)
@@ -1086,10 +1088,16 @@ def label_files(
             earlier_unread = earlier_unread[~earlier_unread["uri"].isin(part.files["uri"])]
         reasons = reasons.add(part.rejected.loc[given(part.rejected["uri"]), "reason"].value_counts(), fill_value=0)
         # Only the columns the summary counts: a part can hold many carried columns.
+        wanted = ["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"]
         with storage.open_parquet(part.uri, storage_options=storage_options) as parquet:
-            labels = parquet.read(columns=["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"]).to_pandas()
+            labels = parquet.read(columns=[*wanted, *(["model_id"] if "model_id" in part.columns.names else [])]).to_pandas()
         mine = given(labels["uri"])
-        earlier += int((~mine & ~missing(labels["uri"])).sum())
+        others = ~mine & ~missing(labels["uri"])
+        earlier += int(others.sum())
+        if part.rule != rule or "model_id" not in labels:
+            foreign += int(others.sum())
+        else:
+            foreign += int((labels.loc[others, "model_id"] != model_id).sum())
         for emotion, n in labels.loc[mine, "emotion"].value_counts().items():
             emotions[str(emotion)] = emotions.get(str(emotion), 0) + int(n)
         windows += int(labels.loc[mine, "windows"].sum()) if "windows" in labels else 0
@@ -1102,6 +1110,6 @@ def label_files(
     return LabellingSummary(
         files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=int(reasons.sum()),
         reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(removed), kept_labels=sum(kept.values()),
-        earlier_labels=earlier, emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
+        earlier_labels=earlier, earlier_foreign=foreign, emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
         reasons={str(reason): int(n) for reason, n in reasons.sort_values(ascending=False, kind="stable").items()}, below_rate=dict(sorted(below_rate.items())),
     )

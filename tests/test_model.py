@@ -711,6 +711,23 @@ def test_a_replaced_part_keeps_the_labels_of_its_files_a_run_was_not_given(data,
     pd.testing.assert_frame_equal(windows(), first_windows)
 
 
+def test_a_run_into_an_output_holding_another_rules_labels_warns_that_it_mixes_them(data, evaluated, rf_model, tmp_path, capsys):
+    """Earlier labels of other files stay (a daily --audio adds to the output), but when another rule gave them the summary says the output mixes rules."""
+    rows = data["emovo"][["path", "speaker"]].iloc[:7].reset_index(drop=True)
+    table, out, command = _labelled_table(rows.iloc[:3], tmp_path, rf_model, evaluated)
+    rows.iloc[3:6].to_csv(table, index=False)
+    capsys.readouterr()
+    assert cli.main(command) == 0  # the same model and rule: nothing mixed
+    captured = capsys.readouterr()
+    assert "also holds 3 earlier label(s)" in captured.out and "another model" not in captured.err, captured
+    rows.iloc[6:].to_csv(table, index=False)
+    assert cli.main([*command, "--segment", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "also holds 6 earlier label(s)" in captured.out, captured.out
+    assert "warning: 6 of those earlier labels come from another model or segmentation rule than this run's" in captured.err, captured.err
+    assert len(pd.read_parquet(out / "predictions")) == 7
+
+
 def test_labels_kept_from_a_part_a_killed_run_left_never_give_a_file_two_rows(data, evaluated, rf_model, tmp_path):
     """{a, b, c}, then {a, b'} (c kept) killed before the old part goes, then {c'}: a and b keep the newer labels, once."""
     rows = data["emovo"][["path", "speaker"]].iloc[:3].reset_index(drop=True)
