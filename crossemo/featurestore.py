@@ -421,10 +421,14 @@ def _fingerprint_batches(store: FeatureStore) -> Iterator[pa.RecordBatch]:
     """The fingerprint index, batch by batch (nothing when there is none yet)."""
     if not storage.exists(store.fingerprints_uri, storage_options=store.storage_options):
         return
-    with storage.open_parquet(store.fingerprints_uri, storage_options=store.storage_options) as parquet:
-        # One thread, as in FeatureCache.scan: the index is read once a wave.
-        for batch in parquet.iter_batches(batch_size=FINGERPRINT_BATCH_ROWS, columns=FINGERPRINT_COLUMNS, use_threads=False):
-            yield batch.cast(FINGERPRINT_SCHEMA)
+    try:
+        with storage.open_parquet(store.fingerprints_uri, storage_options=store.storage_options) as parquet:
+            # One thread, as in FeatureCache.scan: the index is read once a wave.
+            for batch in parquet.iter_batches(batch_size=FINGERPRINT_BATCH_ROWS, columns=FINGERPRINT_COLUMNS, use_threads=False):
+                yield batch.cast(FINGERPRINT_SCHEMA)
+    except storage.PARQUET_READ_ERRORS as error:
+        # Only a shortcut (which content a listed file holds) is lost with it.
+        raise storage.unreadable(f"the store's fingerprint index {store.fingerprints_uri}", error, remedy="remove it: the files are hashed again") from None
 
 
 def _index_rows(store: FeatureStore, uris: pd.Series) -> pd.DataFrame:

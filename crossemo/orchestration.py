@@ -931,9 +931,9 @@ def _keep_unlisted_labels(
         shard = prediction.Shard(prediction.shard_key(rows, model_id=model_id, rule=rule), rows)
         windows = storage.join(out, "segments", part.part_name())
         if storage.exists(windows, storage_options=storage_options):
-            frame = storage.read_frame(windows, storage_options=storage_options)
+            frame = prediction.read_part(windows, storage_options=storage_options)
             storage.write_frame(frame[frame["uri"].isin(rows["uri"])].reset_index(drop=True), storage.join(out, "segments", shard.part_name()), storage_options=storage_options)
-        labels = storage.read_frame(part.uri, storage_options=storage_options)
+        labels = prediction.read_part(part.uri, storage_options=storage_options)
         labels = labels[labels["uri"].isin(rows["uri"])].reset_index(drop=True)
         # The part last: as a labelling task writes them, so a killed run leaves whole parts.
         storage.write_frame(
@@ -1020,6 +1020,7 @@ def label_files(
     rule = segmentation.rule() if segmentation is not None else prediction.WHOLE_FILES
     per_speaker = prediction.normalises_test_speakers(loaded.method)
     files = listing.files
+    prediction.check_windows(storage.join(out, "segments"), storage_options=storage_options)
     valid, stale = prediction.still_valid(prediction.read_parts(folder, storage_options=storage_options), files, model_id=shard_model, rule=rule, per_speaker=per_speaker)
     covered = set().union(*(set(part.files["uri"]) for part in valid)) if valid else set()
     reused = len(valid)
@@ -1089,8 +1090,11 @@ def label_files(
         reasons = reasons.add(part.rejected.loc[given(part.rejected["uri"]), "reason"].value_counts(), fill_value=0)
         # Only the columns the summary counts: a part can hold many carried columns.
         wanted = ["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"]
-        with storage.open_parquet(part.uri, storage_options=storage_options) as parquet:
-            labels = parquet.read(columns=[*wanted, *(["model_id"] if "model_id" in part.columns.names else [])]).to_pandas()
+        try:
+            with storage.open_parquet(part.uri, storage_options=storage_options) as parquet:
+                labels = parquet.read(columns=[*wanted, *(["model_id"] if "model_id" in part.columns.names else [])]).to_pandas()
+        except storage.PARQUET_READ_ERRORS as error:  # its footer was sound (read_parts), its pages not
+            raise prediction.unreadable_part(part.uri, error) from None
         mine = given(labels["uri"])
         others = ~mine & ~missing(labels["uri"])
         earlier += int(others.sum())

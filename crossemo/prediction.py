@@ -204,14 +204,53 @@ class Part:
 
 
 def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = None) -> Iterator[Part]:
-    """Every part file under ``folder`` with the files it covers (from the Parquet footers only), one at a time."""
+    """Every part file under ``folder`` with the files it covers (from the Parquet footers only), one at a time.
+
+    Raises:
+        storage.StorageError: a part file that cannot be read (:func:`unreadable_part`).
+    """
     for uri in part_uris(folder, storage_options=storage_options):
         name = uri.rsplit("/", 1)[-1]
-        schema = storage.read_schema(uri, storage_options=storage_options)
-        metadata = storage.schema_metadata(schema)
-        files = pd.DataFrame(json.loads(metadata.get(FILES_KEY.decode(), "[]")))
-        rejected = pd.DataFrame(json.loads(metadata.get(REJECTED_KEY.decode(), "[]")), columns=REJECTED_COLUMNS)
+        try:
+            schema = storage.read_schema(uri, storage_options=storage_options)
+            metadata = storage.schema_metadata(schema)
+            files = pd.DataFrame(json.loads(metadata.get(FILES_KEY.decode(), "[]")))
+            rejected = pd.DataFrame(json.loads(metadata.get(REJECTED_KEY.decode(), "[]")), columns=REJECTED_COLUMNS)
+        except storage.PARQUET_READ_ERRORS as error:  # a JSON that does not parse is a ValueError
+            raise unreadable_part(uri, error) from None
         yield Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), ""), schema.remove_metadata())
+
+
+def unreadable_part(uri: str, error: BaseException) -> storage.StorageError:
+    """The one-line error for a part file (labels under ``predictions/``, or their windows under ``segments/``) that cannot be read."""
+    folder, name = uri.rsplit("/", 2)[-2:]
+    twin = f"the file of the same name under {'predictions' if folder == 'segments' else 'segments'}/ too, if there is one"
+    return storage.unreadable(f"part file {uri}", error, remedy=f"remove it and {twin}: its files are labelled again")
+
+
+def read_part(uri: str, *, storage_options: storage.StorageOptions | None = None) -> pd.DataFrame:
+    """A part file's rows (labels or windows).
+
+    Raises:
+        storage.StorageError: it cannot be read (:func:`unreadable_part`).
+    """
+    try:
+        return storage.read_frame(uri, storage_options=storage_options)
+    except storage.PARQUET_READ_ERRORS as error:
+        raise unreadable_part(uri, error) from None
+
+
+def check_windows(folder: str, *, storage_options: storage.StorageOptions | None = None) -> None:
+    """Read the footer of every windows file under ``folder`` (``OUT/segments``), before any work: a damaged one is found after labelling otherwise.
+
+    Raises:
+        storage.StorageError: a file that cannot be read (:func:`unreadable_part`).
+    """
+    for uri in part_uris(folder, storage_options=storage_options):
+        try:
+            storage.read_schema(uri, storage_options=storage_options)
+        except storage.PARQUET_READ_ERRORS as error:
+            raise unreadable_part(uri, error) from None
 
 
 def part_uris(folder: str, *, storage_options: storage.StorageOptions | None) -> list[str]:
@@ -247,7 +286,11 @@ def align_columns(
     if columns is None:
         columns = {}
         for uri in part_uris(folder, storage_options=storage_options):
-            columns.setdefault(storage.read_schema(uri, storage_options=storage_options).remove_metadata(), []).append(uri)
+            try:
+                schema = storage.read_schema(uri, storage_options=storage_options)
+            except storage.PARQUET_READ_ERRORS as error:
+                raise unreadable_part(uri, error) from None
+            columns.setdefault(schema.remove_metadata(), []).append(uri)
     if len(columns) < 2:
         return 0
     common = _common_schema(list(columns))
@@ -259,7 +302,10 @@ def align_columns(
         for uri in uris:
             if uri.rsplit("/", 1)[-1] in shared:
                 continue
-            table = storage.read_table(uri, storage_options=storage_options)
+            try:
+                table = storage.read_table(uri, storage_options=storage_options)
+            except storage.PARQUET_READ_ERRORS as error:
+                raise unreadable_part(uri, error) from None
             for name in common.names:
                 if name not in table.column_names:
                     table = table.append_column(common.field(name), pa.nulls(len(table), common.field(name).type))

@@ -461,6 +461,49 @@ def test_fixed_windows_label_every_window_and_the_file_by_their_mean(call, rf_mo
     assert "windows labelled one by one" in capsys.readouterr().out
 
 
+def test_a_damaged_part_or_fingerprint_index_is_one_line_naming_it_and_its_remedy_works(call, data, rf_model, evaluated, tmp_path, capsys):
+    """Truncated or junk output and store files stop a run before any work, naming the file; doing what the line says gives the first run's labels."""
+    out = tmp_path / "labels"
+    command = ["predict", "--model", str(rf_model), "--audio", str(call["folder"]), "--out", str(out), "--segment", "4", "--store", str(evaluated), "--no-progress"]
+    assert cli.main(command) == 0
+    first, first_windows = pd.read_parquet(out / "predictions"), pd.read_parquet(out / "segments")
+    (part,) = (out / "predictions").glob("part-*")
+    windows = out / "segments" / part.name
+    capsys.readouterr()
+
+    def refused(says: str) -> None:
+        ray.shutdown()  # the run before started it
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err, err
+        assert not ray.is_initialized()
+
+    intact = windows.read_bytes()
+    windows.write_bytes(intact[:100])
+    refused(f"part file {windows} cannot be read (ArrowInvalid: ")
+    windows.write_bytes(intact)
+    part.write_bytes(b"junk")
+    refused(f"part file {part} cannot be read (ArrowInvalid: Parquet file size is 4 bytes, smaller than the minimum file footer (8 bytes)); "
+            "remove it and the file of the same name under segments/ too, if there is one: its files are labelled again")
+    part.unlink()
+    windows.unlink()
+    assert cli.main(command) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions"), first)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "segments"), first_windows)
+
+    store, table = tmp_path / "store", tmp_path / "audio.csv"
+    data["emovo"][["path", "speaker"]].iloc[:2].to_csv(table, index=False)
+    command = ["predict", "--model", str(rf_model), "--audio", str(table), "--out", str(tmp_path / "whole"), "--store", str(store), "--no-progress"]
+    assert cli.main(command) == 0
+    (index,) = store.rglob("fingerprints.parquet")
+    index.write_bytes(index.read_bytes()[:60])
+    shutil.rmtree(tmp_path / "whole")  # labelled anew, so the index is read
+    capsys.readouterr()
+    refused(f"the store's fingerprint index {index} cannot be read (")
+    index.unlink()
+    assert cli.main(command) == 0
+
+
 def test_speech_windows_find_the_utterances(call, rf_model, evaluated, tmp_path):
     out = tmp_path / "labels"
     assert cli.main(["predict", "--model", str(rf_model), "--audio", str(call["folder"] / "call.wav"), "--out", str(out), "--segment", "speech", "--store", str(evaluated), "--no-progress"]) == 0
