@@ -456,6 +456,7 @@ def print_labelling(summary: Any, out: str, model_id: str) -> None:
     reused = f"; {summary.reused_shards} finished shard(s) reused" if summary.reused_shards else ""
     reused += f"; {summary.removed_parts} earlier part(s) replaced" if summary.removed_parts else ""
     reused += f"; the labels of {summary.kept_labels} file(s) of replaced parts this run was not given kept" if summary.kept_labels else ""
+    reused += f"; the labels of {summary.dropped_labels} file(s) of replaced parts this run was not given dropped (another model or rule gave them)" if summary.dropped_labels else ""
     extracted = f", {summary.extracted} file(s) extracted" if summary.extracted is not None else ""
     print(f"\nmodel {model_id}: {summary.files} files, {summary.labelled} labelled, {summary.rejected} not usable, in {summary.wall_seconds:.1f} s "
           f"({summary.shards} shard(s) written{extracted}{reused})")

@@ -850,6 +850,8 @@ class LabellingSummary:
     """This run's rejected files by reason, commonest first."""
     below_rate: dict[int, int] = field(default_factory=dict)
     """Files this run labelled that were recorded below the model's analysis rate, by their rate in Hz (shards reused from earlier runs not counted)."""
+    dropped_labels: int = 0
+    """Labels of files this run was not given that went with their replaced part (another model or rule gave them: :func:`crossemo.prediction.unlisted_files`)."""
     earlier_foreign: int = 0
     """Of ``earlier_labels``, those another model or segmentation rule gave (the output mixes them; ``model_id`` tells them apart)."""
 
@@ -1079,6 +1081,9 @@ def label_files(
     # missing file) are in no part: their rows stay until a run lists them.
     earlier_unread = _earlier_rejections(folder, storage_options=storage_options)
     earlier_unread = earlier_unread[~given(earlier_unread["uri"]) & ~missing(earlier_unread["uri"])]
+    # Files of removed parts this run was not given: unless a part still holds them, their labels went with their part.
+    dropped = pd.concat([part.files["uri"] for part in removed if "uri" in part.files] or [pd.Series(dtype=str)]).astype(str).drop_duplicates()
+    dropped = dropped[~given(dropped) & ~missing(dropped)]
     emotions: dict[str, int] = {}
     windows = earlier = foreign = 0
     columns: dict[pa.Schema, list[str]] = {}
@@ -1087,6 +1092,7 @@ def label_files(
         rejections.append(part.rejected)
         if "uri" in part.files:
             earlier_unread = earlier_unread[~earlier_unread["uri"].isin(part.files["uri"])]
+            dropped = dropped[~dropped.isin(part.files["uri"])]
         reasons = reasons.add(part.rejected.loc[given(part.rejected["uri"]), "reason"].value_counts(), fill_value=0)
         # Only the columns the summary counts: a part can hold many carried columns.
         wanted = ["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"]
@@ -1114,6 +1120,6 @@ def label_files(
     return LabellingSummary(
         files=len(files) + len(listing.missing), labelled=sum(emotions.values()), rejected=int(reasons.sum()),
         reused_shards=reused, shards=len(shards), extracted=extracted, removed_parts=len(removed), kept_labels=sum(kept.values()),
-        earlier_labels=earlier, earlier_foreign=foreign, emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
+        earlier_labels=earlier, earlier_foreign=foreign, dropped_labels=len(dropped), emotions=emotions, windows=windows, wall_seconds=time.perf_counter() - started, ray_started=bool(shards),
         reasons={str(reason): int(n) for reason, n in reasons.sort_values(ascending=False, kind="stable").items()}, below_rate=dict(sorted(below_rate.items())),
     )

@@ -410,7 +410,8 @@ def unlisted_files(part: Part, files: pd.DataFrame, *, model_id: str, rule: str,
     Their labels are kept (:func:`crossemo.orchestration.label_files` moves
     them to a part of their own), but only when they are what this run would
     give: the part's model and rule are this run's. A part replaced for
-    another model or rule keeps nothing, so no output mixes models unasked.
+    another model or rule keeps nothing: what a run replaces never leaves
+    another model's labels behind (the summary counts those dropped).
 
     Returns:
         the rows as the part recorded them (empty when nothing is kept).

@@ -769,6 +769,12 @@ def test_a_run_into_an_output_holding_another_rules_labels_warns_that_it_mixes_t
     assert "also holds 6 earlier label(s)" in captured.out, captured.out
     assert "warning: 6 of those earlier labels come from another model or segmentation rule than this run's" in captured.err, captured.err
     assert len(pd.read_parquet(out / "predictions")) == 7
+    # A file of a whole-file part given again under windows: its part goes, with the labels of the two files not given.
+    rows.iloc[[3]].to_csv(table, index=False)
+    assert cli.main([*command, "--segment", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "; 1 earlier part(s) replaced; the labels of 2 file(s) of replaced parts this run was not given dropped (another model or rule gave them))" in captured.out, captured.out
+    assert len(pd.read_parquet(out / "predictions")) == 5
 
 
 def test_labels_kept_from_a_part_a_killed_run_left_never_give_a_file_two_rows(data, evaluated, rf_model, tmp_path):
