@@ -95,6 +95,10 @@ def list_inputs(
     if any(not uri.strip() for uri in uris):
         # An empty path would list the current folder.
         raise InputError(f"{flag} is empty; give an audio file, a folder, an s3:// prefix or a table of files")
+    for uri in uris:
+        if not base.is_utf8(uri):
+            # Every output names a file by its input (the batch id, the ``input`` column): none could hold this name.
+            raise InputError(f"{flag} {base.shown(uri)}: its name is not UTF-8 text (shown with \\x escapes); rename it")
     pattern = _compile(speaker_pattern)
     frames, missing, rules, extra, warnings = [], [], {}, [], []
     for uri in uris:

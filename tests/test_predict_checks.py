@@ -435,6 +435,11 @@ def test_a_file_named_in_bytes_that_are_not_utf8_is_rejected_and_the_others_list
     # A corpus lists it the same way.
     files, broken = base.list_audio(str(folder))
     assert [uri for uri, _, _ in files] == [str(folder / "ok.flac")] and [row["uri"] for row in broken] == [f"{folder}/caf\\xe9.flac"]
+    # Given itself (or a folder so named), it is one line naming it: its name would be the input's id in every output.
+    for given in (os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9.flac"), os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xff")):
+        with pytest.raises(inputs.InputError) as refused:
+            inputs.list_inputs([str(folder), given])
+        assert str(refused.value) == f"--audio {base.shown(given)}: its name is not UTF-8 text (shown with \\x escapes); rename it"
 
 
 def test_one_file_has_one_uri_and_one_input_id_however_its_folder_is_spelled(emovo_f2, tmp_path, monkeypatch):

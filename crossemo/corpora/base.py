@@ -186,9 +186,9 @@ def walk_audio(root: str, *, storage_options: storage.StorageOptions | None = No
         if storage.is_local(root):
             for found, broken in _walk_local(base):
                 audio = [(path, stamp) for path, stamp in found if is_audio_like(path)]
-                misnamed = [{"uri": path, "reason": NAME_NOT_UTF8} for path, _ in audio if not _is_utf8(path)]
-                shown = [{**row, "uri": _shown(row["uri"])} for row in broken + misnamed]
-                yield [entry(path, stamp) for path, stamp in audio if _is_utf8(path)], shown
+                misnamed = [{"uri": path, "reason": NAME_NOT_UTF8} for path, _ in audio if not is_utf8(path)]
+                rejected = [{**row, "uri": shown(row["uri"])} for row in broken + misnamed]
+                yield [entry(path, stamp) for path, stamp in audio if is_utf8(path)], rejected
         else:
             found = fs.find(base, detail=True)
             yield [entry(path, fingerprint(info)) for path, info in found.items() if is_audio_like(path)], []
@@ -200,7 +200,7 @@ NAME_NOT_UTF8 = "its name is not UTF-8 text (shown with \\x escapes); rename the
 """Why a local file whose name's bytes are not UTF-8 is rejected: no output (Parquet text) can hold its name."""
 
 
-def _is_utf8(path: str) -> bool:
+def is_utf8(path: str) -> bool:
     """Whether a local path's bytes are UTF-8 (Python hands other bytes over as lone surrogates)."""
     try:
         path.encode("utf-8")
@@ -209,9 +209,9 @@ def _is_utf8(path: str) -> bool:
     return True
 
 
-def _shown(path: str) -> str:
+def shown(path: str) -> str:
     """A local path as text any output can hold: bytes that are not UTF-8 as ``\\xNN``."""
-    return path if _is_utf8(path) else os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path if is_utf8(path) else os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def is_audio_like(path: str) -> bool:
