@@ -144,6 +144,9 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     storage.check_writable(model_uri, storage_options=config.fs_options)
     if storage.exists(storage.join(model_uri, "model.json"), storage_options=config.fs_options):
         raise pipeline.ConfigError(f"--out {model_uri} already holds a model bundle; give another folder or remove it first")
+    if storage.list_files(model_uri, maxdepth=2, storage_options=config.fs_options):
+        # A bundle's files would otherwise land among a user's audio or outputs.
+        raise pipeline.ConfigError(f"--out {model_uri} already holds other files; a model bundle goes to a new or empty folder")
     if args.speaker_pattern is not None and not args.adapt_to:
         raise pipeline.ConfigError("--speaker-pattern names the speakers of --adapt-to audio; give --adapt-to too")
     adapt_to = inputs.list_inputs(

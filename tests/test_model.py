@@ -318,6 +318,8 @@ def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_pa
         (["predict", "--model", str(model), "--audio", str(empty), "--speaker-pattern", "(unclosed", "--out", str(tmp_path / "o3")], "not a regular expression"),
         (["train", "--from-run", str(evaluated), "--target", "savee", "--out", str(tmp_path / "m2")], "--target 'savee' is not among the corpora"),
         (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "no_such", "--out", str(tmp_path / "m3")], "unknown method 'no_such'"),
+        (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--out", str(empty)], f"--out {empty} already holds other files; a model bundle goes to a new or empty folder"),
+        (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--out", str(model)], f"--out {model} already holds a model bundle"),
         (["train", "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo", "--method", "coral", "--store", str(evaluated), "--out", str(tmp_path / "m4")],
          "coral learns from a source corpus; give one with --corpus besides the target"),
         (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "target_only_coral", "--out", str(tmp_path / "m4b")],
@@ -337,6 +339,7 @@ def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_pa
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, (argv, err)
     assert not (tmp_path / "store").exists() and not (tmp_path / "r1" / "features").exists()
+    assert sorted(path.name for path in empty.iterdir()) == ["readme.txt"]
 
 
 def test_a_speaker_whose_recordings_are_all_rejected_does_not_count(data, evaluated, tmp_path, capsys):
