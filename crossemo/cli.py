@@ -247,10 +247,10 @@ def command_report(args: argparse.Namespace) -> int:
     if args.compare:
         from crossemo.report import compare
 
-        if args.compare[0] == args.compare[1]:
-            # Compared with itself a run would read as a re-run that reused nothing.
-            raise pipeline.ConfigError(f"--compare names run {args.compare[0]} twice; give two run ids (see {storage.join(args.out, 'runs')})")
         run_a, run_b = (compare.read_run(args.out, run_id, storage_options=options) for run_id in args.compare)
+        if run_a["run_id"] == run_b["run_id"]:
+            # Compared with itself a run would read as a re-run that reused nothing.
+            raise pipeline.ConfigError(f"--compare names run {run_a['run_id']} twice; give two run ids (see {storage.join(args.out, 'runs')})")
         for run in (run_a, run_b):
             if not run.get("result_uris"):
                 why = f"it stopped: {run['stopped']}" if run.get("stopped") else "a features-only run"

@@ -98,7 +98,7 @@ def list_inputs(
     for uri in uris:
         if not base.is_utf8(uri):
             # Every output names a file by its input (the batch id, the ``input`` column): none could hold this name.
-            raise InputError(f"{flag} {base.shown(uri)}: its name is not UTF-8 text (shown with \\x escapes); rename it")
+            raise InputError(f"{flag} {base.shown(uri)}: {base.NAME_NOT_UTF8}")
     pattern = _compile(speaker_pattern)
     frames, missing, rules, extra, warnings = [], [], {}, [], []
     for uri in uris:

@@ -141,12 +141,17 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     pooled = protocol.Labels.union([labels[name] for name in sources]) if choice.with_source and sources else None
     estimator = methods.make_method(choice.method, **params)
     protocol.check_speakers(choice.method, estimator, pooled, labels[args.target])
-    storage.check_writable(model_uri, storage_options=config.fs_options)
     if storage.exists(storage.join(model_uri, "model.json"), storage_options=config.fs_options):
         raise pipeline.ConfigError(f"--out {model_uri} already holds a model bundle; give another folder or remove it first")
-    if storage.list_files(model_uri, maxdepth=2, storage_options=config.fs_options):
+    # Before the write check, whose probe a bucket that refuses deletes keeps.
+    occupied = storage.entries_in(model_uri, storage_options=config.fs_options)
+    if occupied:
         # A bundle's files would otherwise land among a user's audio or outputs.
-        raise pipeline.ConfigError(f"--out {model_uri} already holds other files; a model bundle goes to a new or empty folder")
+        raise pipeline.ConfigError(
+            f"--out {model_uri} already holds other entries ({', '.join(occupied[:3])}{' …' if len(occupied) > 3 else ''}); a model bundle goes to a new or "
+            "empty folder (a train stopped while saving leaves its files without model.json: remove them)"
+        )
+    storage.check_writable(model_uri, storage_options=config.fs_options)
     if args.speaker_pattern is not None and not args.adapt_to:
         raise pipeline.ConfigError("--speaker-pattern names the speakers of --adapt-to audio; give --adapt-to too")
     adapt_to = inputs.list_inputs(
@@ -432,14 +437,18 @@ def command_predict(args: argparse.Namespace) -> int:
 
 
 def labelling_warnings(summary: Any, setup: PredictSetup) -> list[str]:
-    """What a user should know about the files a run labelled: those recorded below the model's analysis rate."""
+    """What a user should know about a run's labels: earlier ones of another model or rule in the folder, files recorded below the model's analysis rate."""
+    warnings = [
+        f"{summary.earlier_foreign} earlier label(s) in the folder come from another model or segmentation rule than this run's: the folder mixes them "
+        "(model_id tells models apart; rows labelled from windows count them in windows); give a new --out to keep one model and rule per output"
+    ] if summary.earlier_foreign else []
     if not summary.below_rate:
-        return []
+        return warnings
     rates = ", ".join(f"{rate} Hz: {n}" for rate, n in summary.below_rate.items())
-    return [
+    return [*warnings, (
         f"{sum(summary.below_rate.values())} labelled file(s) are recorded below the model's analysis rate of {setup.settings.analysis_rate} Hz "
         f"({rates}): they were upsampled, so their upper band is empty"
-    ]
+    )]
 
 
 def labelling_status(summary: Any, out: str) -> int:
@@ -470,10 +479,5 @@ def print_labelling(summary: Any, out: str, model_id: str) -> None:
     print(f"labels in {folder} (pandas.read_parquet reads the folder); files not used, with the reason, in {storage.join(folder, prediction.REJECTED_FILE)}")
     if summary.earlier_labels:
         print(f"the folder also holds {summary.earlier_labels} earlier label(s) of files this run was not given; the counts above are this run's files")
-    if summary.earlier_foreign:
-        print_warnings([
-            f"{summary.earlier_foreign} of those earlier labels come from another model or segmentation rule than this run's: "
-            "the folder mixes them (the model_id column tells models apart); give a new --out to keep one model per output"
-        ])
     if summary.windows:
         print(f"{summary.windows} windows labelled one by one in {storage.join(out, 'segments')}; a file's label is the mean of its windows' probabilities")

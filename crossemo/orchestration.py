@@ -199,7 +199,8 @@ def _exit_quietly_on_sigterm_at_exit() -> None:
     Ray shuts itself down at exit, after every later-registered exit hook
     (this one); a SIGTERM in that half second raised :func:`interrupt_on_signal`'s
     ``KeyboardInterrupt`` there, and Python printed a traceback under a
-    summary of finished work. What is printed is flushed first.
+    summary of finished work. What is printed is flushed first; exit hooks
+    registered before :func:`connect` do not run after such a signal.
     """
 
     def exit_now(signum: int, frame: object) -> None:
@@ -1045,7 +1046,8 @@ def label_files(
     rule = segmentation.rule() if segmentation is not None else prediction.WHOLE_FILES
     per_speaker = prediction.normalises_test_speakers(loaded.method)
     files = listing.files
-    prediction.check_windows(storage.join(out, "segments"), storage_options=storage_options)
+    if segmentation is not None:  # a whole-file run reads no windows (a part it replaces goes with them unread)
+        prediction.check_windows(storage.join(out, "segments"), storage_options=storage_options)
     valid, stale = prediction.still_valid(prediction.read_parts(folder, storage_options=storage_options), files, model_id=shard_model, rule=rule, per_speaker=per_speaker)
     covered = set().union(*(set(part.files["uri"]) for part in valid)) if valid else set()
     reused = len(valid)
@@ -1105,7 +1107,9 @@ def label_files(
     earlier_unread = _earlier_rejections(folder, storage_options=storage_options)
     earlier_unread = earlier_unread[~given(earlier_unread["uri"]) & ~missing(earlier_unread["uri"])]
     # Files of removed parts this run was not given: unless a part still holds them, their labels went with their part.
-    dropped = pd.concat([part.files["uri"] for part in removed if "uri" in part.files] or [pd.Series(dtype=str)]).astype(str).drop_duplicates()
+    # A part records its rejected files too, which had no label to lose.
+    labelled_in = [part.files.loc[~part.files["uri"].isin(part.rejected["uri"]), "uri"] for part in removed if "uri" in part.files]
+    dropped = pd.concat(labelled_in or [pd.Series(dtype=str)]).astype(str).drop_duplicates()
     dropped = dropped[~given(dropped) & ~missing(dropped)]
     emotions: dict[str, int] = {}
     windows = earlier = foreign = 0
@@ -1119,11 +1123,8 @@ def label_files(
         reasons = reasons.add(part.rejected.loc[given(part.rejected["uri"]), "reason"].value_counts(), fill_value=0)
         # Only the columns the summary counts: a part can hold many carried columns.
         wanted = ["uri", "emotion", "windows"] if segmentation is not None else ["uri", "emotion"]
-        try:
-            with storage.open_parquet(part.uri, storage_options=storage_options) as parquet:
-                labels = parquet.read(columns=[*wanted, *(["model_id"] if "model_id" in part.columns.names else [])]).to_pandas()
-        except storage.PARQUET_READ_ERRORS as error:  # its footer was sound (read_parts), its pages not
-            raise prediction.unreadable_part(part.uri, error) from None
+        with prediction.reading_part(part.uri), storage.open_parquet(part.uri, storage_options=storage_options) as parquet:
+            labels = parquet.read(columns=[*wanted, *(["model_id"] if "model_id" in part.columns.names else [])]).to_pandas()
         mine = given(labels["uri"])
         others = ~mine & ~missing(labels["uri"])
         earlier += int(others.sum())

@@ -32,6 +32,7 @@ speaker's files, so adding a recording of a speaker re-labels that speaker
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -207,50 +208,52 @@ def read_parts(folder: str, *, storage_options: storage.StorageOptions | None = 
     """Every part file under ``folder`` with the files it covers (from the Parquet footers only), one at a time.
 
     Raises:
-        storage.StorageError: a part file that cannot be read (:func:`unreadable_part`).
+        storage.StorageError: a part file that cannot be read (:func:`reading_part`).
     """
     for uri in part_uris(folder, storage_options=storage_options):
         name = uri.rsplit("/", 1)[-1]
-        try:
+        with reading_part(uri):  # a JSON that does not parse is a ValueError
             schema = storage.read_schema(uri, storage_options=storage_options)
             metadata = storage.schema_metadata(schema)
             files = pd.DataFrame(json.loads(metadata.get(FILES_KEY.decode(), "[]")))
             rejected = pd.DataFrame(json.loads(metadata.get(REJECTED_KEY.decode(), "[]")), columns=REJECTED_COLUMNS)
-        except storage.PARQUET_READ_ERRORS as error:  # a JSON that does not parse is a ValueError
-            raise unreadable_part(uri, error) from None
         yield Part(uri, name.removeprefix(PART_PREFIX).removesuffix(".parquet"), files, rejected, metadata.get(RULE_KEY.decode(), ""), schema.remove_metadata())
 
 
-def unreadable_part(uri: str, error: BaseException) -> storage.StorageError:
-    """The one-line error for a part file (labels under ``predictions/``, or their windows under ``segments/``) that cannot be read."""
-    folder, name = uri.rsplit("/", 2)[-2:]
-    twin = f"the file of the same name under {'predictions' if folder == 'segments' else 'segments'}/ too, if there is one"
-    return storage.unreadable(f"part file {uri}", error, remedy=f"remove it and {twin}: its files are labelled again")
+@contextlib.contextmanager
+def reading_part(uri: str) -> Iterator[None]:
+    """Turn an error reading the part file ``uri`` (labels under ``predictions/``, or their windows under ``segments/``) into one line naming it.
+
+    Raises:
+        storage.StorageError: the file cannot be read; the remedy is given when its bytes are at fault (:func:`crossemo.storage.unreadable`).
+    """
+    try:
+        yield
+    except storage.PARQUET_READ_ERRORS as error:
+        folder = uri.rsplit("/", 2)[-2]
+        twin = f"the file of the same name under {'predictions' if folder == 'segments' else 'segments'}/ too, if there is one"
+        raise storage.unreadable(f"part file {uri}", error, remedy=f"remove it and {twin}: a run given its files labels them again") from None
 
 
 def read_part(uri: str, *, storage_options: storage.StorageOptions | None = None) -> pd.DataFrame:
-    """A part file's rows (labels or windows).
-
-    Raises:
-        storage.StorageError: it cannot be read (:func:`unreadable_part`).
-    """
-    try:
+    """A part file's rows (labels or windows); raises as :func:`reading_part`."""
+    with reading_part(uri):
         return storage.read_frame(uri, storage_options=storage_options)
-    except storage.PARQUET_READ_ERRORS as error:
-        raise unreadable_part(uri, error) from None
+
+
+def part_schema(uri: str, *, storage_options: storage.StorageOptions | None = None) -> pa.Schema:
+    """A part file's columns, without its metadata; raises as :func:`reading_part`."""
+    with reading_part(uri):
+        return storage.read_schema(uri, storage_options=storage_options).remove_metadata()
 
 
 def check_windows(folder: str, *, storage_options: storage.StorageOptions | None = None) -> None:
-    """Read the footer of every windows file under ``folder`` (``OUT/segments``), before any work: a damaged one is found after labelling otherwise.
+    """Read the footer of every windows file under ``folder`` (``OUT/segments``) before any work; raises as :func:`reading_part`.
 
-    Raises:
-        storage.StorageError: a file that cannot be read (:func:`unreadable_part`).
+    A damaged one would be found only once every file was labelled.
     """
     for uri in part_uris(folder, storage_options=storage_options):
-        try:
-            storage.read_schema(uri, storage_options=storage_options)
-        except storage.PARQUET_READ_ERRORS as error:
-            raise unreadable_part(uri, error) from None
+        part_schema(uri, storage_options=storage_options)
 
 
 def part_uris(folder: str, *, storage_options: storage.StorageOptions | None) -> list[str]:
@@ -286,11 +289,7 @@ def align_columns(
     if columns is None:
         columns = {}
         for uri in part_uris(folder, storage_options=storage_options):
-            try:
-                schema = storage.read_schema(uri, storage_options=storage_options)
-            except storage.PARQUET_READ_ERRORS as error:
-                raise unreadable_part(uri, error) from None
-            columns.setdefault(schema.remove_metadata(), []).append(uri)
+            columns.setdefault(part_schema(uri, storage_options=storage_options), []).append(uri)
     if len(columns) < 2:
         return 0
     common = _common_schema(list(columns))
@@ -302,10 +301,8 @@ def align_columns(
         for uri in uris:
             if uri.rsplit("/", 1)[-1] in shared:
                 continue
-            try:
+            with reading_part(uri):
                 table = storage.read_table(uri, storage_options=storage_options)
-            except storage.PARQUET_READ_ERRORS as error:
-                raise unreadable_part(uri, error) from None
             for name in common.names:
                 if name not in table.column_names:
                     table = table.append_column(common.field(name), pa.nulls(len(table), common.field(name).type))

@@ -117,9 +117,10 @@ def unreadable(subject: str, error: BaseException, *, remedy: str) -> StorageErr
     Arrow reports bytes it cannot decode as ``ArrowInvalid``, a plain
     ``OSError`` ("Couldn't deserialize thrift") or a ``UnicodeDecodeError``,
     a table without an expected column as ``KeyError``; a folder where the
-    file should be is ``IsADirectoryError``.
+    file should be is ``IsADirectoryError``. s3fs reports throttling and
+    server errors as a plain ``OSError`` too, but with an errno; Arrow's has none.
     """
-    damaged = type(error) is OSError or isinstance(error, (pa.ArrowInvalid, ValueError, KeyError, IsADirectoryError))
+    damaged = (type(error) is OSError and error.errno is None) or isinstance(error, (pa.ArrowInvalid, ValueError, KeyError, IsADirectoryError))
     return StorageError(f"{subject} cannot be read ({describe_error(error)}){f'; {remedy}' if damaged else ''}")
 
 
@@ -299,6 +300,22 @@ def exists(uri: str, *, storage_options: StorageOptions | None = None) -> bool:
     """Whether a file or folder exists at ``uri``."""
     fs, path = filesystem(uri, storage_options=storage_options)
     return fs.exists(path)
+
+
+def entries_in(uri: str, *, storage_options: StorageOptions | None = None) -> list[str]:
+    """The names of the files and folders directly in the folder or prefix ``uri`` (none if it is absent or a file).
+
+    Hidden names (``.DS_Store``, a write check's probe a bucket refused to
+    delete) and an object store's folder marker (the key ``prefix/``) are not counted.
+    """
+    fs, path = filesystem(uri, storage_options=storage_options)
+    try:
+        found = fs.ls(path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    own = path.rstrip("/")
+    names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in found if entry.rstrip("/") != own]
+    return sorted(name for name in names if not name.startswith("."))
 
 
 def check_writable(uri: str, *, storage_options: StorageOptions | None = None) -> None:

@@ -44,8 +44,8 @@ def label(argv: list[str], state: job.JobState) -> int:
     for warning in model_commands.labelling_warnings(summary, setup):
         job.log.warning("%s", warning)
     job.log.info(
-        "done: %d files; %d labelled; %d not usable; %d shards written, %d reused; %.1f s",
-        summary.files, summary.labelled, summary.rejected, summary.shards, summary.reused_shards, time.perf_counter() - started,
+        "done: %d files; %d labelled; %d not usable; %d shards written, %d reused; %d earlier labels dropped with replaced parts; %.1f s",
+        summary.files, summary.labelled, summary.rejected, summary.shards, summary.reused_shards, summary.dropped_labels, time.perf_counter() - started,
     )
     return job.EXIT_FAILED if model_commands.labelling_status(summary, args.out) else job.EXIT_DONE
 

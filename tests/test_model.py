@@ -306,6 +306,9 @@ def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_pa
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no audio here")
+    deep = tmp_path / "deep"
+    (deep / "calls" / "2024").mkdir(parents=True)
+    (deep / "calls" / "2024" / "x.wav").write_bytes(b"")
     no_path = _table(tmp_path / "no_path.csv", pd.DataFrame({"file": ["a.wav"], "speaker": ["x"]}))
     ravdess = pd.read_csv(data["manifests"]["ravdess"])
     one_actor = _table(tmp_path / "ravdess.csv", ravdess[ravdess["speaker"] == "Actor_01"])
@@ -318,7 +321,8 @@ def test_bad_audio_and_targets_are_one_line_and_status_2(data, evaluated, tmp_pa
         (["predict", "--model", str(model), "--audio", str(empty), "--speaker-pattern", "(unclosed", "--out", str(tmp_path / "o3")], "not a regular expression"),
         (["train", "--from-run", str(evaluated), "--target", "savee", "--out", str(tmp_path / "m2")], "--target 'savee' is not among the corpora"),
         (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "no_such", "--out", str(tmp_path / "m3")], "unknown method 'no_such'"),
-        (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--out", str(empty)], f"--out {empty} already holds other files; a model bundle goes to a new or empty folder"),
+        (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--out", str(empty)], f"--out {empty} already holds other entries (readme.txt); a model bundle goes to a new or empty folder"),
+        (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--out", str(deep)], f"--out {deep} already holds other entries (calls); a model bundle"),
         (["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--out", str(model)], f"--out {model} already holds a model bundle"),
         (["train", "--corpus", f"manifest={data['manifests']['emovo']}", "--target", "emovo", "--method", "coral", "--store", str(evaluated), "--out", str(tmp_path / "m4")],
          "coral learns from a source corpus; give one with --corpus besides the target"),
@@ -487,7 +491,7 @@ def test_a_damaged_part_or_fingerprint_index_is_one_line_naming_it_and_its_remed
     windows.write_bytes(intact)
     part.write_bytes(b"junk")
     refused(f"part file {part} cannot be read (ArrowInvalid: Parquet file size is 4 bytes, smaller than the minimum file footer (8 bytes)); "
-            "remove it and the file of the same name under segments/ too, if there is one: its files are labelled again")
+            "remove it and the file of the same name under segments/ too, if there is one: a run given its files labels them again")
     part.unlink()
     windows.unlink()
     assert cli.main(command) == 0
@@ -761,7 +765,9 @@ def test_a_run_into_an_output_holding_another_rules_labels_warns_that_it_mixes_t
     """Earlier labels of other files stay (a daily --audio adds to the output), but when another rule gave them the summary says the output mixes rules."""
     rows = data["emovo"][["path", "speaker"]].iloc[:7].reset_index(drop=True)
     table, out, command = _labelled_table(rows.iloc[:3], tmp_path, rf_model, evaluated)
-    rows.iloc[3:6].to_csv(table, index=False)
+    junk = tmp_path / "junk.wav"
+    junk.write_text("not audio")  # rejected, so its part records it without a label
+    pd.concat([rows.iloc[3:6], pd.DataFrame({"path": [str(junk)], "speaker": [rows.at[3, "speaker"]]})]).to_csv(table, index=False)
     capsys.readouterr()
     assert cli.main(command) == 0  # the same model and rule: nothing mixed
     captured = capsys.readouterr()
@@ -770,9 +776,9 @@ def test_a_run_into_an_output_holding_another_rules_labels_warns_that_it_mixes_t
     assert cli.main([*command, "--segment", "1"]) == 0
     captured = capsys.readouterr()
     assert "also holds 6 earlier label(s)" in captured.out, captured.out
-    assert "warning: 6 of those earlier labels come from another model or segmentation rule than this run's" in captured.err, captured.err
+    assert "warning: 6 earlier label(s) in the folder come from another model or segmentation rule than this run's" in captured.err, captured.err
     assert len(pd.read_parquet(out / "predictions")) == 7
-    # A file of a whole-file part given again under windows: its part goes, with the labels of the two files not given.
+    # A file of a whole-file part given again under windows: its part goes, with the labels of the two files not given (the junk had none).
     rows.iloc[[3]].to_csv(table, index=False)
     assert cli.main([*command, "--segment", "1"]) == 0
     captured = capsys.readouterr()

@@ -439,7 +439,7 @@ def test_a_file_named_in_bytes_that_are_not_utf8_is_rejected_and_the_others_list
     for given in (os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9.flac"), os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xff")):
         with pytest.raises(inputs.InputError) as refused:
             inputs.list_inputs([str(folder), given])
-        assert str(refused.value) == f"--audio {base.shown(given)}: its name is not UTF-8 text (shown with \\x escapes); rename it"
+        assert str(refused.value) == f"--audio {base.shown(given)}: {base.NAME_NOT_UTF8}"
 
 
 def test_one_file_has_one_uri_and_one_input_id_however_its_folder_is_spelled(emovo_f2, tmp_path, monkeypatch):

@@ -82,7 +82,7 @@ def test_runs_are_recorded_reuse_work_and_compare(tmp_path, capsys):
 
     assert cli.main(["report", str(out), "--compare", first.run_id, "nosuch"]) == 2
     assert "no run 'nosuch'" in capsys.readouterr().err
-    assert cli.main(["report", str(out), "--compare", first.run_id, first.run_id]) == 2
+    assert cli.main(["report", str(out), "--compare", first.run_id, first.run_id + "/"]) == 2
     assert f"--compare names run {first.run_id} twice" in capsys.readouterr().err
 
     # the report is rebuilt from results alone

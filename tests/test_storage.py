@@ -98,3 +98,27 @@ def test_a_temporary_file_a_killed_writer_left_does_not_break_reading_the_folder
     monkeypatch.undo()
     assert len(list(folder.iterdir())) == 2  # the leftover is there
     assert pd.read_parquet(folder)["uri"].tolist() == ["a"]
+
+
+def test_a_file_is_called_damaged_only_for_errors_in_its_bytes(tmp_path):
+    """Arrow's broken footer is an OSError without errno; s3fs's throttling (SlowDown) is an OSError with one: "remove it" would lose good labels."""
+    damaged = tmp_path / "part.parquet"
+    pd.DataFrame({"uri": ["a"]}).to_parquet(damaged)
+    intact = damaged.read_bytes()
+    damaged.write_bytes(intact[:-20] + bytes(range(12)) + intact[-8:])
+    with pytest.raises(OSError) as broken:
+        pq.read_schema(damaged)
+    assert "remove it" in str(storage.unreadable("part", broken.value, remedy="remove it"))
+    throttled = OSError(16, "Please reduce your request rate.")
+    assert str(storage.unreadable("part", throttled, remedy="remove it")) == "part cannot be read (OSError: [Errno 16] Please reduce your request rate.)"
+
+
+def test_entries_of_a_prefix_leave_out_its_folder_marker_and_hidden_probes(s3):
+    """The AWS console's "Create folder" leaves the key ``prefix/``; a bucket refusing deletes keeps a write check's probe: neither occupies a folder."""
+    client = boto3.client("s3", endpoint_url=s3["endpoint"], region_name="us-east-1")
+    for key in ("models/mine/", f"models/mine/{storage.WRITE_CHECK_PREFIX}1", "models/taken/calls/2024/x.wav"):
+        client.put_object(Bucket=s3["bucket"], Key=key, Body=b"")
+    options = s3["storage_options"]
+    assert storage.entries_in(f"s3://{s3['bucket']}/models/mine", storage_options=options) == []
+    assert storage.entries_in(f"s3://{s3['bucket']}/models/taken", storage_options=options) == ["calls"]
+    assert storage.entries_in(f"s3://{s3['bucket']}/models/absent", storage_options=options) == []
