@@ -248,13 +248,13 @@ def command_report(args: argparse.Namespace) -> int:
         from crossemo.report import compare
 
         run_a, run_b = (compare.read_run(args.out, run_id, storage_options=options) for run_id in args.compare)
-        if run_a["run_id"] == run_b["run_id"]:
-            # Compared with itself a run would read as a re-run that reused nothing.
-            raise pipeline.ConfigError(f"--compare names run {run_a['run_id']} twice; give two run ids (see {storage.join(args.out, 'runs')})")
         for run in (run_a, run_b):
             if not run.get("result_uris"):
                 why = f"it stopped: {run['stopped']}" if run.get("stopped") else "a features-only run"
                 raise pipeline.ConfigError(f"run {run['run_id']} has no results to compare ({why})")
+        if run_a["run_id"] == run_b["run_id"]:
+            # Compared with itself a run would read as a re-run that reused nothing.
+            raise pipeline.ConfigError(f"--compare names run {run_a['run_id']} twice; give two run ids (see {storage.join(args.out, 'runs')})")
         results_a, results_b = (pipeline.read_results(pipeline.result_files(run, args.out), storage_options=options) for run in (run_a, run_b))
         print(compare.render(run_a, run_b, compare.result_changes(results_a, run_a["pairs"], results_b, run_b["pairs"])))
         return 0
