@@ -877,7 +877,7 @@ class LabellingSummary:
     dropped_labels: int = 0
     """Labels of files this run was not given that went with their replaced part (another model or rule gave them: :func:`crossemo.prediction.unlisted_files`)."""
     earlier_foreign: int = 0
-    """Of ``earlier_labels``, those another model or segmentation rule gave (the output mixes them; ``model_id`` tells them apart)."""
+    """Of ``earlier_labels``, those another model or segmentation rule gave (the output mixes them; ``model_id`` tells models apart, ``windows`` rows labelled from windows)."""
 
 
 def _earlier_rejections(folder: str, *, storage_options: dict | None) -> pd.DataFrame:
