@@ -128,6 +128,11 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
         evaluation = row.drop(columns=["with_source"]).iloc[0].to_dict() if len(row) else None
     params = config.method_params.get(choice.method, {})
     config.method_params = {choice.method: params} if params else {}
+    departures = _departures(config, record, choice.method, params) if record is not None and evaluation is not None else []
+    if departures:
+        # The run's figures describe the model it evaluated, not this one: a bundle must not carry them as its own.
+        evaluation = None
+        print_warnings([f"{departures[0]} differs from the run under {args.from_run}; its evaluation describes another model and is left out of model.json"])
     prepared = pipeline.prepare(config, need_pairs=False)
     changed = _changed_since(record, prepared.manifests) if record is not None else []
     if changed and args.method == "best":
@@ -180,15 +185,29 @@ def _changed_since(record: dict[str, Any], manifests: list[corpora.Manifest]) ->
     return changed
 
 
+RUN_SETTINGS = ("feature_set", "analysis_rate", "channel", "seed")
+"""The settings of an evaluated run that decide the model it evaluated (besides the method's parameters)."""
+
+
+def _departures(config: pipeline.RunConfig, record: dict[str, Any], method: str, params: dict[str, Any]) -> list[str]:
+    """Where the model to train differs from the one the run evaluated: ``"seed 0 (the run: 7)"`` per setting."""
+    settings = record.get("settings", {})
+    differ = [f"{name} {getattr(config, name)} (the run: {settings[name]})" for name in RUN_SETTINGS if name in settings and settings[name] != getattr(config, name)]
+    evaluated = (settings.get("method_params") or {}).get(method, {})
+    if evaluated != params:
+        differ.append(f"{method}'s parameters {params or 'the defaults'} (the run: {evaluated or 'the defaults'})")
+    return differ
+
+
 def _take_run_settings(config: pipeline.RunConfig, record: dict[str, Any], args: argparse.Namespace) -> None:
     """Fill what neither the flags nor a config file set from the evaluated run, so the model is the evaluated one."""
     settings = record.get("settings", {})
-    explicit = {name for name in ("feature_set", "analysis_rate", "channel", "seed") if getattr(args, name, None) is not None}
-    for name in ("feature_set", "analysis_rate", "channel", "seed"):
-        if name not in explicit and not getattr(args, "config", None) and settings.get(name) is not None:
+    for name in RUN_SETTINGS:
+        # A config file that sets other things (method parameters, say) leaves these to the run.
+        if getattr(args, name, None) is None and name not in config.from_file and settings.get(name) is not None:
             setattr(config, name, settings[name])
-    if not config.method_params and settings.get("method_params"):
-        config.method_params = dict(settings["method_params"])
+    # Method by method: a config file's parameters for one method leave the run's for the others.
+    config.method_params = {**(settings.get("method_params") or {}), **config.method_params}
     if not config.corpora:
         config.corpora = [pipeline.CorpusSpec(**spec) for spec in settings.get("corpora", [])]
 

@@ -113,6 +113,8 @@ class RunConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress: bool = True
+    from_file: frozenset[str] = frozenset()
+    """The settings a config file set (``train --from-run`` takes the others from the run)."""
 
     @classmethod
     def from_toml(cls, path: str) -> RunConfig:
@@ -163,7 +165,7 @@ class RunConfig:
             # Caught here, the error names the file's key, not the flag the setting would otherwise be checked as.
             if key in data and not data[key].replace(",", "").strip():
                 raise ConfigError(f"config file {path}: {key} is empty; give {form}")
-        return cls(corpora=specs, **data)
+        return cls(corpora=specs, from_file=frozenset(data) | ({"corpora"} if specs else set()), **data)
 
     def analysis_settings(self) -> audio.AnalysisSettings:
         """The decode rules of this run.
@@ -190,6 +192,7 @@ class RunConfig:
         settings = asdict(self)
         settings["storage_options"] = {k: ("***" if _is_secret(k) else v) for k, v in self.storage_options.items()}
         settings.pop("progress")
+        settings.pop("from_file")
         for spec in settings["corpora"]:
             spec["uri"] = absolute(spec["uri"])
         settings["out"] = absolute(settings["out"]) if settings["out"] else settings["out"]

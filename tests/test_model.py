@@ -147,6 +147,25 @@ def test_best_from_run_takes_the_pairs_best_method_and_its_figures(data, evaluat
     assert "evaluated under" in capsys.readouterr().out
 
 
+def test_a_config_beside_from_run_overrides_only_what_it_sets(evaluated, tmp_path, capsys):
+    """A config file setting one method's parameters keeps the run's others and its figures; one that changes the model drops them (a new user's trial found every run setting dropped)."""
+    other_method = tmp_path / "other.toml"
+    other_method.write_text("[method_params.self_training]\nthreshold = 0.9\n")
+    train = ["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "rf", "--no-progress"]
+    capsys.readouterr()
+    assert cli.main([*train, "--config", str(other_method), "--out", str(tmp_path / "same")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    metadata = json.loads((tmp_path / "same" / "model.json").read_text())
+    assert metadata["params"]["n_estimators"] == 20 and metadata["evaluation"] is not None
+
+    reseeded = tmp_path / "seed.toml"
+    reseeded.write_text("seed = 3\n")
+    assert cli.main([*train, "--config", str(reseeded), "--out", str(tmp_path / "other")]) == 0
+    assert "seed 3 (the run: 0) differs from the run under" in capsys.readouterr().err
+    metadata = json.loads((tmp_path / "other" / "model.json").read_text())
+    assert metadata["seed"] == 3 and metadata["params"]["n_estimators"] == 20 and metadata["evaluation"] is None
+
+
 @pytest.mark.parametrize(("method", "column"), [("rf", "scenario3"), ("target_only_rf", "rf")])
 def test_a_method_asked_for_by_name_carries_the_figures_of_what_it_trains(evaluated, tmp_path, method, column):
     """The RF with a source is Table 2's scenario 3, not the Baseline RF that Table 3 calls rf (a new user's trial found the swap)."""
