@@ -19,8 +19,6 @@ from crossemo.labels import EMOTIONS
 from crossemo.report import verdict
 
 EXIT_BAD_INPUT = 2
-MAX_REASON_LINES = 30
-_PATH_IN_REASON = r"(?:[a-z][a-z0-9+.-]*://)?\S*/\S*"
 BAD_INPUT_ERRORS = (
     pipeline.ConfigError, corpora.CorpusError, protocol.ProtocolError, storage.StorageError,
     training.TrainingError, inputs.InputError, bundle.BundleError, orchestration.ClusterError,
@@ -163,16 +161,7 @@ def print_extraction(summary, seconds: float) -> None:
         rows.append({"corpus": corpus, "speakers": frame["speaker"].nunique(), **{e: int(counts.get(e, 0)) for e in EMOTIONS}, "total": len(frame)})
     if rows:
         print(pd.DataFrame(rows).to_string(index=False))
-    if len(summary.rejected):
-        print(f"\n{featurestore.count(len(summary.rejected), 'file')} not used (each with its reason in features/_rejected.parquet):")
-        # Reasons that name a file (a duplicate's twin, a link's target) are
-        # grouped by their kind, so one line stands for all files alike.
-        kinds = summary.rejected.assign(reason=summary.rejected["reason"].str.replace(_PATH_IN_REASON, "…", regex=True))
-        grouped = kinds.groupby(["corpus", "stage", "reason"]).size().reset_index(name="files")
-        with pd.option_context("display.max_colwidth", 120):
-            print(grouped.sort_values(["files", "corpus"], ascending=[False, True]).head(MAX_REASON_LINES).to_string(index=False))
-        if len(grouped) > MAX_REASON_LINES:
-            print(f"… and {len(grouped) - MAX_REASON_LINES} more kinds of reason")
+    model_commands.print_unused(summary.rejected, where="each with its reason in features/_rejected.parquet")
 
 
 def print_tables(result_tables: dict[str, pd.DataFrame], out: str) -> None:

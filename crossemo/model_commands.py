@@ -36,6 +36,32 @@ def print_warnings(warnings: list[str]) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
+MAX_REASON_LINES = 30
+"""Kinds of reason a summary lists for the files it could not use; the rest are counted."""
+
+_PATH_IN_REASON = r"(?:[a-z][a-z0-9+.-]*://)?\S*/\S*"
+
+
+def print_unused(rejected: pd.DataFrame, *, where: str) -> None:
+    """Print how many files of the corpora were not used and why, one line per corpus, stage and kind of reason.
+
+    Args:
+        rejected: ``corpus``, ``stage``, ``reason`` per file (as :func:`crossemo.featurestore.assemble` gives).
+        where: where each file's own reason is, for the heading.
+    """
+    if not len(rejected):
+        return
+    print(f"\n{featurestore.count(len(rejected), 'file')} not used ({where}):")
+    # Reasons that name a file (a duplicate's twin, a link's target) are
+    # grouped by their kind, so one line stands for all files alike.
+    kinds = rejected.assign(reason=rejected["reason"].str.replace(_PATH_IN_REASON, "…", regex=True))
+    grouped = kinds.groupby(["corpus", "stage", "reason"]).size().reset_index(name="files")
+    with pd.option_context("display.max_colwidth", 120):
+        print(grouped.sort_values(["files", "corpus"], ascending=[False, True]).head(MAX_REASON_LINES).to_string(index=False))
+    if len(grouped) > MAX_REASON_LINES:
+        print(f"… and {len(grouped) - MAX_REASON_LINES} more kinds of reason")
+
+
 def add_train_parser(commands: Any, add_run_options: Any) -> None:
     train = commands.add_parser("train", help="fit a method on the source corpora and every labelled target speaker; write a model bundle")
     add_run_options(train, out_help="where to write the model bundle: a new folder or s3:// prefix")
@@ -230,7 +256,9 @@ def command_train(args: argparse.Namespace, config_from: Any) -> int:
         setup.prepared.manifests, store, feature_set=config.feature_set, settings=settings, address=config.address, write_store=False, progress=config.progress,
     )
     print(f"features ({extraction.feature_set_id}): {extraction.extracted} extracted, {extraction.reused} reused from the cache in {store.out}")
-    print_warnings(extraction.warnings)
+    # As run and features say them: a file left out, or a speaker spelt two ways, changes what the model learns from.
+    print_unused(extraction.rejected, where="the model learns from the others")
+    print_warnings([f"{m.corpus}: {w}" for m in setup.prepared.manifests for w in m.warnings] + extraction.warnings)
     datasets = pipeline.datasets_from(extraction.features)
     target = datasets[setup.target]
     source = protocol.Dataset.union([datasets[name] for name in setup.sources]) if len(setup.sources) > 1 else (datasets[setup.sources[0]] if setup.sources else None)

@@ -166,6 +166,25 @@ def test_a_config_beside_from_run_overrides_only_what_it_sets(evaluated, tmp_pat
     assert metadata["seed"] == 3 and metadata["params"]["n_estimators"] == 20 and metadata["evaluation"] is None
 
 
+def test_train_says_which_files_of_the_corpora_it_left_out(data, evaluated, tmp_path, capsys):
+    """A missing file, an emotion outside the four and a blank row: said as run and features say them (a new user's trial found train silent)."""
+    rows = data["emovo"].copy()
+    extra = pd.DataFrame([
+        {"path": str(tmp_path / "gone.flac"), "speaker": "f1", "emotion": "anger"},
+        {"path": next(str(p) for p in sorted(Path(rows["path"].iloc[0]).parent.glob("*.flac")) if str(p) not in set(rows["path"])), "speaker": "f1", "emotion": "disgust"},
+    ])
+    mine = tmp_path / "emovo.csv"
+    mine.write_text(pd.concat([rows, extra]).to_csv(index=False) + ",,\n")
+    assert cli.main([
+        "train", "--corpus", f"manifest={data['manifests']['ravdess']}", "--corpus", f"manifest={mine}", "--target", "emovo", "--method", "rf",
+        "--config", str(data["config"]), "--store", str(evaluated), "--out", str(tmp_path / "model"), "--no-progress",
+    ]) == 0
+    said = capsys.readouterr()
+    assert "2 files not used (the model learns from the others):" in said.out, said.out
+    assert "file not found" in said.out and "disgust" in said.out
+    assert "warning: emovo: 1 blank row" in said.err, said.err
+
+
 @pytest.mark.parametrize(("method", "column"), [("rf", "scenario3"), ("target_only_rf", "rf")])
 def test_a_method_asked_for_by_name_carries_the_figures_of_what_it_trains(evaluated, tmp_path, method, column):
     """The RF with a source is Table 2's scenario 3, not the Baseline RF that Table 3 calls rf (a new user's trial found the swap)."""
