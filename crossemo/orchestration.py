@@ -188,19 +188,20 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
             # send) exit at once with status 1 and no word in the log; end the
             # run like Ctrl-C instead, so the caller can say what is kept.
             signal.signal(signal.SIGTERM, interrupt_on_signal)
-            _exit_quietly_on_sigterm_at_exit()
+            _exit_quietly_on_signals_at_exit()
     return ray.cluster_resources()
 
 
 @functools.cache  # registered once per process
-def _exit_quietly_on_sigterm_at_exit() -> None:
-    """From interpreter exit on, a SIGTERM ends the process at once, quietly, with status 143.
+def _exit_quietly_on_signals_at_exit() -> None:
+    """From interpreter exit on, a SIGTERM or SIGINT (Ctrl-C) ends the process at once, quietly, with status 143 or 130.
 
     Ray shuts itself down at exit, after every later-registered exit hook
-    (this one); a SIGTERM in that half second raised :func:`interrupt_on_signal`'s
-    ``KeyboardInterrupt`` there, and Python printed a traceback under a
-    summary of finished work. What is printed is flushed first; exit hooks
-    registered before :func:`connect` do not run after such a signal.
+    (this one); a signal in that half second raised ``KeyboardInterrupt``
+    there (:func:`interrupt_on_signal`'s, or Python's own for Ctrl-C), and
+    Python printed a traceback under a summary of finished work. What is
+    printed is flushed first; exit hooks registered before :func:`connect`
+    do not run after such a signal.
     """
 
     def exit_now(signum: int, frame: object) -> None:
@@ -209,7 +210,12 @@ def _exit_quietly_on_sigterm_at_exit() -> None:
                 stream.flush()
         os._exit(128 + signum)
 
-    atexit.register(lambda: signal.signal(signal.SIGTERM, exit_now) if threading.current_thread() is threading.main_thread() else None)
+    def at_exit() -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, exit_now)
+
+    atexit.register(at_exit)
 
 
 def _join_failure(address: str | None, error: ConnectionError) -> str:

@@ -208,8 +208,9 @@ def test_sigterm_while_ray_starts_is_reported_as_sigterm(monkeypatch):
     assert orchestration.interrupting_signal() == "SIGTERM"
 
 
-def test_sigterm_while_ray_shuts_down_at_exit_ends_quietly(tmp_path):
-    """A SIGTERM after the work is done, while Ray shuts itself down at exit: no traceback under the summary, status 143."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_ray_shuts_down_at_exit_ends_quietly(tmp_path, signum):
+    """A SIGTERM or Ctrl-C after the work is done, while Ray shuts itself down at exit: no traceback under the summary, status 143 or 130."""
     script = tmp_path / "job.py"
     script.write_text(
         "import atexit, os, signal, time\n"
@@ -217,7 +218,7 @@ def test_sigterm_while_ray_shuts_down_at_exit_ends_quietly(tmp_path):
         "orchestration.connect(num_cpus=1)\n"
         "exiting, sleep = [], time.sleep\n"
         # Ray's exit hook waits (time.sleep) while its processes stop: the signal comes at its first wait.
-        "time.sleep = lambda seconds: (exiting and os.kill(os.getpid(), signal.SIGTERM), sleep(seconds))\n"
+        f"time.sleep = lambda seconds: (exiting and os.kill(os.getpid(), {int(signum)}), sleep(seconds))\n"
         "atexit.register(exiting.append, True)\n"
         "print('summary', flush=False)\n"
     )
@@ -225,4 +226,4 @@ def test_sigterm_while_ray_shuts_down_at_exit_ends_quietly(tmp_path):
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done
-    assert done.returncode == 128 + signal.SIGTERM and done.stdout.strip() == "summary", done
+    assert done.returncode == 128 + signum and done.stdout.strip() == "summary", done
