@@ -87,7 +87,7 @@ def list_inputs(
         the files (a file given by two inputs is kept once, from the first).
 
     Raises:
-        InputError: no input, an empty one, a bad pattern, an input that cannot be
+        InputError: no input, an empty one (listing no audio file, even beside others that do), a bad pattern, an input that cannot be
             read, a table column named as one of ours, or no audio file in any input.
     """
     if not uris:
@@ -108,6 +108,9 @@ def list_inputs(
             # A folder's messages name the input already ("--audio URI does not exist").
             named = str(error).startswith((f"{flag} {uri}", f"cannot list {flag} {uri}"))
             raise InputError(str(error) if named else f"{flag} {uri}: {error}") from None
+        if files.empty and absent.empty:
+            # Beside inputs that do list files, an empty one (a wrong or not yet filled folder) would pass unnoticed.
+            raise InputError(f"{flag} {uri} lists no audio file; give a folder with .wav/.flac files or a table with a path column")
         # The input as an id (the batch a file without a speaker belongs to, and the output's ``input``):
         # spelled one way, so ``aud``, ``./aud`` and ``aud/`` key the same shards.
         batch_id = _input_id(uri)
@@ -157,8 +160,6 @@ def list_inputs(
             f"none of the {sum(len(a) for a in missing)} audio file(s) {flag} lists can be read; "
             f"for example {absent['uri'].iloc[0]}: {absent['reason'].iloc[0]}"
         )
-    if files.empty:
-        raise InputError(f"{flag} lists no audio file ({', '.join(uris)}); give folders with .wav/.flac files or a table with a path column")
     if speakers_matter:
         # 3 and 03 (from one table or two, or a pattern) are two speakers to the model, each normalised by their own recordings.
         warnings += manifest.spelling_warnings(files["speaker"].unique())

@@ -258,6 +258,19 @@ def test_a_file_given_by_its_relative_path_and_in_its_folder_is_listed_once(emov
     assert any("given by more than one --audio are labelled once" in w for w in listing.warnings), listing.warnings
 
 
+@pytest.mark.parametrize("kind", ["folder", "table"])
+def test_an_input_that_lists_no_audio_beside_others_that_do_is_refused(kind, model, emovo_f2, tmp_path, capsys):
+    """An empty daily folder (or a table of headers alone) beside a full one is a mistake, named, not a silent nothing (a new user's trial)."""
+    empty = tmp_path / "today"
+    if kind == "folder":
+        empty.mkdir()
+    else:
+        empty = tmp_path / "today.csv"
+        empty.write_text("path,speaker\n")
+    args = [*predict(model, str(emovo_f2), tmp_path / "labels"), "--audio", str(empty)]
+    refuse(args, capsys, says=f"--audio {empty} lists no audio file", untouched=tmp_path)
+
+
 def test_a_file_that_is_neither_audio_nor_a_table_is_named_as_such(model, emovo_f2, tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("not audio")
