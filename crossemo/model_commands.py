@@ -68,7 +68,7 @@ def add_train_parser(commands: Any, add_run_options: Any) -> None:
     train.add_argument("--target", required=True, help="the corpus whose speakers the model is for (one of the --corpus names)")
     train.add_argument("--method", help=f"a method, target_only_<method> (the target alone), or {training.BEST} (needs --from-run); default: the recommended {methods.RECOMMENDED}")
     train.add_argument("--from-run", dest="from_run", metavar="OUT", help="a finished evaluation: its settings, corpora and feature store are reused, and its mean UAR and accuracy for the pair and method, with their standard deviation over folds, are written into model.json's evaluation entry")
-    train.add_argument("--store", help=f"feature store to read and extend (default: --from-run's, else $CROSSEMO_STORE, else {DEFAULT_STORE})")
+    train.add_argument("--store", help=f"feature store to read and extend (default: --from-run's, or for an evaluate run the store whose features it read; else $CROSSEMO_STORE, else {DEFAULT_STORE})")
     train.add_argument("--adapt-to", dest="adapt_to", action="append", default=[], metavar="AUDIO", help=f"unlabelled audio of the target domain (folder, s3:// prefix or table) for the methods that adapt to it ({', '.join(sorted(methods.ADAPTING))}); repeatable")
     train.add_argument("--speaker-pattern", dest="speaker_pattern", metavar="REGEX", help="with --adapt-to: a regular expression with a group named speaker, matched on each unlabelled file's URI (as predict's)")
     train.add_argument("--seed", type=int, help="the method's seed (default: the run's, else 0)")
@@ -132,7 +132,8 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     config = config_from(args)
     if record is not None:
         _take_run_settings(config, record, args)
-    config.out = args.store or args.from_run or os.environ.get("CROSSEMO_STORE") or str(Path(DEFAULT_STORE).expanduser())
+    run_store = _store_of_run(record, args.from_run, storage_options=options) if record is not None else None
+    config.out = args.store or run_store or os.environ.get("CROSSEMO_STORE") or str(Path(DEFAULT_STORE).expanduser())
     names = [spec.name for spec in config.corpora]
     if args.target not in names:
         evaluated = {name for pair in (record or {}).get("pairs", []) for side in pair for name in side.split(protocol.SOURCE_SEPARATOR)}
@@ -223,6 +224,23 @@ def _departures(config: pipeline.RunConfig, record: dict[str, Any], method: str,
     if evaluated != params:
         differ.append(f"{method}'s parameters {params or 'the defaults'} (the run: {evaluated or 'the defaults'})")
     return differ
+
+
+def _store_of_run(record: dict[str, Any], run: str, *, storage_options: dict | None) -> str:
+    """The feature store whose cache the run under ``run`` read.
+
+    ``evaluate`` reads another run's ``features/`` folder: that run's cache,
+    beside it, holds the features (a feature folder without a cache beside
+    it leaves the run's own). A run that extracted its own is the folder
+    given now, wherever it was when it ran.
+    """
+    settings = record.get("settings", {})
+    features = str(settings.get("features") or "").rstrip("/")
+    own = storage.join(str(settings.get("out") or "").rstrip("/"), "features")
+    store, _, name = features.rpartition("/")
+    if features and features != own and name == "features" and store and storage.exists(storage.join(store, "cache"), storage_options=storage_options):
+        return store
+    return run
 
 
 def _take_run_settings(config: pipeline.RunConfig, record: dict[str, Any], args: argparse.Namespace) -> None:

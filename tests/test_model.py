@@ -166,6 +166,23 @@ def test_a_config_beside_from_run_overrides_only_what_it_sets(evaluated, tmp_pat
     assert metadata["seed"] == 3 and metadata["params"]["n_estimators"] == 20 and metadata["evaluation"] is None
 
 
+def test_train_from_an_evaluate_run_reads_the_cache_beside_the_features_it_evaluated(data, evaluated, tmp_path, capsys):
+    """``evaluate --features RUN/features`` keeps no cache of its own: training from it reuses RUN's, extracting nothing (a new user's trial saw everything extracted again)."""
+    ev = tmp_path / "ev"
+    assert cli.main([
+        "evaluate", "--features", str(evaluated / "features"), "--pairs", "ravdess:emovo", "--methods", "speaker_norm_linear", "--out", str(ev), "--no-progress",
+    ]) == 0
+    capsys.readouterr()
+    assert cli.main([
+        "train", "--from-run", str(ev), "--corpus", f"manifest={data['manifests']['ravdess']}", "--corpus", f"manifest={data['manifests']['emovo']}",
+        "--target", "emovo", "--method", "speaker_norm_linear", "--out", str(tmp_path / "model"), "--no-progress",
+    ]) == 0
+    said = capsys.readouterr().out
+    assert f"0 extracted, 72 reused from the cache in {evaluated}" in said, said
+    assert not (ev / "cache").exists()
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["evaluation"] is not None
+
+
 def test_train_says_which_files_of_the_corpora_it_left_out(data, evaluated, tmp_path, capsys):
     """A missing file, an emotion outside the four and a blank row: said as run and features say them (a new user's trial found train silent)."""
     rows = data["emovo"].copy()
