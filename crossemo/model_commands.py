@@ -132,7 +132,7 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     config = config_from(args)
     if record is not None:
         _take_run_settings(config, record, args)
-    run_store = _store_of_run(record, args.from_run, storage_options=options) if record is not None else None
+    run_store = _store_of_run(record, args.from_run, storage_options=config.fs_options) if record is not None and not args.store else None
     config.out = args.store or run_store or os.environ.get("CROSSEMO_STORE") or str(Path(DEFAULT_STORE).expanduser())
     names = [spec.name for spec in config.corpora]
     if args.target not in names:
@@ -155,14 +155,18 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
         evaluation = row.drop(columns=["with_source"]).iloc[0].to_dict() if len(row) else None
     params = config.method_params.get(choice.method, {})
     config.method_params = {choice.method: params} if params else {}
-    departures = _departures(config, record, choice.method, params) if record is not None and evaluation is not None else []
-    if departures:
+    prepared = pipeline.prepare(config, need_pairs=False)
+    # After prepare, which checks the parameters the comparison builds the method with.
+    departures = _departures(config, record, choice.method, params) if record is not None and results is not None else []
+    if departures and args.method == training.BEST:
+        # The choice itself (and the UAR its reason gives) was made on another model.
+        raise pipeline.ConfigError(f"--method best picks on the run under {args.from_run}, but {departures[0]} differs from it; name the method, or evaluate these settings")
+    if departures and evaluation is not None:
         # The run's figures describe the model it evaluated, not this one: a bundle must not carry them as its own.
         evaluation = None
-        print_warnings([f"{departures[0]} differs from the run under {args.from_run}; its evaluation describes another model and is left out of model.json"])
-    prepared = pipeline.prepare(config, need_pairs=False)
+        print_warnings([f"{'; '.join(departures)}: not as in the run under {args.from_run}, whose evaluation describes another model and is left out of model.json"])
     changed = _changed_since(record, prepared.manifests) if record is not None else []
-    if changed and args.method == "best":
+    if changed and args.method == training.BEST:
         # The choice itself (and the UAR its reason gives) was made on the data as it was.
         raise pipeline.ConfigError(f"--method best picks on the run under {args.from_run}, but {changed[0]} changed since; run the evaluation again, or name the method")
     if changed and evaluation is not None:
@@ -217,13 +221,32 @@ RUN_SETTINGS = ("feature_set", "analysis_rate", "channel", "seed")
 
 
 def _departures(config: pipeline.RunConfig, record: dict[str, Any], method: str, params: dict[str, Any]) -> list[str]:
-    """Where the model to train differs from the one the run evaluated: ``"seed 0 (the run: 7)"`` per setting."""
+    """Where the model to train differs from the one the run evaluated: ``"seed 0 (the run: 7)"`` per setting.
+
+    Settings are compared by what they mean: a feature set by its id (``IS10``
+    is ``is10``; a config file by its contents), a method's parameters as the
+    method takes them (a default written out is the default). A setting the
+    run did not record (``None``) is no difference.
+    """
     settings = record.get("settings", {})
-    differ = [f"{name} {getattr(config, name)} (the run: {settings[name]})" for name in RUN_SETTINGS if name in settings and settings[name] != getattr(config, name)]
+    differ = []
+    for name in RUN_SETTINGS:
+        then, now = settings.get(name), getattr(config, name)
+        if name == "feature_set":
+            then = record.get("feature_set_id") or pipeline.feature_set_id_of(then, storage_options=config.fs_options) or then
+            now = pipeline.feature_set_id_of(now, storage_options=config.fs_options) or now
+        if then is not None and then != now:
+            differ.append(f"{name} {getattr(config, name)} (the run: {settings.get(name)})")
     evaluated = (settings.get("method_params") or {}).get(method, {})
-    if evaluated != params:
-        differ.append(f"{method}'s parameters {params or 'the defaults'} (the run: {evaluated or 'the defaults'})")
+    if _effective_params(method, evaluated) != _effective_params(method, params):
+        differ.append(f"the parameters of {method}, {params or 'the defaults'} (the run: {evaluated or 'the defaults'})")
     return differ
+
+
+def _effective_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A method's parameters as its estimator holds them, the defaults filled in (the seed and the run's own left out)."""
+    held = methods.make_method(method, **params).get_params(deep=False)
+    return {name: value for name, value in held.items() if name not in UNSET_PARAMS}
 
 
 def _store_of_run(record: dict[str, Any], run: str, *, storage_options: dict | None) -> str:
@@ -238,8 +261,14 @@ def _store_of_run(record: dict[str, Any], run: str, *, storage_options: dict | N
     features = str(settings.get("features") or "").rstrip("/")
     own = storage.join(str(settings.get("out") or "").rstrip("/"), "features")
     store, _, name = features.rpartition("/")
-    if features and features != own and name == "features" and store and storage.exists(storage.join(store, "cache"), storage_options=storage_options):
-        return store
+    if not features or features == own or name != "features" or not store:
+        return run
+    try:
+        if storage.exists(storage.join(store, "cache"), storage_options=storage_options):
+            return store
+    except Exception:  # storage back-ends raise many kinds; the run's own folder is a store too
+        pass
+    print_warnings([f"no feature cache beside {features}, whose features the run under {run} evaluated: features are extracted into {run}"])
     return run
 
 
@@ -250,8 +279,9 @@ def _take_run_settings(config: pipeline.RunConfig, record: dict[str, Any], args:
         # A config file that sets other things (method parameters, say) leaves these to the run.
         if getattr(args, name, None) is None and name not in config.from_file and settings.get(name) is not None:
             setattr(config, name, settings[name])
-    # Method by method: a config file's parameters for one method leave the run's for the others.
-    config.method_params = {**(settings.get("method_params") or {}), **config.method_params}
+    # Parameter by parameter: a config file's setting of one leaves the run's others.
+    evaluated = settings.get("method_params") or {}
+    config.method_params = {name: {**evaluated.get(name, {}), **config.method_params.get(name, {})} for name in {*evaluated, *config.method_params}}
     if not config.corpora:
         config.corpora = [pipeline.CorpusSpec(**spec) for spec in settings.get("corpora", [])]
 

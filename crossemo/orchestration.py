@@ -213,7 +213,8 @@ def _exit_quietly_on_signals_at_exit() -> None:
     def at_exit() -> None:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, exit_now)
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # a process told to ignore Ctrl-C goes on ignoring it
+                    signal.signal(signum, exit_now)
 
     atexit.register(at_exit)
 

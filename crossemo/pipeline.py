@@ -467,17 +467,22 @@ def record_feature_store(record: RunRecord, generation: dict[str, Any], *, stora
     for name in DECODE_SETTINGS:
         record.settings[name] = decode.get(name)
     stored = generation.get("feature_set")
-    setting = _feature_set_id(record.settings.get("feature_set"), storage_options)
+    setting = feature_set_id_of(record.settings.get("feature_set"), storage_options=storage_options)
     if stored and setting is not None and setting != stored:
         record.settings["feature_set"] = stored
 
 
-def _feature_set_id(spec: Any, storage_options: storage.StorageOptions | None) -> str | None:
-    """The id of a feature set setting; ``None`` when it cannot be resolved here."""
+def feature_set_id_of(spec: Any, *, storage_options: storage.StorageOptions | None = None) -> str | None:
+    """The id of a feature set setting (``IS10`` and ``is10`` are one set); ``None`` when it cannot be resolved here."""
     try:
         return resolve_feature_set(str(spec), storage_options=storage_options).id
     except Exception:  # a config file out of reach (moved, credentials, network): the setting is kept as written
         return None
+
+
+def manifest_warnings(manifests: list[corpora.Manifest]) -> list[str]:
+    """Every manifest's warnings (blank rows, speaker ids spelt two ways …), each led by its corpus."""
+    return [f"{m.corpus}: {w}" for m in manifests for w in m.warnings]
 
 
 def write_record(record: RunRecord, out: str, *, storage_options: dict | None) -> str:
@@ -660,7 +665,7 @@ def run(config: RunConfig, *, evaluate: bool = True) -> tuple[RunRecord, Any, di
     started = time.perf_counter()
     prepared = prepare(config, need_pairs=evaluate)
     record = new_record(config, manifests=prepared.manifests, feature_set_id=prepared.feature_set_id)
-    record.warnings += [f"{m.corpus}: {w}" for m in prepared.manifests for w in m.warnings]
+    record.warnings += manifest_warnings(prepared.manifests)
     with recorded_if_it_fails(record, config, started):
         return _extract_and_evaluate(config, record, evaluate=evaluate, started=started, manifests=prepared.manifests)
 

@@ -158,12 +158,24 @@ def test_a_config_beside_from_run_overrides_only_what_it_sets(evaluated, tmp_pat
     metadata = json.loads((tmp_path / "same" / "model.json").read_text())
     assert metadata["params"]["n_estimators"] == 20 and metadata["evaluation"] is not None
 
+    # The same model spelt otherwise: the feature set in capitals, a default written out, one of the run's parameters again.
+    spelt = tmp_path / "spelt.toml"
+    spelt.write_text('feature_set = "IS10"\n[method_params.rf]\nn_estimators = 20\nmax_depth = 10\n')
+    assert cli.main([*train, "--config", str(spelt), "--out", str(tmp_path / "spelt")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "spelt" / "model.json").read_text())["evaluation"] is not None
+
     reseeded = tmp_path / "seed.toml"
-    reseeded.write_text("seed = 3\n")
+    reseeded.write_text("seed = 3\n[method_params.rf]\nmax_depth = 5\n")
     assert cli.main([*train, "--config", str(reseeded), "--out", str(tmp_path / "other")]) == 0
-    assert "seed 3 (the run: 0) differs from the run under" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "seed 3 (the run: 0); the parameters of rf" in said and "not as in the run under" in said, said
     metadata = json.loads((tmp_path / "other" / "model.json").read_text())
-    assert metadata["seed"] == 3 and metadata["params"]["n_estimators"] == 20 and metadata["evaluation"] is None
+    # Parameter by parameter: the run's forest size stays beside the file's depth.
+    assert metadata["seed"] == 3 and metadata["params"]["n_estimators"] == 20 and metadata["params"]["max_depth"] == 5 and metadata["evaluation"] is None
+    best = ["train", "--from-run", str(evaluated), "--target", "emovo", "--method", "best", "--config", str(reseeded), "--out", str(tmp_path / "best"), "--no-progress"]
+    assert cli.main(best) == 2
+    assert "--method best picks on the run under" in capsys.readouterr().err and not (tmp_path / "best").exists()
 
 
 def test_train_from_an_evaluate_run_reads_the_cache_beside_the_features_it_evaluated(data, evaluated, tmp_path, capsys):
