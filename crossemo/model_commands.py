@@ -157,7 +157,7 @@ def train_setup(args: argparse.Namespace, config_from: Any) -> TrainSetup:
     config.method_params = {choice.method: params} if params else {}
     prepared = pipeline.prepare(config, need_pairs=False)
     # After prepare, which checks the parameters the comparison builds the method with.
-    departures = _departures(config, record, choice.method, params) if record is not None and results is not None else []
+    departures = _departures(config, record, choice.method, params, feature_set_id=prepared.feature_set_id) if record is not None and results is not None else []
     if departures and args.method == training.BEST:
         # The choice itself (and the UAR its reason gives) was made on another model.
         raise pipeline.ConfigError(f"--method best picks on the run under {args.from_run}, but {departures[0]} differs from it; name the method, or evaluate these settings")
@@ -220,13 +220,14 @@ RUN_SETTINGS = ("feature_set", "analysis_rate", "channel", "seed")
 """The settings of an evaluated run that decide the model it evaluated (besides the method's parameters)."""
 
 
-def _departures(config: pipeline.RunConfig, record: dict[str, Any], method: str, params: dict[str, Any]) -> list[str]:
+def _departures(config: pipeline.RunConfig, record: dict[str, Any], method: str, params: dict[str, Any], *, feature_set_id: str) -> list[str]:
     """Where the model to train differs from the one the run evaluated: ``"seed 0 (the run: 7)"`` per setting.
 
     Settings are compared by what they mean: a feature set by its id (``IS10``
     is ``is10``; a config file by its contents), a method's parameters as the
     method takes them (a default written out is the default). A setting the
-    run did not record (``None``) is no difference.
+    run did not record (``None``) is no difference. ``feature_set_id`` is the
+    id :func:`crossemo.pipeline.prepare` resolved for ``config``.
     """
     settings = record.get("settings", {})
     differ = []
@@ -234,7 +235,7 @@ def _departures(config: pipeline.RunConfig, record: dict[str, Any], method: str,
         then, now = settings.get(name), getattr(config, name)
         if name == "feature_set":
             then = record.get("feature_set_id") or pipeline.feature_set_id_of(then, storage_options=config.fs_options) or then
-            now = pipeline.feature_set_id_of(now, storage_options=config.fs_options) or now
+            now = feature_set_id
         if then is not None and then != now:
             differ.append(f"{name} {getattr(config, name)} (the run: {settings.get(name)})")
     evaluated = (settings.get("method_params") or {}).get(method, {})
@@ -306,7 +307,7 @@ def command_train(args: argparse.Namespace, config_from: Any) -> int:
     print(f"features ({extraction.feature_set_id}): {extraction.extracted} extracted, {extraction.reused} reused from the cache in {store.out}")
     # As run and features say them: a file left out, or a speaker spelt two ways, changes what the model learns from.
     print_unused(extraction.rejected, where="the model learns from the others")
-    print_warnings([f"{m.corpus}: {w}" for m in setup.prepared.manifests for w in m.warnings] + extraction.warnings)
+    print_warnings(pipeline.manifest_warnings(setup.prepared.manifests) + extraction.warnings)
     datasets = pipeline.datasets_from(extraction.features)
     target = datasets[setup.target]
     source = protocol.Dataset.union([datasets[name] for name in setup.sources]) if len(setup.sources) > 1 else (datasets[setup.sources[0]] if setup.sources else None)
